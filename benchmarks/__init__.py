@@ -1,0 +1,1 @@
+"""Latency and throughput benchmarks; each is `python -m benchmarks.<name>` and writes JSON."""

@@ -1,0 +1,86 @@
+"""Checkpoints: `{model, config, classes, step, versions}` written atomically and read with
+`torch.load(weights_only=True)` (no code is unpickled)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.config import ConfigError, config_to_dict, from_dict
+from models.action_model import ActionModel, ModelConfig, build_model
+
+REQUIRED_KEYS = ("model", "config", "classes", "step", "versions")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names it and says why."""
+
+
+def versions() -> dict[str, str]:
+    import av
+    import numpy
+
+    return {"torch": str(torch.__version__), "av": str(av.__version__), "numpy": numpy.__version__}
+
+
+def save_checkpoint(path: str | Path, model: ActionModel, config: ModelConfig, *, step: int) -> None:
+    """Writes a checkpoint atomically: a temp file in the same folder, then a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "model": model.state_dict(),
+        "config": config_to_dict(config),
+        "classes": list(config.classes),
+        "step": int(step),
+        "versions": versions(),
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[ActionModel, ModelConfig, int]:
+    """Reads a checkpoint and builds its model; raises `CheckpointError` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file; give a .pt file from actstream train")
+    try:
+        payload: Any = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # weights_only refuses any pickled reference to code (a "GLOBAL" opcode).
+        if "global" in str(exc).lower():
+            raise CheckpointError(
+                f"{path}: refused: the checkpoint needs code to be unpickled, which actstream "
+                "never does; save plain tensors and values only"
+            ) from None
+        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or truncated)") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or truncated: {exc})") from None
+    if not isinstance(payload, dict) or any(k not in payload for k in REQUIRED_KEYS):
+        raise CheckpointError(f"{path}: not an actstream checkpoint (needs keys {list(REQUIRED_KEYS)})")
+    try:
+        config = from_dict(ModelConfig, payload["config"], "config")
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: bad model config in checkpoint: {exc}") from None
+    if list(config.classes) != list(payload["classes"]):
+        raise CheckpointError(f"{path}: class list disagrees with the model config")
+    model = build_model(config)
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise CheckpointError(f"{path}: weights do not fit the model shape ({first})") from None
+    return model.to(device).eval(), config, int(payload["step"])

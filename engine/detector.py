@@ -1,0 +1,355 @@
+"""The detector loop: frames from every stream → batched backbone → per-stream temporal step
+→ window of features → head every S frames → tracker → events on the publisher.
+
+One inference thread (the caller of `run`) owns all model state; reader threads hand it
+frames and status changes through bounded per-stream buffers, in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from engine.config import AppConfig, DecodeConfig
+from engine.events import ActionEvent, StreamStatus
+from engine.metrics import Metrics
+from engine.publisher import Publisher
+from engine.runtime import Backend
+from engine.tracker import Detection, TrackEvent, Tracker
+from models.postprocess import Segments, decode_segments, soft_nms
+from stream.buffer import DropPolicy, FrameBuffer
+from stream.frames import Frame
+from stream.reader import ReaderOptions, ReaderState, StatusEvent, StreamReader
+from stream.reconnect import Backoff
+from stream.sources import SourceSpec
+
+logger = logging.getLogger(__name__)
+
+JOIN_TIMEOUT_S = 5.0
+
+
+class StartupError(RuntimeError):
+    """The detector cannot start; the message has one line per problem."""
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """The head's input for one stream.
+
+    features: (T, C); valid: (T,) bool (False before the stream's first frames);
+    start_s: stream time of grid position 0; the window ends at start_s + T * frame_period_s.
+    """
+
+    stream_id: str
+    features: torch.Tensor
+    valid: torch.Tensor
+    start_s: float
+    frame_period_s: float
+
+    @property
+    def end_s(self) -> float:
+        return self.start_s + self.features.shape[0] * self.frame_period_s
+
+
+Segmenter = Callable[[Window], list[Detection]]
+
+
+class ModelSegmenter:
+    """The head network plus decoding and soft-NMS: a `Window` → scored `Detection`s."""
+
+    def __init__(self, backend: Backend, classes: tuple[str, ...], config: DecodeConfig) -> None:
+        self.backend, self.classes, self.config = backend, classes, config
+
+    def __call__(self, window: Window) -> list[Detection]:
+        out = self.backend.head(window.features[None], window.valid[None])
+        T = window.features.shape[0]
+        c = self.config
+        candidates = decode_segments(
+            out.cls_logits[0], out.offsets[0], self.backend.points, out.valid[0],
+            pre_nms_threshold=c.pre_nms_threshold, pre_nms_topk=c.pre_nms_topk,
+            min_duration=c.min_duration_frames, window_frames=T,
+        )
+        kept: Segments = soft_nms(
+            candidates, sigma=c.nms_sigma, min_score=c.min_score, max_segments=c.max_segments
+        )
+        p = window.frame_period_s
+        return [
+            Detection(window.start_s + float(b[0]) * p, window.start_s + float(b[1]) * p,
+                      self.classes[int(label)], float(score))
+            for b, score, label in zip(kept.bounds, kept.scores, kept.labels, strict=True)
+        ]
+
+
+class _StreamState:
+    """Everything the inference thread keeps for one stream (owned by that thread)."""
+
+    def __init__(self, spec: SourceSpec, reader: StreamReader, buffer: FrameBuffer, tracker: Tracker):
+        self.spec, self.reader, self.buffer, self.tracker = spec, reader, buffer, tracker
+        self.cache = None
+        self.window: torch.Tensor | None = None
+        self.filled = 0
+        self.pending: deque[Frame] = deque()
+        self.newest: Frame | None = None
+        self.since_head = 0
+        self.state = ReaderState.CONNECTING.value
+        self.finished = False
+
+
+class Detector:
+    """Runs the pipeline over several sources.
+
+    Args:
+        specs: the parsed sources.
+        backend: runs the model parts.
+        segmenter: window → detections (normally `ModelSegmenter`; tests inject a scripted one).
+        config: the app config (stream, tracker, model sections are used).
+        publisher: a started `Publisher`; closed by `close()`.
+        metrics: optional `Metrics` (its endpoint is closed by `close()`).
+        run_id: id of this run, the prefix of event ids.
+    """
+
+    def __init__(
+        self,
+        specs: list[SourceSpec],
+        *,
+        backend: Backend,
+        segmenter: Segmenter,
+        config: AppConfig,
+        publisher: Publisher,
+        metrics: Metrics | None = None,
+        run_id: str,
+    ) -> None:
+        if not specs:
+            raise StartupError("no sources: give at least one SOURCE")
+        self.backend, self.segmenter, self.config = backend, segmenter, config
+        self.publisher, self.metrics, self.run_id = publisher, metrics, run_id
+        model = config.model
+        self.period_s = 1.0 / model.fps
+        self.window_frames = model.head.window_frames
+        self.head_stride = model.head.stride_frames
+        self.max_batch = config.engine.max_batch
+        s = config.stream
+        self.reader_options = ReaderOptions(
+            width=model.backbone.image_size,
+            height=model.backbone.image_size,
+            fps=model.fps,
+            timeout_s=s.timeout_s,
+            rtsp_transport=s.rtsp_transport,
+            realtime=s.realtime,
+            backoff=Backoff(initial_s=s.reconnect_initial_s, max_s=s.reconnect_max_s,
+                            jitter=s.reconnect_jitter),
+            retry_first_open=s.retry_first_open,
+        )
+        self._ready = threading.Event()
+        self.streams: dict[str, _StreamState] = {}
+        for spec in specs:
+            policy = DropPolicy.DROP_OLDEST if spec.live else DropPolicy.BLOCK
+            buffer = FrameBuffer(
+                s.buffer_frames, policy, ready=self._ready,
+                can_drop=lambda item: isinstance(item, Frame),
+            )
+            sid = spec.stream_id
+            reader = StreamReader(
+                spec, buffer, self.reader_options,
+                on_decoded=self._counter("frames_decoded", sid),
+                on_drop=self._counter("frames_dropped", sid, "buffer_full"),
+            )
+            tracker = Tracker(config.tracker, frame_period_s=self.period_s, id_prefix=f"{run_id}-{sid}-")
+            self.streams[sid] = _StreamState(spec, reader, buffer, tracker)
+            if metrics is not None:
+                metrics.add_stream(sid, buffer.__len__)
+        self._closed = False
+
+    def _counter(self, name: str, *labels: str) -> Callable[[int], None] | None:
+        if self.metrics is None:
+            return None
+        child = getattr(self.metrics, name).labels(*labels)
+        return lambda n=1: child.inc(n)
+
+    def stream_states(self) -> dict[str, str]:
+        return {sid: st.state for sid, st in self.streams.items()}
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Starts every reader and waits until each has opened its source (or failed).
+
+        Raises `StartupError` listing every source that could not be opened; nothing is left
+        running then.
+        """
+        for st in self.streams.values():
+            st.reader.start()
+        deadline = time.monotonic() + 2 * self.reader_options.timeout_s + 5.0
+        for st in self.streams.values():
+            st.reader.first_open_done.wait(max(0.0, deadline - time.monotonic()))
+        errors = [st.reader.first_error for st in self.streams.values() if st.reader.first_error]
+        if errors:
+            self.close(publish=False)
+            raise StartupError("\n".join(errors))
+
+    def run(self, stop: threading.Event, *, duration_s: float | None = None) -> None:
+        """Processes frames until `stop` is set, `duration_s` passes, or every stream ended."""
+        end = None if duration_s is None else time.monotonic() + duration_s
+        while not stop.is_set():
+            if end is not None and time.monotonic() >= end:
+                break
+            if not self.step():
+                if all(st.finished for st in self.streams.values()):
+                    break
+                self._ready.wait(0.05)
+                self._ready.clear()
+
+    def close(self, *, publish: bool = True, reason: str = "shutdown") -> None:
+        """Stops readers, ends open actions (offset with `reason`), closes the publisher and
+        the metrics endpoint. Every thread is joined."""
+        if self._closed:
+            return
+        self._closed = True
+        for st in self.streams.values():
+            st.reader.stop()
+            st.buffer.close()
+        for st in self.streams.values():
+            st.reader.join(JOIN_TIMEOUT_S)
+        if publish:
+            for sid, st in self.streams.items():
+                if st.newest is not None:
+                    self._emit(st, st.tracker.close_all(reason, at_s=self._newest_end_s(st)))
+                if not st.finished:  # its reader's last status could not reach the buffer
+                    st.state = st.reader.state.value
+                    self.publisher.publish(StreamStatus(sid, st.state, "detector shut down"))
+        self.publisher.close()
+        if self.metrics is not None:
+            self.metrics.close()
+
+    def threads_alive(self) -> list[str]:
+        alive = [f"reader-{sid}" for sid, st in self.streams.items() if st.reader.is_alive()]
+        if self.publisher.is_alive():
+            alive.append("publisher")
+        return alive
+
+    # ---- one iteration --------------------------------------------------------------------------
+    def step(self) -> bool:
+        """Takes what the readers have buffered and pushes it through; False if nothing was."""
+        active = [st for st in self.streams.values() if not st.finished]
+        if not active:
+            return False
+        quota = max(1, self.max_batch // len(active))
+        taken = [(st, st.buffer.get_many(quota)) for st in active]
+        frames = [item for _, items in taken for item in items if isinstance(item, Frame)]
+        features = self._encode(frames) if frames else None
+        k = 0
+        for st, items in taken:
+            for item in items:
+                if isinstance(item, Frame):
+                    self._on_frame(st, item, features[k : k + 1])
+                    k += 1
+                else:
+                    self._on_status(st, item)
+        return any(items for _, items in taken)
+
+    def _encode(self, frames: list[Frame]) -> torch.Tensor:
+        t0 = time.perf_counter()
+        images = np.stack([f.image for f in frames])
+        t1 = time.perf_counter()
+        outs = [
+            self.backend.encode_frames(images[i : i + self.max_batch])
+            for i in range(0, len(frames), self.max_batch)
+        ]
+        t2 = time.perf_counter()
+        if self.metrics is not None:
+            self.metrics.stage_seconds.labels("preprocess").observe(t1 - t0)
+            self.metrics.stage_seconds.labels("backbone").observe(t2 - t1)
+            self.metrics.batch_size.observe(len(frames))
+        return torch.cat(outs) if len(outs) > 1 else outs[0]
+
+    def _on_frame(self, st: _StreamState, frame: Frame, feature: torch.Tensor) -> None:
+        if st.cache is None:
+            st.cache = self.backend.init_cache(1)
+            st.window = torch.zeros(self.window_frames, self.backend.feature_dim)
+            st.filled = 0
+            st.pending.clear()
+        t0 = time.perf_counter()
+        y, st.cache = self.backend.temporal_step(feature, st.cache)
+        if self.metrics is not None:
+            self.metrics.stage_seconds.labels("temporal").observe(time.perf_counter() - t0)
+            self.metrics.frames_processed.labels(st.spec.stream_id).inc()
+        st.pending.append(frame)
+        if len(st.pending) <= self.backend.delay_frames:
+            return  # the encoder has not seen enough future frames for the oldest one yet
+        st.newest = st.pending.popleft()
+        st.window = torch.cat([st.window[1:], y.reshape(1, -1).cpu()])
+        st.filled = min(st.filled + 1, self.window_frames)
+        st.since_head += 1
+        if st.since_head >= self.head_stride:
+            self._run_head(st)
+
+    def _newest_end_s(self, st: _StreamState) -> float:
+        assert st.newest is not None
+        return st.newest.pts_s + self.period_s
+
+    def _run_head(self, st: _StreamState) -> None:
+        st.since_head = 0
+        if st.newest is None:
+            return
+        T = self.window_frames
+        valid = torch.arange(T) >= T - st.filled
+        end_s = self._newest_end_s(st)
+        window = Window(st.spec.stream_id, st.window, valid, end_s - T * self.period_s, self.period_s)
+        t0 = time.perf_counter()
+        detections = self.segmenter(window)
+        t1 = time.perf_counter()
+        events = st.tracker.update(detections, window_start_s=window.start_s, window_end_s=end_s)
+        if self.metrics is not None:
+            self.metrics.stage_seconds.labels("head").observe(t1 - t0)
+            self.metrics.stage_seconds.labels("track").observe(time.perf_counter() - t1)
+        self._emit(st, events)
+
+    def _emit(self, st: _StreamState, events: list[TrackEvent]) -> None:
+        if not events:
+            return
+        newest = st.newest
+        assert newest is not None
+
+        def wall(t_s: float) -> float:
+            return newest.decoded_wall_s - (newest.pts_s - t_s)
+
+        for e in events:
+            self.publisher.publish(
+                ActionEvent(
+                    type=e.type, event_id=e.event_id, stream=st.spec.stream_id, label=e.label,
+                    score=e.score, start_s=e.start_s, start_wall_s=wall(e.start_s),
+                    frame_wall_s=newest.decoded_wall_s, end_s=e.end_s,
+                    end_wall_s=None if e.end_s is None else wall(e.end_s), reason=e.reason,
+                )
+            )
+
+    def _on_status(self, st: _StreamState, status: StatusEvent) -> None:
+        state = status.state
+        if state in (ReaderState.DISCONNECTED, ReaderState.ENDED, ReaderState.FAILED, ReaderState.STOPPED):
+            self._finish_connection(st, "stream_ended" if state is ReaderState.ENDED else "disconnected")
+        st.state = state.value
+        if state in (ReaderState.ENDED, ReaderState.FAILED, ReaderState.STOPPED):
+            st.finished = True
+        if self.metrics is not None:
+            sid = st.spec.stream_id
+            self.metrics.stream_up.labels(sid).set(1 if state is ReaderState.CONNECTED else 0)
+            if state is ReaderState.RECONNECTING:
+                self.metrics.reconnects.labels(sid).inc()
+        self.publisher.publish(StreamStatus(st.spec.stream_id, state.value, status.detail))
+
+    def _finish_connection(self, st: _StreamState, reason: str) -> None:
+        """The connection's frames are all processed: last head run, close open actions, and
+        reset the temporal state (the next connection is a new timeline)."""
+        if st.newest is not None:
+            if st.since_head > 0:
+                self._run_head(st)
+            self._emit(st, st.tracker.close_all(reason, at_s=self._newest_end_s(st)))
+        st.cache = None
+        st.newest = None
+        st.since_head = 0

@@ -1,0 +1,121 @@
+"""What the detector publishes: action events, stream status and heartbeats, their topics and
+their JSON form on the wire (schema in `EVENT_SCHEMA`, documented in the README).
+
+Topics put the widest useful filter first, so ZeroMQ prefix subscriptions select:
+`action.` (all actions), `action.cam1.` (one stream), `action.cam1.onset.` (one stream's
+onsets), `status.cam1.`, `heartbeat`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+SCHEMA = "actstream.event/1"
+MESSAGE_TYPES = ("onset", "offset", "status", "heartbeat")
+OFFSET_REASONS = ("ended", "score_dropped", "stream_ended", "disconnected", "shutdown")
+EVENT_SCHEMA: dict[str, Any] = json.loads(
+    (Path(__file__).with_name("event_schema.json")).read_text()
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ActionEvent:
+    """An action's onset or offset (an onset and its offset share `event_id`).
+
+    Times are in the stream's own clock (`*_s`) and in wall-clock Unix time (`*_wall_s`).
+    `frame_wall_s` is when the newest frame the decision was based on finished decoding.
+    """
+
+    type: Literal["onset", "offset"]
+    event_id: str
+    stream: str
+    label: str
+    score: float
+    start_s: float
+    start_wall_s: float
+    frame_wall_s: float
+    end_s: float | None = None
+    end_wall_s: float | None = None
+    reason: str | None = None
+
+    @property
+    def topic(self) -> str:
+        return f"action.{self.stream}.{self.type}.{self.label}"
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": self.type,
+            "stream": self.stream,
+            "event_id": self.event_id,
+            "label": self.label,
+            "score": round(self.score, 6),
+            "start_s": round(self.start_s, 6),
+            "start_wall_s": round(self.start_wall_s, 6),
+            "frame_wall_s": round(self.frame_wall_s, 6),
+        }
+        if self.type == "offset":
+            assert self.end_s is not None and self.end_wall_s is not None and self.reason
+            body.update(
+                end_s=round(self.end_s, 6),
+                end_wall_s=round(self.end_wall_s, 6),
+                duration_s=round(self.end_s - self.start_s, 6),
+                reason=self.reason,
+            )
+        return body
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStatus:
+    """A stream's state change: connected, disconnected, reconnecting, ended, failed, stopped."""
+
+    stream: str
+    state: str
+    detail: str = ""
+
+    @property
+    def topic(self) -> str:
+        return f"status.{self.stream}.{self.state}"
+
+    def body(self) -> dict[str, Any]:
+        return {"type": "status", "stream": self.stream, "state": self.state, "detail": self.detail}
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """Sent every `publisher.heartbeat_s`: the detector is alive; each stream's state."""
+
+    uptime_s: float
+    streams: dict[str, str]
+
+    topic = "heartbeat"
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "type": "heartbeat",
+            "stream": None,
+            "uptime_s": round(self.uptime_s, 3),
+            "streams": dict(self.streams),
+        }
+
+
+Message = ActionEvent | StreamStatus | Heartbeat
+
+
+def encode(message: Message, *, run_id: str, seq: int, wall_s: float) -> tuple[bytes, bytes]:
+    """The multipart frames [topic, JSON payload] of one message."""
+    body = {"schema": SCHEMA, "run_id": run_id, "seq": seq, "wall_s": round(wall_s, 6)}
+    body.update(message.body())
+    return message.topic.encode(), json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode(frames: list[bytes]) -> tuple[str, dict[str, Any]]:
+    """[topic, payload] → (topic, message dict); raises ValueError on a malformed message."""
+    if len(frames) != 2:
+        raise ValueError(f"expected 2 frames [topic, payload], got {len(frames)}")
+    message = json.loads(frames[1])
+    if not isinstance(message, dict) or message.get("schema") != SCHEMA:
+        raise ValueError(f"not an {SCHEMA} message")
+    return frames[0].decode(), message

@@ -1,0 +1,180 @@
+"""ZeroMQ PUB publisher: one thread owns the socket, fed by a queue; it numbers messages per
+stream and sends heartbeats.
+
+PUB never blocks the detector: at the high-water mark ZeroMQ drops messages silently, so
+subscribers detect losses from gaps in the per-stream sequence numbers.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+import zmq
+
+from engine.events import ActionEvent, Heartbeat, Message, encode
+from engine.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+LINGER_MS = 500  # how long close() may spend flushing queued messages
+QUEUE_MAX = 100_000
+
+
+class PublisherError(OSError):
+    """The publisher could not bind its endpoint."""
+
+
+class Publisher:
+    """Publishes messages as multipart [topic, JSON] on a bound PUB socket.
+
+    Args:
+        endpoint: where to bind, e.g. tcp://127.0.0.1:5556.
+        run_id: this process run's id, in every message.
+        heartbeat_s: seconds between heartbeats (None: none).
+        stream_states: returns {stream: state} for heartbeats (called on the publisher thread).
+        send_hwm: ZeroMQ send high-water mark.
+        on_sent: called with (topic, payload bytes, message) after each send (printing,
+            metrics); runs on the publisher thread.
+        clock: wall clock for message times.
+        metrics: optional; counts events and drops, observes frame-to-event latency.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        run_id: str,
+        heartbeat_s: float | None = 1.0,
+        stream_states: Callable[[], dict[str, str]] = dict,
+        send_hwm: int = 10000,
+        on_sent: Callable[[str, bytes, Message], None] | None = None,
+        clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.run_id = run_id
+        self.heartbeat_s = heartbeat_s
+        self._stream_states = stream_states
+        self._send_hwm = send_hwm
+        self._on_sent = on_sent
+        self._clock = clock
+        self._metrics = metrics
+        self._queue: queue.Queue[Message | None] = queue.Queue(QUEUE_MAX)
+        self._ready = threading.Event()
+        self._error: str | None = None
+        self._seq: dict[str, int] = {}
+        self.bound_endpoint: str | None = None
+        self.dropped = 0
+        self.sent = 0
+        self._started_s = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
+
+    def start(self, timeout_s: float = 5.0) -> str:
+        """Binds (on the publisher thread) and returns the bound endpoint; raises
+        `PublisherError` if the endpoint cannot be bound."""
+        self._thread.start()
+        if not self._ready.wait(timeout_s):
+            raise PublisherError(f"{self.endpoint}: publisher did not start within {timeout_s} s")
+        if self._error is not None:
+            self._thread.join(timeout_s)
+            raise PublisherError(self._error)
+        return self.bound_endpoint or self.endpoint
+
+    def set_stream_states(self, stream_states: Callable[[], dict[str, str]]) -> None:
+        """What heartbeats report as each stream's state."""
+        self._stream_states = stream_states
+
+    def publish(self, message: Message) -> None:
+        """Queues a message; never blocks (a full queue drops and counts)."""
+        try:
+            self._queue.put_nowait(message)
+        except queue.Full:
+            self.dropped += 1
+            if self._metrics is not None:
+                self._metrics.messages_dropped.inc()
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Sends what is queued, then closes the socket and joins the thread."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout_s)
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        ctx = zmq.Context.instance()
+        sock = ctx.socket(zmq.PUB)
+        sock.setsockopt(zmq.SNDHWM, self._send_hwm)
+        sock.setsockopt(zmq.LINGER, LINGER_MS)
+        try:
+            sock.bind(self.endpoint)
+            self.bound_endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        except zmq.ZMQError as exc:
+            self._error = (
+                f"event endpoint {self.endpoint}: cannot bind ({exc.strerror}); choose another"
+                " with --zmq, e.g. --zmq tcp://127.0.0.1:5557"
+            )
+            sock.close(0)
+            self._ready.set()
+            return
+        self._ready.set()
+        logger.info("publishing events on %s", self.bound_endpoint)
+        next_beat = time.monotonic() if self.heartbeat_s else None
+        try:
+            while True:
+                wait = 0.1 if next_beat is None else max(0.0, next_beat - time.monotonic())
+                try:
+                    message = self._queue.get(timeout=wait)
+                except queue.Empty:
+                    message = ...
+                if message is None:
+                    break
+                if message is not ...:
+                    self._send(sock, message)
+                if next_beat is not None and time.monotonic() >= next_beat:
+                    uptime = time.monotonic() - self._started_s
+                    self._send(sock, Heartbeat(uptime, self._stream_states()))
+                    next_beat += self.heartbeat_s
+                    if next_beat < time.monotonic():  # fell behind (suspended): skip beats
+                        next_beat = time.monotonic() + self.heartbeat_s
+            while True:  # drain what was queued before close()
+                try:
+                    message = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if message is not None:
+                    self._send(sock, message)
+        except Exception:
+            logger.exception("publisher crashed")
+        finally:
+            sock.close(LINGER_MS)
+
+    def _send(self, sock: zmq.Socket, message: Message) -> None:
+        key = getattr(message, "stream", None) or ""
+        seq = self._seq.get(key, 0)
+        self._seq[key] = seq + 1
+        topic, payload = encode(message, run_id=self.run_id, seq=seq, wall_s=self._clock())
+        try:
+            sock.send_multipart([topic, payload], flags=zmq.NOBLOCK)
+            self.sent += 1
+        except zmq.Again:
+            self.dropped += 1
+            if self._metrics is not None:
+                self._metrics.messages_dropped.inc()
+            return
+        if self._metrics is not None and isinstance(message, ActionEvent):
+            now = time.time()
+            self._metrics.events.labels(message.stream, message.type, message.label).inc()
+            self._metrics.frame_to_event_seconds.labels(message.stream).observe(
+                now - message.frame_wall_s
+            )
+        if self._on_sent is not None:
+            try:
+                self._on_sent(topic.decode(), payload, message)
+            except Exception:
+                logger.exception("on_sent callback failed")

@@ -1,0 +1,160 @@
+"""Segments seen in overlapping windows → exactly one onset and one offset per action.
+
+Pure logic, per stream, in stream time; no clocks. Each head run gives the segments of the
+window that ends at `window_end_s`. A segment that reaches the window's end (within a
+tolerance) is *open*: the action is still going on. Segments are matched to tracked actions
+of the same label by tIoU (an open action is compared as if it lasted as long as the segment),
+so the same action seen by many overlapping windows stays one action; only the part inside the
+current window is compared, since a window sees an older action truncated at its left edge.
+
+* a new open segment → `onset`;
+* a tracked open action whose segment now ends before the window's end → `offset` (reason
+  "ended") with its final start and end;
+* a tracked open action not seen for `close_after_missed_runs` runs → `offset`
+  ("score_dropped"), ending where it was last seen;
+* a new segment that already ended (a short action between two head runs) → `onset` and
+  `offset` together;
+* `close_all` ends every open action (stream ended, disconnected, shutdown).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.config import TrackerConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """A scored segment in stream time."""
+
+    start_s: float
+    end_s: float
+    label: str
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class TrackEvent:
+    """An onset or offset in stream time (the detector adds wall-clock times)."""
+
+    type: str  # "onset" | "offset"
+    event_id: str
+    label: str
+    score: float
+    start_s: float
+    end_s: float | None = None
+    reason: str | None = None
+
+
+@dataclass(slots=True)
+class _Track:
+    event_id: str
+    label: str
+    start_s: float
+    end_s: float
+    score: float
+    open: bool
+    missed: int = 0
+
+
+def interval_iou(a0: float, a1: float, b0: float, b1: float) -> float:
+    inter = max(0.0, min(a1, b1) - max(a0, b0))
+    union = (a1 - a0) + (b1 - b0) - inter
+    return inter / union if union > 0 else 0.0
+
+
+class Tracker:
+    """Tracks one stream's actions.
+
+    Args:
+        config: thresholds.
+        frame_period_s: 1 / model fps (converts the tolerance in frames to seconds).
+        id_prefix: event ids are `id_prefix + counter`.
+    """
+
+    def __init__(self, config: TrackerConfig, *, frame_period_s: float, id_prefix: str) -> None:
+        self.config = config
+        self.tolerance_s = config.open_tolerance_frames * frame_period_s
+        self.id_prefix = id_prefix
+        self._next_id = 0
+        self._tracks: list[_Track] = []
+
+    @property
+    def open_actions(self) -> int:
+        return sum(t.open for t in self._tracks)
+
+    def _new_id(self) -> str:
+        self._next_id += 1
+        return f"{self.id_prefix}{self._next_id}"
+
+    def update(
+        self, detections: list[Detection], *, window_start_s: float, window_end_s: float
+    ) -> list[TrackEvent]:
+        """Feeds one head run's segments; returns the events it causes, in order."""
+        events: list[TrackEvent] = []
+        seen: set[int] = set()
+        strong = sorted(
+            (d for d in detections if d.score >= self.config.onset_threshold),
+            key=lambda d: -d.score,
+        )
+        for det in strong:
+            is_open = det.end_s >= window_end_s - self.tolerance_s
+            best, best_iou = None, self.config.match_iou
+            for i, track in enumerate(self._tracks):
+                if track.label != det.label:
+                    continue
+                # Compare what this window can see of the track: an action sliding out of the
+                # window's left edge is seen truncated; an open one reaches as far as the
+                # detection says (it may have gone on, or ended since the last run).
+                start = max(track.start_s, window_start_s)
+                end = max(track.end_s, det.end_s) if track.open else track.end_s
+                iou = interval_iou(start, end, max(det.start_s, window_start_s), det.end_s)
+                if iou >= best_iou:
+                    best, best_iou = i, iou
+            if best is None:
+                track = _Track(self._new_id(), det.label, det.start_s, det.end_s, det.score, is_open)
+                self._tracks.append(track)
+                seen.add(len(self._tracks) - 1)
+                events.append(TrackEvent("onset", track.event_id, det.label, det.score, det.start_s))
+                if not is_open:
+                    events.append(self._offset(track, "ended"))
+                continue
+            if best in seen:
+                continue  # a weaker duplicate of an action already matched in this run
+            seen.add(best)
+            track = self._tracks[best]
+            if not track.open:
+                continue  # a finished action seen again by an overlapping window
+            if det.start_s > window_start_s:  # a truncated start says nothing new
+                track.start_s = det.start_s
+            track.end_s, track.missed = det.end_s, 0
+            track.score = max(track.score, det.score)
+            if not is_open:
+                events.append(self._offset(track, "ended"))
+        for i, track in enumerate(self._tracks):
+            if track.open and i not in seen:
+                track.missed += 1
+                if track.missed >= self.config.close_after_missed_runs:
+                    events.append(self._offset(track, "score_dropped"))
+        # Closed actions are kept only while a window can still see them (for matching).
+        self._tracks = [t for t in self._tracks if t.open or t.end_s > window_start_s]
+        return events
+
+    def close_all(self, reason: str, *, at_s: float | None = None) -> list[TrackEvent]:
+        """Ends every open action (`at_s`: the end to report, default where last seen)."""
+        events = []
+        for track in self._tracks:
+            if track.open:
+                if at_s is not None:
+                    track.end_s = max(track.start_s, at_s)
+                events.append(self._offset(track, reason))
+        self._tracks = []
+        return events
+
+    @staticmethod
+    def _offset(track: _Track, reason: str) -> TrackEvent:
+        track.open = False
+        return TrackEvent(
+            "offset", track.event_id, track.label, track.score, track.start_s, track.end_s, reason
+        )

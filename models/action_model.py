@@ -1,0 +1,75 @@
+"""The whole detector network: frame backbone → FastBack temporal encoder → ActionFormer head.
+
+Composition takes built parts, so tests inject tiny ones; `build_model` builds the parts from
+a `ModelConfig`. The streaming detector calls the parts one by one (backbone per batch of
+frames, `temporal.step` per frame, head per window); `forward` runs all three over whole
+clips for training and offline evaluation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from models.actionformer import ActionFormerHead, HeadConfig, HeadOutput
+from models.backbone import BackboneConfig, FrameBackbone
+from models.fastback import FastBackEncoder, TemporalConfig
+
+# The synthetic source's classes (stream/synthetic.py), the default until a checkpoint says.
+DEFAULT_CLASSES: tuple[str, ...] = ("jump", "spin", "wave", "pulse", "flash", "dash")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """Attributes:
+    classes: action class names, in the order of the classifier's outputs.
+    fps: frame rate the model works at; sources are sampled to it.
+    seed: seed of the random initialisation (used when no weights are given).
+    backbone, temporal, head: the parts' settings.
+    """
+
+    classes: tuple[str, ...] = DEFAULT_CLASSES
+    fps: float = 10.0
+    seed: int = 0
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    temporal: TemporalConfig = field(default_factory=TemporalConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+
+    def __post_init__(self) -> None:
+        if not self.classes:
+            raise ValueError("classes must not be empty")
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"classes must be unique, got {self.classes}")
+        if self.fps <= 0:
+            raise ValueError(f"fps must be positive, got {self.fps}")
+
+
+class ActionModel(nn.Module):
+    """backbone (B·T, 3, H, W) → (B·T, C_f); temporal (B, T, C_f) → (B, T, C); head → HeadOutput."""
+
+    def __init__(self, *, backbone: nn.Module, temporal: FastBackEncoder, head: ActionFormerHead):
+        super().__init__()
+        self.backbone = backbone
+        self.temporal = temporal
+        self.head = head
+
+    def forward(self, clips: torch.Tensor, valid: torch.Tensor | None = None) -> HeadOutput:
+        """Args: clips (B, T, 3, H, W) in [0, 1], T = head.window_frames; valid (B, T)."""
+        B, T = clips.shape[:2]
+        feats = self.backbone(clips.flatten(0, 1)).view(B, T, -1)  # (B, T, C_f)
+        return self.head(self.temporal(feats, valid), valid)
+
+
+def build_model(config: ModelConfig) -> ActionModel:
+    """Builds the network with a seeded random initialisation."""
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(config.seed)
+    try:
+        backbone = FrameBackbone(config.backbone)
+        temporal = FastBackEncoder(config.temporal, in_dim=backbone.feature_dim)
+        head = ActionFormerHead(config.head, in_dim=temporal.out_dim, num_classes=len(config.classes))
+    finally:
+        torch.random.set_rng_state(generator_state)
+    return ActionModel(backbone=backbone, temporal=temporal, head=head)

@@ -1,0 +1,104 @@
+"""Turning head outputs into scored segments: decoding and 1-D soft-NMS, as pure functions.
+
+All positions are on the head window's frame grid (0 = the window's first frame).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+
+class Segments(NamedTuple):
+    """N segments. bounds: (N, 2) start and end; scores: (N,); labels: (N,) long."""
+
+    bounds: torch.Tensor
+    scores: torch.Tensor
+    labels: torch.Tensor
+
+
+def decode_segments(
+    cls_logits: torch.Tensor,
+    offsets: torch.Tensor,
+    points: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    *,
+    pre_nms_threshold: float = 0.05,
+    pre_nms_topk: int = 500,
+    min_duration: float = 0.5,
+    window_frames: int | None = None,
+) -> Segments:
+    """Candidate segments of one window.
+
+    Args:
+        cls_logits: (N, K) for N points.
+        offsets: (N, 2) distances to start and end in units of the point's stride.
+        points: (N, 2) position and stride of each point (`make_points`).
+        valid: (N,) bool; invalid points are ignored.
+        pre_nms_threshold: lowest class probability kept.
+        pre_nms_topk: most candidates kept (by probability).
+        min_duration: shortest segment kept, in frames.
+        window_frames: if given, bounds are clipped to [0, window_frames].
+    """
+    probs = cls_logits.sigmoid()
+    if valid is not None:
+        probs = probs * valid[:, None].to(probs.dtype)
+    flat = probs.flatten()
+    keep = (flat > pre_nms_threshold).nonzero().squeeze(1)
+    if keep.numel() > pre_nms_topk:
+        keep = keep[flat[keep].topk(pre_nms_topk).indices]
+    k = cls_logits.shape[1]
+    point_idx, labels = keep // k, keep % k
+    pos, stride = points[point_idx, 0], points[point_idx, 1]
+    start = pos - offsets[point_idx, 0] * stride
+    end = pos + offsets[point_idx, 1] * stride
+    if window_frames is not None:
+        start, end = start.clamp(0, window_frames), end.clamp(0, window_frames)
+    ok = (end - start) >= min_duration
+    bounds = torch.stack([start, end], dim=1)[ok]
+    return Segments(bounds, flat[keep][ok], labels[ok])
+
+
+def segment_iou(one: torch.Tensor, many: torch.Tensor) -> torch.Tensor:
+    """tIoU of one segment (2,) with each of many (N, 2) → (N,)."""
+    inter = (torch.minimum(one[1], many[:, 1]) - torch.maximum(one[0], many[:, 0])).clamp(min=0)
+    union = (one[1] - one[0]) + (many[:, 1] - many[:, 0]) - inter
+    return inter / union.clamp(min=1e-9)
+
+
+def soft_nms(
+    segments: Segments,
+    *,
+    sigma: float = 0.5,
+    min_score: float = 0.001,
+    max_segments: int = 100,
+    class_aware: bool = True,
+) -> Segments:
+    """Gaussian soft-NMS in 1-D: after picking the best segment, every other segment (of the
+    same class when `class_aware`) has its score multiplied by exp(-IoU² / sigma).
+
+    Returns the kept segments with their decayed scores, best first.
+    """
+    bounds, scores, labels = segments.bounds.clone(), segments.scores.clone(), segments.labels
+    alive = scores >= min_score
+    kept = []
+    kept_scores = []
+    while alive.any() and len(kept) < max_segments:
+        masked = torch.where(alive, scores, torch.full_like(scores, -1.0))
+        best = int(masked.argmax())
+        kept.append(best)
+        kept_scores.append(scores[best].clone())
+        alive[best] = False
+        others = alive.clone()
+        if class_aware:
+            others &= labels == labels[best]
+        if others.any():
+            idx = others.nonzero().squeeze(1)
+            iou = segment_iou(bounds[best], bounds[idx])
+            scores[idx] = scores[idx] * torch.exp(-(iou * iou) / sigma)
+            alive[idx] = scores[idx] >= min_score
+    if not kept:
+        return Segments(bounds[:0], scores[:0], labels[:0])
+    index = torch.tensor(kept, dtype=torch.long)
+    return Segments(bounds[index], torch.stack(kept_scores), labels[index])

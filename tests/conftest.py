@@ -1,0 +1,86 @@
+"""Shared fixtures: generated media, free loopback ports, a real RTSP server."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.media import scene_frames, write_h264_mp4
+
+ROOT = Path(__file__).resolve().parents[1]
+RTSP_SERVER = Path(__file__).with_name("rtsp_server.py")
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RtspServer:
+    """gst-rtsp-server in a subprocess of the system Python; stopped by `stop()`."""
+
+    def __init__(self, *args: str, port: int = 0, ready_timeout_s: float = 20.0) -> None:
+        self.proc = subprocess.Popen(
+            [SYSTEM_PYTHON, str(RTSP_SERVER), "--port", str(port), *args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        ready, _, _ = select.select([self.proc.stdout], [], [], ready_timeout_s)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line.startswith("READY "):
+            self.stop()
+            raise RuntimeError(f"RTSP server did not start: {line!r}")
+        self.url = line.split()[1]
+        self.port = int(self.url.split(":")[2].split("/")[0])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+
+@pytest.fixture
+def rtsp_server():
+    """Factory: `rtsp_server("--source", "file", "--file", path)` → a running `RtspServer`."""
+    servers: list[RtspServer] = []
+
+    def start(*args: str, **kw) -> RtspServer:
+        server = RtspServer(*args, **kw)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(scope="session")
+def clip_mp4(media_dir) -> Path:
+    """4 s of synthetic scene, 160x120 at 25 fps, H.264 in mp4 (GOP 1 s, no B-frames)."""
+    return write_h264_mp4(media_dir / "clip.mp4", scene_frames(100, fps=25), fps=25)
+
+
+@pytest.fixture
+def actstream_cmd() -> list[str]:
+    """How to run the `actstream` command from this interpreter's environment."""
+    return [sys.executable, "-m", "engine.cli"]

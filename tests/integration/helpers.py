@@ -1,0 +1,110 @@
+"""Building a real detector (real sources, publisher, metrics) around a small model, and a
+head whose output the test fixes."""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+
+from engine.config import AppConfig, load_config
+from engine.detector import Detector, Window
+from engine.metrics import Metrics
+from engine.publisher import Publisher
+from engine.runtime import TorchBackend
+from engine.subscriber import Subscriber
+from engine.tracker import Detection
+from models.action_model import build_model
+from stream.sources import parse_sources
+
+SMALL_MODEL = [
+    "model.backbone.image_size=32", "model.backbone.channels=[8, 16]",
+    "model.backbone.feature_dim=32", "model.temporal.dim=32", "model.temporal.num_layers=1",
+    "model.temporal.num_lookback_heads=2", "model.temporal.lookback_frames=8",
+    "model.head.window_frames=16", "model.head.dim=32", "model.head.num_levels=3",
+    "model.head.num_heads=2", "model.head.attn_window=5",
+]
+
+
+def small_config(*overrides: str) -> AppConfig:
+    return load_config(None, [*SMALL_MODEL, "publisher.heartbeat_s=0.05", *overrides])
+
+
+@dataclass(frozen=True)
+class ScriptedHead:
+    """A perfect head: every action (start_s, end_s, label, score) of a stream, as seen by a
+    window ending at `window.end_s` (clipped to it, visible once it has begun)."""
+
+    actions: dict[str, list[tuple[float, float, str, float]]]
+
+    def __call__(self, window: Window) -> list[Detection]:
+        e = window.end_s
+        return [
+            Detection(max(s, window.start_s), min(x, e), label, score)
+            for s, x, label, score in self.actions.get(window.stream_id, [])
+            if s < e - 0.05 and x > window.start_s
+        ]
+
+
+def make_detector(sources: list[str], config: AppConfig, head, *, run_id: str = "test",
+                  metrics: bool = False) -> Detector:
+    backend = TorchBackend(build_model(config.model))
+    m = Metrics() if metrics else None
+    publisher = Publisher("tcp://127.0.0.1:*", run_id=run_id, heartbeat_s=config.publisher.heartbeat_s,
+                          metrics=m)
+    detector = Detector(parse_sources(sources), backend=backend, segmenter=head, config=config,
+                        publisher=publisher, metrics=m, run_id=run_id)
+    publisher.set_stream_states(detector.stream_states)
+    publisher.start()
+    return detector
+
+
+def connect_subscriber(endpoint: str, timeout_s: float = 10.0) -> Subscriber:
+    """A subscriber that has provably joined (it received a heartbeat)."""
+    sub = Subscriber(endpoint)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        item = sub.receive(0.2)
+        if item is not None and item[1]["type"] == "heartbeat":
+            return sub
+    sub.close()
+    raise AssertionError(f"no heartbeat from {endpoint} within {timeout_s} s")
+
+
+def drain(sub: Subscriber, *, idle_s: float = 0.5, limit_s: float = 20.0) -> list[dict]:
+    """Every message until none arrives for `idle_s` (heartbeats excluded)."""
+    out, deadline = [], time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        item = sub.receive(idle_s)
+        if item is None:
+            break
+        if item[1]["type"] != "heartbeat":
+            out.append(item[1])
+    return out
+
+
+def run_in_thread(detector: Detector, duration_s: float | None = None):
+    stop = threading.Event()
+    thread = threading.Thread(target=detector.run, args=(stop,), kwargs={"duration_s": duration_s})
+    thread.start()
+    return stop, thread
+
+
+def scrape(port: int) -> dict[tuple[str, tuple], float]:
+    """GET /metrics → {(name, sorted label items): value}."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name_labels, value = line.rsplit(" ", 1)
+        if "{" in name_labels:
+            name, labels = name_labels.split("{", 1)
+            items = tuple(sorted(
+                tuple(kv.split("=", 1)) for kv in labels.rstrip("}").replace('"', "").split(",") if kv
+            ))
+        else:
+            name, items = name_labels, ()
+        out[(name, items)] = float(value)
+    return out

@@ -1,0 +1,107 @@
+import pytest
+import torch
+
+from models.fastback import FastBackEncoder, TemporalConfig, reset_streams
+
+
+def make(lookback=8, lookahead=0, ahead_heads=0, layers=3, dim=32, in_dim=16, seed=0):
+    torch.manual_seed(seed)
+    cfg = TemporalConfig(dim=dim, num_layers=layers, num_lookback_heads=2,
+                         num_lookahead_heads=ahead_heads, lookback_frames=lookback,
+                         lookahead_frames=lookahead)
+    model = FastBackEncoder(cfg, in_dim=in_dim).eval()
+    with torch.no_grad():  # non-trivial relative biases, so that masking mistakes show
+        for block in model.blocks:
+            block.attn.bias_back.normal_()
+            block.attn.bias_ahead.normal_()
+    return model
+
+
+def run_steps(model, x, cache=None):
+    cache = cache or model.init_cache(x.shape[0])
+    outs = []
+    with torch.no_grad():
+        for t in range(x.shape[1]):
+            y, cache = model.step(x[:, t], cache)
+            outs.append(y)
+    return torch.stack(outs, 1), cache
+
+
+def test_step_equals_forward_on_sequences_longer_than_the_lookback():
+    model = make(lookback=8)
+    x = torch.randn(3, 50, 16)
+    with torch.no_grad():
+        ref = model(x)
+    steps, _ = run_steps(model, x)
+    torch.testing.assert_close(steps, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_lookahead_k_delays_step_outputs_by_layers_times_k_and_matches_forward():
+    model = make(lookback=6, lookahead=2, ahead_heads=2, layers=2)
+    assert model.delay_frames == 4
+    x = torch.randn(2, 40, 16)
+    with torch.no_grad():
+        ref = model(x)
+    steps, _ = run_steps(model, x)
+    d = model.delay_frames
+    torch.testing.assert_close(steps[:, d:], ref[:, : 40 - d], atol=1e-5, rtol=1e-5)
+
+
+def test_outputs_do_not_depend_on_frames_beyond_the_lookahead():
+    model = make(lookback=6, layers=2)
+    x = torch.randn(1, 30, 16)
+    y = x.clone()
+    y[:, 20:] = torch.randn(1, 10, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x)[:, :20], model(y)[:, :20])
+
+
+def test_outputs_do_not_depend_on_frames_older_than_the_receptive_field():
+    model = make(lookback=4, layers=2)  # receptive field: 2 * (4 - 1) + 1 = 7 frames
+    x = torch.randn(1, 30, 16)
+    y = x.clone()
+    y[:, :10] = torch.randn(1, 10, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x)[:, 17:], model(y)[:, 17:])
+
+
+def test_cache_size_is_constant_in_stream_length():
+    model = make(lookback=8)
+    _, cache_short = run_steps(model, torch.randn(1, 10, 16))
+    _, cache_long = run_steps(model, torch.randn(1, 200, 16))
+    assert [t.shape for t in cache_short] == [t.shape for t in cache_long]
+    assert int(cache_long.count) == 200
+
+
+def test_first_frames_give_finite_outputs():
+    model = make(lookback=8, lookahead=2, ahead_heads=2)
+    steps, _ = run_steps(model, torch.randn(1, 3, 16))
+    assert torch.isfinite(steps).all()
+
+
+def test_streams_in_one_batch_are_independent_and_can_be_reset():
+    model = make(lookback=5)
+    a, b = torch.randn(1, 12, 16), torch.randn(1, 12, 16)
+    ya, _ = run_steps(model, a)
+    yb, _ = run_steps(model, b)
+    both, cache = run_steps(model, torch.cat([a, b]))
+    torch.testing.assert_close(both, torch.cat([ya, yb]), atol=1e-5, rtol=1e-5)
+    cache = reset_streams(cache, torch.tensor([True, False]))
+    again, _ = run_steps(model, torch.cat([a, b]), cache)
+    torch.testing.assert_close(again[0], ya[0], atol=1e-5, rtol=1e-5)  # a restarted from scratch
+
+
+def test_padding_mask_hides_padded_frames_from_real_ones():
+    model = make(lookback=8, layers=2)
+    x = torch.randn(1, 20, 16)
+    padded = torch.cat([torch.randn(1, 5, 16) * 100, x], dim=1)
+    valid = torch.cat([torch.zeros(1, 5, dtype=torch.bool), torch.ones(1, 20, dtype=torch.bool)], 1)
+    with torch.no_grad():
+        torch.testing.assert_close(model(padded, valid)[:, 5:], model(x), atol=1e-5, rtol=1e-5)
+
+
+def test_config_rejects_inconsistent_lookahead():
+    with pytest.raises(ValueError, match="both be 0 or both positive"):
+        TemporalConfig(num_lookahead_heads=2, lookahead_frames=0, num_lookback_heads=2)
+    with pytest.raises(ValueError, match="not divisible"):
+        TemporalConfig(dim=30, num_lookback_heads=4)

@@ -1,0 +1,89 @@
+from pathlib import Path
+
+import pytest
+
+from engine.config import AppConfig, ConfigError, config_to_dict, from_dict, load_config
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+def test_there_are_configs():
+    assert {p.name for p in CONFIGS} >= {"demo.yaml", "rtsp.yaml"}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_config_file_loads(path):
+    assert isinstance(load_config(path), AppConfig)
+
+
+def test_demo_config_is_the_built_in_default():
+    assert load_config(CONFIGS[[p.name for p in CONFIGS].index("demo.yaml")]) == AppConfig()
+
+
+def test_unknown_key_names_the_key_path_and_the_known_keys(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  temporal:\n    lookbak: 3\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    text = str(err.value)
+    assert text.startswith(f"{path}: model.temporal.lookbak: unknown key; known: ")
+    assert "lookback_frames" in text
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("stream.timeout_s=abc", "stream.timeout_s: expected a number, got str 'abc'"),
+        ("stream.realtime=3", "stream.realtime: expected true or false, got int 3"),
+        ("model.head.window_frames=100", "model.head: window_frames 100 must be a multiple"),
+        ("stream.rtsp_transport=sctp", "stream.rtsp_transport: expected one of ['tcp', 'udp']"),
+        ("tracker.onset_threshold=1.5", "tracker: onset_threshold must be in [0, 1], got 1.5"),
+        ("metrics.port=70000", "metrics: port must be in 0..65535, got 70000"),
+        ("model.classes=[]", "model: classes must not be empty"),
+        ("stream.timeout_s=-1", "stream: timeout_s must be positive, got -1.0"),
+        ("nosuch=1", "nosuch: unknown key"),
+        ("stream=1", "stream: expected a mapping, got int 1"),
+        ("novalue", "--set 'novalue': expected KEY=VALUE"),
+    ],
+)
+def test_bad_override_is_refused_with_its_key_path(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert message in str(err.value)
+
+
+def test_overrides_parse_yaml_values_and_nest():
+    c = load_config(None, ["tracker.onset_threshold=0.7", "metrics.port=null",
+                           "sources=[a.mp4, synthetic://x]", "model.head.stride_frames=4"])
+    assert c.tracker.onset_threshold == 0.7
+    assert c.metrics.port is None
+    assert c.sources == ("a.mp4", "synthetic://x")
+    assert c.model.head.stride_frames == 4
+
+
+def test_integers_are_accepted_where_floats_are_expected():
+    assert load_config(None, ["stream.timeout_s=2"]).stream.timeout_s == 2.0
+
+
+def test_invalid_yaml_names_the_file_and_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  fps: [1,\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: invalid YAML at line \d"):
+        load_config(path)
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "none.yaml")
+
+
+def test_config_round_trips_through_plain_data():
+    c = load_config(None, ["model.temporal.num_lookback_heads=2", "model.temporal.num_lookahead_heads=2",
+                         "model.temporal.lookahead_frames=3"])
+    assert from_dict(AppConfig, config_to_dict(c)) == c
+
+
+def test_configs_are_frozen():
+    c = AppConfig()
+    with pytest.raises(AttributeError):
+        c.stream.timeout_s = 1.0  # type: ignore[misc]
