@@ -29,7 +29,9 @@ def versions() -> dict[str, str]:
     return {"torch": str(torch.__version__), "av": str(av.__version__), "numpy": numpy.__version__}
 
 
-def save_checkpoint(path: str | Path, model: ActionModel, config: ModelConfig, *, step: int) -> None:
+def save_checkpoint(
+    path: str | Path, model: ActionModel, config: ModelConfig, *, step: int
+) -> None:
     """Writes a checkpoint atomically: a temp file in the same folder, then a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,7 +58,9 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[ActionModel,
     """Reads a checkpoint and builds its model; raises `CheckpointError` naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file; give a .pt file from actstream train")
+        raise CheckpointError(
+            f"{path}: no such checkpoint file; give a .pt file from actstream train"
+        )
     try:
         payload: Any = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -68,9 +72,13 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[ActionModel,
             ) from None
         raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or truncated)") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or truncated: {exc})") from None
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (corrupt or truncated: {exc})"
+        ) from None
     if not isinstance(payload, dict) or any(k not in payload for k in REQUIRED_KEYS):
-        raise CheckpointError(f"{path}: not an actstream checkpoint (needs keys {list(REQUIRED_KEYS)})")
+        raise CheckpointError(
+            f"{path}: not an actstream checkpoint (needs keys {list(REQUIRED_KEYS)})"
+        )
     try:
         config = from_dict(ModelConfig, payload["config"], "config")
     except ConfigError as exc:

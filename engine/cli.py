@@ -30,51 +30,92 @@ def build_parser() -> argparse.ArgumentParser:
         prog="actstream",
         description="Streaming action detection: live video in, onset/offset events out.",
     )
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
-                        help="stderr log level (default: info)")
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error"],
+        help="stderr log level (default: warning)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run the detector on one or more sources",
-                         description="Run the detector; publishes events over ZeroMQ and prints "
-                         "them on stdout as 'TOPIC JSON' lines.")
-    run.add_argument("sources", nargs="*", metavar="SOURCE",
-                     help="[ID=]file path, rtsp://, rtmp://, http(s)://, udp://, /dev/videoN, or "
-                     "synthetic:// (default: the config's sources, synthetic://demo)")
-    run.add_argument("--config", help="YAML config (default: built-in defaults = configs/demo.yaml)")
+    run = sub.add_parser(
+        "run",
+        help="run the detector on one or more sources",
+        description="Run the detector; publishes events over ZeroMQ and prints "
+        "them on stdout as 'TOPIC JSON' lines.",
+    )
+    run.add_argument(
+        "sources",
+        nargs="*",
+        metavar="SOURCE",
+        help="[ID=]file path, rtsp://, rtmp://, http(s)://, udp://, /dev/videoN, or "
+        "synthetic:// (default: the config's sources, synthetic://demo)",
+    )
+    run.add_argument(
+        "--config", help="YAML config (default: built-in defaults = configs/demo.yaml)"
+    )
     run.add_argument("--weights", help="checkpoint to load (default: seeded random weights)")
-    run.add_argument("--zmq", metavar="ENDPOINT",
-                     help="ZeroMQ PUB endpoint to bind (default tcp://127.0.0.1:5556)")
-    run.add_argument("--metrics-port", type=int, metavar="PORT",
-                     help="port of http://127.0.0.1:PORT/metrics (default 9400; 0 = any free port)")
+    run.add_argument(
+        "--zmq",
+        metavar="ENDPOINT",
+        help="ZeroMQ PUB endpoint to bind (default tcp://127.0.0.1:5556)",
+    )
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="port of http://127.0.0.1:PORT/metrics (default 9400; 0 = any free port)",
+    )
     run.add_argument("--no-metrics", action="store_true", help="no metrics endpoint")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a config value, e.g. --set tracker.onset_threshold=0.6 "
-                     "(repeatable)")
-    run.add_argument("--fast", action="store_true",
-                     help="decode files as fast as possible instead of at their own frame rate")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set tracker.onset_threshold=0.6 (repeatable)",
+    )
+    run.add_argument(
+        "--fast",
+        action="store_true",
+        help="decode files as fast as possible instead of at their own frame rate",
+    )
     run.add_argument("--duration-s", type=float, metavar="S", help="stop after S seconds")
     run.add_argument("--quiet", action="store_true", help="do not print published messages")
 
-    subp = sub.add_parser("subscribe", help="print a detector's events",
-                          description="Print messages from a detector as 'TOPIC JSON' lines; "
-                          "report sequence gaps (missed messages) on stderr.")
-    subp.add_argument("--zmq", metavar="ENDPOINT", default="tcp://127.0.0.1:5556",
-                      help="detector endpoint to connect to (default tcp://127.0.0.1:5556)")
+    subp = sub.add_parser(
+        "subscribe",
+        help="print a detector's events",
+        description="Print messages from a detector as 'TOPIC JSON' lines; "
+        "report sequence gaps (missed messages) on stderr.",
+    )
+    subp.add_argument(
+        "--zmq",
+        metavar="ENDPOINT",
+        default="tcp://127.0.0.1:5556",
+        help="detector endpoint to connect to (default tcp://127.0.0.1:5556)",
+    )
     subp.add_argument("--stream", action="append", default=[], help="only this stream (repeatable)")
     subp.add_argument("--label", action="append", default=[], help="only this label (repeatable)")
-    subp.add_argument("--type", action="append", default=[],
-                      choices=["onset", "offset", "status", "heartbeat"],
-                      help="only this message type (repeatable)")
+    subp.add_argument(
+        "--type",
+        action="append",
+        default=[],
+        choices=["onset", "offset", "status", "heartbeat"],
+        help="only this message type (repeatable)",
+    )
     subp.add_argument("--count", type=int, metavar="N", help="exit after N messages")
-    subp.add_argument("--timeout-s", type=float, metavar="S",
-                      help="exit after S seconds without a message")
+    subp.add_argument(
+        "--timeout-s", type=float, metavar="S", help="exit after S seconds without a message"
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(), stream=sys.stderr,
+        level=args.log_level.upper(),
+        stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if args.command == "run":
@@ -115,11 +156,15 @@ def run_command(args: argparse.Namespace) -> int:
         except CheckpointError as exc:
             return _fail(str(exc))
         config = dataclasses.replace(config, model=model_config)
-        logger.info("loaded %s (step %d, classes %s)", config.weights, step, ", ".join(model_config.classes))
+        logger.info(
+            "loaded %s (step %d, classes %s)", config.weights, step, ", ".join(model_config.classes)
+        )
     else:
         model = build_model(config.model)
-        logger.info("no --weights: model starts from a seeded random initialisation (seed %d)",
-                    config.model.seed)
+        logger.info(
+            "no --weights: model starts from a seeded random initialisation (seed %d)",
+            config.model.seed,
+        )
     try:
         backend = TorchBackend(model, config.engine.device)
     except (RuntimeError, AssertionError) as exc:
@@ -141,13 +186,23 @@ def run_command(args: argparse.Namespace) -> int:
 
     run_id = uuid.uuid4().hex[:8]
     publisher = Publisher(
-        config.publisher.endpoint, run_id=run_id, heartbeat_s=config.publisher.heartbeat_s,
-        send_hwm=config.publisher.send_hwm, on_sent=None if args.quiet else print_message,
+        config.publisher.endpoint,
+        run_id=run_id,
+        heartbeat_s=config.publisher.heartbeat_s,
+        send_hwm=config.publisher.send_hwm,
+        on_sent=None if args.quiet else print_message,
         metrics=metrics,
     )
     segmenter = ModelSegmenter(backend, config.model.classes, config.decode)
-    detector = Detector(specs, backend=backend, segmenter=segmenter, config=config,
-                        publisher=publisher, metrics=metrics, run_id=run_id)
+    detector = Detector(
+        specs,
+        backend=backend,
+        segmenter=segmenter,
+        config=config,
+        publisher=publisher,
+        metrics=metrics,
+        run_id=run_id,
+    )
     publisher.set_stream_states(detector.stream_states)
     try:
         endpoint = publisher.start()
@@ -166,8 +221,16 @@ def run_command(args: argparse.Namespace) -> int:
         detector.start()
     except StartupError as exc:
         return _fail(str(exc))
-    logger.info("running %d stream(s): %s; events on %s (actstream subscribe --zmq %s)",
-                len(specs), ", ".join(f"{s.stream_id}={s.display}" for s in specs), endpoint, endpoint)
+    metrics_url = f"http://{config.metrics.host}:{metrics.port}/metrics" if metrics.port else "off"
+    weights = config.weights or f"none (seeded random init, seed {config.model.seed})"
+    print(
+        f"actstream: running {len(specs)} stream(s): "
+        f"{', '.join(f'{s.stream_id}={s.display}' for s in specs)}; weights: {weights}; "
+        f"events: {endpoint} (actstream subscribe --zmq {endpoint}); metrics: {metrics_url}; "
+        "Ctrl-C stops",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         detector.run(stop, duration_s=args.duration_s)
     finally:
@@ -196,9 +259,12 @@ def subscribe_command(args: argparse.Namespace) -> int:
                 continue
             topic, message, gap = item
             if gap is not None:
-                print(f"actstream: gap: stream {gap.stream or '(heartbeat)'} missed {gap.missed} "
-                      f"message(s) (seq {gap.first}..{gap.last}, run {gap.run_id})",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"actstream: gap: stream {gap.stream or '(heartbeat)'} missed {gap.missed} "
+                    f"message(s) (seq {gap.first}..{gap.last}, run {gap.run_id})",
+                    file=sys.stderr,
+                    flush=True,
+                )
             sys.stdout.write(f"{topic} {json.dumps(message, separators=(',', ':'))}\n")
             sys.stdout.flush()
             received += 1

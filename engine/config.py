@@ -282,7 +282,9 @@ def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. tracker.onset_threshold=0.6")
+            raise ConfigError(
+                f"--set {item!r}: expected KEY=VALUE, e.g. tracker.onset_threshold=0.6"
+            )
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
@@ -306,7 +308,9 @@ def _deepcopy(data: Any) -> Any:
     return data
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> AppConfig:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> AppConfig:
     """Loads an `AppConfig` from a YAML file (None: the built-in defaults) plus overrides."""
     data: Any = {}
     source = "defaults"

@@ -22,7 +22,7 @@ from engine.events import ActionEvent, StreamStatus
 from engine.metrics import Metrics
 from engine.publisher import Publisher
 from engine.runtime import Backend
-from engine.tracker import Detection, TrackEvent, Tracker
+from engine.tracker import Detection, Tracker, TrackEvent
 from models.postprocess import Segments, decode_segments, soft_nms
 from stream.buffer import DropPolicy, FrameBuffer
 from stream.frames import Frame
@@ -72,17 +72,26 @@ class ModelSegmenter:
         T = window.features.shape[0]
         c = self.config
         candidates = decode_segments(
-            out.cls_logits[0], out.offsets[0], self.backend.points, out.valid[0],
-            pre_nms_threshold=c.pre_nms_threshold, pre_nms_topk=c.pre_nms_topk,
-            min_duration=c.min_duration_frames, window_frames=T,
+            out.cls_logits[0],
+            out.offsets[0],
+            self.backend.points,
+            out.valid[0],
+            pre_nms_threshold=c.pre_nms_threshold,
+            pre_nms_topk=c.pre_nms_topk,
+            min_duration=c.min_duration_frames,
+            window_frames=T,
         )
         kept: Segments = soft_nms(
             candidates, sigma=c.nms_sigma, min_score=c.min_score, max_segments=c.max_segments
         )
         p = window.frame_period_s
         return [
-            Detection(window.start_s + float(b[0]) * p, window.start_s + float(b[1]) * p,
-                      self.classes[int(label)], float(score))
+            Detection(
+                window.start_s + float(b[0]) * p,
+                window.start_s + float(b[1]) * p,
+                self.classes[int(label)],
+                float(score),
+            )
             for b, score, label in zip(kept.bounds, kept.scores, kept.labels, strict=True)
         ]
 
@@ -90,7 +99,9 @@ class ModelSegmenter:
 class _StreamState:
     """Everything the inference thread keeps for one stream (owned by that thread)."""
 
-    def __init__(self, spec: SourceSpec, reader: StreamReader, buffer: FrameBuffer, tracker: Tracker):
+    def __init__(
+        self, spec: SourceSpec, reader: StreamReader, buffer: FrameBuffer, tracker: Tracker
+    ):
         self.spec, self.reader, self.buffer, self.tracker = spec, reader, buffer, tracker
         self.cache = None
         self.window: torch.Tensor | None = None
@@ -143,8 +154,9 @@ class Detector:
             timeout_s=s.timeout_s,
             rtsp_transport=s.rtsp_transport,
             realtime=s.realtime,
-            backoff=Backoff(initial_s=s.reconnect_initial_s, max_s=s.reconnect_max_s,
-                            jitter=s.reconnect_jitter),
+            backoff=Backoff(
+                initial_s=s.reconnect_initial_s, max_s=s.reconnect_max_s, jitter=s.reconnect_jitter
+            ),
             retry_first_open=s.retry_first_open,
         )
         self._ready = threading.Event()
@@ -152,16 +164,22 @@ class Detector:
         for spec in specs:
             policy = DropPolicy.DROP_OLDEST if spec.live else DropPolicy.BLOCK
             buffer = FrameBuffer(
-                s.buffer_frames, policy, ready=self._ready,
-                can_drop=lambda item: isinstance(item, Frame),
+                s.buffer_frames,
+                policy,
+                ready=self._ready,
+                is_frame=lambda item: isinstance(item, Frame),
             )
             sid = spec.stream_id
             reader = StreamReader(
-                spec, buffer, self.reader_options,
+                spec,
+                buffer,
+                self.reader_options,
                 on_decoded=self._counter("frames_decoded", sid),
                 on_drop=self._counter("frames_dropped", sid, "buffer_full"),
             )
-            tracker = Tracker(config.tracker, frame_period_s=self.period_s, id_prefix=f"{run_id}-{sid}-")
+            tracker = Tracker(
+                config.tracker, frame_period_s=self.period_s, id_prefix=f"{run_id}-{sid}-"
+            )
             self.streams[sid] = _StreamState(spec, reader, buffer, tracker)
             if metrics is not None:
                 metrics.add_stream(sid, buffer.__len__)
@@ -205,17 +223,21 @@ class Detector:
                 self._ready.wait(0.05)
                 self._ready.clear()
 
+    def stop_sources(self) -> None:
+        """Stops every reader and joins its thread (frames already buffered stay unread)."""
+        for st in self.streams.values():
+            st.reader.stop()
+            st.buffer.close()
+        for st in self.streams.values():
+            st.reader.join(JOIN_TIMEOUT_S)
+
     def close(self, *, publish: bool = True, reason: str = "shutdown") -> None:
         """Stops readers, ends open actions (offset with `reason`), closes the publisher and
         the metrics endpoint. Every thread is joined."""
         if self._closed:
             return
         self._closed = True
-        for st in self.streams.values():
-            st.reader.stop()
-            st.buffer.close()
-        for st in self.streams.values():
-            st.reader.join(JOIN_TIMEOUT_S)
+        self.stop_sources()
         if publish:
             for sid, st in self.streams.items():
                 if st.newest is not None:
@@ -300,7 +322,9 @@ class Detector:
         T = self.window_frames
         valid = torch.arange(T) >= T - st.filled
         end_s = self._newest_end_s(st)
-        window = Window(st.spec.stream_id, st.window, valid, end_s - T * self.period_s, self.period_s)
+        window = Window(
+            st.spec.stream_id, st.window, valid, end_s - T * self.period_s, self.period_s
+        )
         t0 = time.perf_counter()
         detections = self.segmenter(window)
         t1 = time.perf_counter()
@@ -322,17 +346,31 @@ class Detector:
         for e in events:
             self.publisher.publish(
                 ActionEvent(
-                    type=e.type, event_id=e.event_id, stream=st.spec.stream_id, label=e.label,
-                    score=e.score, start_s=e.start_s, start_wall_s=wall(e.start_s),
-                    frame_wall_s=newest.decoded_wall_s, end_s=e.end_s,
-                    end_wall_s=None if e.end_s is None else wall(e.end_s), reason=e.reason,
+                    type=e.type,
+                    event_id=e.event_id,
+                    stream=st.spec.stream_id,
+                    label=e.label,
+                    score=e.score,
+                    start_s=e.start_s,
+                    start_wall_s=wall(e.start_s),
+                    frame_wall_s=newest.decoded_wall_s,
+                    end_s=e.end_s,
+                    end_wall_s=None if e.end_s is None else wall(e.end_s),
+                    reason=e.reason,
                 )
             )
 
     def _on_status(self, st: _StreamState, status: StatusEvent) -> None:
         state = status.state
-        if state in (ReaderState.DISCONNECTED, ReaderState.ENDED, ReaderState.FAILED, ReaderState.STOPPED):
-            self._finish_connection(st, "stream_ended" if state is ReaderState.ENDED else "disconnected")
+        if state in (
+            ReaderState.DISCONNECTED,
+            ReaderState.ENDED,
+            ReaderState.FAILED,
+            ReaderState.STOPPED,
+        ):
+            self._finish_connection(
+                st, "stream_ended" if state is ReaderState.ENDED else "disconnected"
+            )
         st.state = state.value
         if state in (ReaderState.ENDED, ReaderState.FAILED, ReaderState.STOPPED):
             st.finished = True

@@ -15,7 +15,21 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 logger = logging.getLogger(__name__)
 
 LATENCY_BUCKETS_S = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.033, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.02,
+    0.033,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
 )
 STAGES = ("preprocess", "backbone", "temporal", "head", "decode", "track", "publish")
 
@@ -30,11 +44,15 @@ class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.frames_decoded = Counter(
-            "actstream_frames_decoded", "Frames decoded by a stream's reader.", ["stream"],
+            "actstream_frames_decoded",
+            "Frames decoded by a stream's reader.",
+            ["stream"],
             registry=r,
         )
         self.frames_processed = Counter(
-            "actstream_frames_processed", "Frames that went through the model.", ["stream"],
+            "actstream_frames_processed",
+            "Frames that went through the model.",
+            ["stream"],
             registry=r,
         )
         self.frames_dropped = Counter(
@@ -44,14 +62,18 @@ class Metrics:
             registry=r,
         )
         self.reconnects = Counter(
-            "actstream_stream_reconnects", "Reconnect attempts of a live stream.", ["stream"],
+            "actstream_stream_reconnects",
+            "Reconnect attempts of a live stream.",
+            ["stream"],
             registry=r,
         )
         self.stream_up = Gauge(
             "actstream_stream_up", "1 while a stream is connected, else 0.", ["stream"], registry=r
         )
         self.buffer_frames = Gauge(
-            "actstream_buffer_frames", "Frames waiting in a stream's buffer.", ["stream"],
+            "actstream_buffer_frames",
+            "Frames waiting in a stream's buffer.",
+            ["stream"],
             registry=r,
         )
         self.stage_seconds = Histogram(
@@ -87,6 +109,7 @@ class Metrics:
         )
         self._server = None
         self._thread: threading.Thread | None = None
+        self.port: int | None = None
 
     def add_stream(self, stream: str, buffer_depth: Callable[[], float]) -> None:
         """Creates a stream's series (so they read 0 before anything happens)."""
@@ -104,12 +127,13 @@ class Metrics:
             self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
         except OSError as exc:
             raise MetricsPortError(
-                f"metrics endpoint http://{host}:{port}/metrics: cannot bind ({exc.strerror or exc});"
+                f"metrics endpoint http://{host}:{port}/metrics: cannot bind "
+                f"({exc.strerror or exc});"
                 " choose another port with --metrics-port, or --metrics-port 0 for a free one"
             ) from None
-        bound = self._server.server_address[1]
-        logger.info("metrics on http://%s:%d/metrics", host, bound)
-        return bound
+        self.port = self._server.server_address[1]
+        logger.info("metrics on http://%s:%d/metrics", host, self.port)
+        return self.port
 
     def close(self) -> None:
         if self._server is not None:

@@ -29,7 +29,9 @@ class Backend(Protocol):
 
     def init_cache(self, batch_size: int) -> FastBackCache: ...
 
-    def temporal_step(self, x: torch.Tensor, cache: FastBackCache) -> tuple[torch.Tensor, FastBackCache]:
+    def temporal_step(
+        self, x: torch.Tensor, cache: FastBackCache
+    ) -> tuple[torch.Tensor, FastBackCache]:
         """(B, C_f) + cache → (B, C) + cache."""
         ...
 
@@ -59,7 +61,9 @@ class TorchBackend:
         return self.model.temporal.init_cache(batch_size, device=self.device)
 
     @torch.inference_mode()
-    def temporal_step(self, x: torch.Tensor, cache: FastBackCache) -> tuple[torch.Tensor, FastBackCache]:
+    def temporal_step(
+        self, x: torch.Tensor, cache: FastBackCache
+    ) -> tuple[torch.Tensor, FastBackCache]:
         return self.model.temporal.step(x, cache)
 
     @torch.inference_mode()

@@ -113,10 +113,14 @@ class Tracker:
                 if iou >= best_iou:
                     best, best_iou = i, iou
             if best is None:
-                track = _Track(self._new_id(), det.label, det.start_s, det.end_s, det.score, is_open)
+                track = _Track(
+                    self._new_id(), det.label, det.start_s, det.end_s, det.score, is_open
+                )
                 self._tracks.append(track)
                 seen.add(len(self._tracks) - 1)
-                events.append(TrackEvent("onset", track.event_id, det.label, det.score, det.start_s))
+                events.append(
+                    TrackEvent("onset", track.event_id, det.label, det.score, det.start_s)
+                )
                 if not is_open:
                     events.append(self._offset(track, "ended"))
                 continue

@@ -69,7 +69,9 @@ def build_model(config: ModelConfig) -> ActionModel:
     try:
         backbone = FrameBackbone(config.backbone)
         temporal = FastBackEncoder(config.temporal, in_dim=backbone.feature_dim)
-        head = ActionFormerHead(config.head, in_dim=temporal.out_dim, num_classes=len(config.classes))
+        head = ActionFormerHead(
+            config.head, in_dim=temporal.out_dim, num_classes=len(config.classes)
+        )
     finally:
         torch.random.set_rng_state(generator_state)
     return ActionModel(backbone=backbone, temporal=temporal, head=head)

@@ -82,8 +82,13 @@ class HeadOutput(NamedTuple):
 def make_points(window_frames: int, strides: tuple[int, ...]) -> torch.Tensor:
     """(N, 2) float: each point's position on the frame grid and its level's stride."""
     pts = [
-        torch.stack([torch.arange(0, window_frames, s, dtype=torch.float32),
-                     torch.full((window_frames // s,), float(s))], dim=1)
+        torch.stack(
+            [
+                torch.arange(0, window_frames, s, dtype=torch.float32),
+                torch.full((window_frames // s,), float(s)),
+            ],
+            dim=1,
+        )
         for s in strides
     ]
     return torch.cat(pts, dim=0)
@@ -177,7 +182,9 @@ class PredictionHead(nn.Module):
     def __init__(self, *, dim: int, out_dim: int, layers: int) -> None:
         super().__init__()
         self.body = nn.ModuleList(
-            nn.Sequential(nn.Conv1d(dim, dim, 3, padding=1, bias=False), ChannelNorm(dim), nn.ReLU())
+            nn.Sequential(
+                nn.Conv1d(dim, dim, 3, padding=1, bias=False), ChannelNorm(dim), nn.ReLU()
+            )
             for _ in range(layers - 1)
         )
         self.final = nn.Conv1d(dim, out_dim, 3, padding=1)
@@ -199,9 +206,12 @@ class ActionFormerHead(nn.Module):
         self.config = config
         self.num_classes = num_classes
         d = config.dim
-        self.embed = nn.Sequential(nn.Conv1d(in_dim, d, 3, padding=1, bias=False), ChannelNorm(d), nn.ReLU())
-        block = dict(dim=d, num_heads=config.num_heads, window=config.attn_window,
-                     mlp_ratio=config.mlp_ratio)
+        self.embed = nn.Sequential(
+            nn.Conv1d(in_dim, d, 3, padding=1, bias=False), ChannelNorm(d), nn.ReLU()
+        )
+        block = dict(
+            dim=d, num_heads=config.num_heads, window=config.attn_window, mlp_ratio=config.mlp_ratio
+        )
         self.stem = LocalTransformerBlock(stride=1, **block)
         self.branch = nn.ModuleList(
             LocalTransformerBlock(stride=2, **block) for _ in range(config.num_levels - 1)
@@ -210,8 +220,12 @@ class ActionFormerHead(nn.Module):
         self.cls_head = PredictionHead(dim=d, out_dim=num_classes, layers=config.head_layers)
         self.reg_head = PredictionHead(dim=d, out_dim=2, layers=config.head_layers)
         self.reg_scales = nn.Parameter(torch.ones(config.num_levels))
-        nn.init.constant_(self.cls_head.final.bias, -math.log((1 - config.prior_prob) / config.prior_prob))
-        self.register_buffer("points", make_points(config.window_frames, config.strides), persistent=False)
+        nn.init.constant_(
+            self.cls_head.final.bias, -math.log((1 - config.prior_prob) / config.prior_prob)
+        )
+        self.register_buffer(
+            "points", make_points(config.window_frames, config.strides), persistent=False
+        )
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> HeadOutput:
         """Args: x (B, T, C_in) with T = window_frames; valid (B, T) bool (True = real)."""

@@ -252,7 +252,11 @@ class FastBackEncoder(nn.Module):
         return self.norm(h)
 
     def init_cache(
-        self, batch_size: int, *, device: torch.device | None = None, dtype: torch.dtype | None = None
+        self,
+        batch_size: int,
+        *,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
     ) -> FastBackCache:
         c = self.config
         dtype = dtype or self.in_proj.weight.dtype
@@ -283,12 +287,19 @@ class FastBackEncoder(nn.Module):
             # Layer l's first l * A inputs are outputs for frames before the stream began.
             num_valid = (count - layer * self.config.lookahead_frames).clamp(min=0)
             h, k, v, q, i = block.step(
-                h, cache.keys[layer], cache.values[layer], cache.queries[layer],
-                cache.inputs[layer], num_valid,
+                h,
+                cache.keys[layer],
+                cache.values[layer],
+                cache.queries[layer],
+                cache.inputs[layer],
+                num_valid,
             )
             keys.append(k), values.append(v), queries.append(q), inputs.append(i)
         new_cache = FastBackCache(
-            torch.stack(keys), torch.stack(values), torch.stack(queries), torch.stack(inputs),
+            torch.stack(keys),
+            torch.stack(values),
+            torch.stack(queries),
+            torch.stack(inputs),
             count,
         )
         return self.norm(h), new_cache

@@ -26,11 +26,12 @@ class FrameBuffer(Generic[T]):
     """A bounded FIFO shared by one producer thread and one consumer thread.
 
     Args:
-        capacity: most items held at once.
-        policy: what `put` does when full.
+        capacity: most frames held at once.
+        policy: what `put` does with a frame when full.
         ready: optional event set on every put, so a consumer can wait on many buffers.
-        can_drop: which items `DROP_OLDEST` may drop (default: any); others (status
-            markers) are always kept, even past capacity.
+        is_frame: which items are frames (default: all). Other items (status markers) keep
+            their place in the order but never count towards capacity, never block and are
+            never dropped.
     """
 
     def __init__(
@@ -38,35 +39,38 @@ class FrameBuffer(Generic[T]):
         capacity: int,
         policy: DropPolicy,
         ready: threading.Event | None = None,
-        can_drop: Callable[[T], bool] | None = None,
+        is_frame: Callable[[T], bool] | None = None,
     ) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
         self.capacity = capacity
         self.policy = policy
         self._items: deque[T] = deque()
+        self._frames = 0
         self._cond = threading.Condition()
         self._ready = ready
-        self._can_drop = can_drop
+        self._is_frame = is_frame or (lambda _item: True)
         self._closed = False
         self.dropped = 0
 
     def put(self, item: T, timeout_s: float | None = None) -> int:
-        """Adds an item; returns how many items were dropped to make room (0 or 1).
+        """Adds an item; returns how many frames were dropped for it (0 or 1).
 
-        With `BLOCK`, waits until there is room (or `timeout_s` passes: then the item is
+        With `BLOCK`, waits until there is room (or `timeout_s` passes: then the frame is
         dropped and counted). Raises `BufferClosed` if the buffer is closed.
         """
         dropped = 0
+        frame = self._is_frame(item)
         with self._cond:
             if self._closed:
                 raise BufferClosed
-            if len(self._items) >= self.capacity:
+            if frame and self._frames >= self.capacity:
                 if self.policy is DropPolicy.DROP_OLDEST:
-                    dropped = self._drop_oldest()
+                    self._drop_oldest_frame()
+                    dropped = 1
                 else:
                     has_room = self._cond.wait_for(
-                        lambda: self._closed or len(self._items) < self.capacity, timeout_s
+                        lambda: self._closed or self._frames < self.capacity, timeout_s
                     )
                     if self._closed:
                         raise BufferClosed
@@ -74,20 +78,18 @@ class FrameBuffer(Generic[T]):
                         self.dropped += 1
                         return 1
             self._items.append(item)
+            self._frames += frame
             self.dropped += dropped
         if self._ready is not None:
             self._ready.set()
         return dropped
 
-    def _drop_oldest(self) -> int:
-        if self._can_drop is None:
-            self._items.popleft()
-            return 1
+    def _drop_oldest_frame(self) -> None:
         for i, old in enumerate(self._items):
-            if self._can_drop(old):
+            if self._is_frame(old):
                 del self._items[i]
-                return 1
-        return 0
+                self._frames -= 1
+                return
 
     def get_many(self, max_items: int) -> list[T]:
         """Removes and returns up to `max_items` items, oldest first, without waiting."""
@@ -95,6 +97,7 @@ class FrameBuffer(Generic[T]):
             n = min(max_items, len(self._items))
             out = [self._items.popleft() for _ in range(n)]
             if n:
+                self._frames -= sum(1 for item in out if self._is_frame(item))
                 self._cond.notify_all()
         return out
 
@@ -107,5 +110,6 @@ class FrameBuffer(Generic[T]):
             self._ready.set()
 
     def __len__(self) -> int:
+        """Frames waiting (status markers not counted)."""
         with self._cond:
-            return len(self._items)
+            return self._frames

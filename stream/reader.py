@@ -156,10 +156,18 @@ class StreamReader:
         if not force and new not in ALLOWED_TRANSITIONS[self.state]:
             raise AssertionError(f"reader {self.spec.stream_id}: {self.state} -> {new}")
         self.state = new
-        bad = new in (ReaderState.DISCONNECTED, ReaderState.FAILED)
+        # A source that cannot be opened at start-up is reported once, by the start-up error.
+        bad = new is ReaderState.DISCONNECTED or (
+            new is ReaderState.FAILED and not self.first_error
+        )
         suffix = f" ({detail})" if detail else ""
-        logger.log(logging.WARNING if bad else logging.INFO, "stream %s: %s%s",
-                   self.spec.stream_id, new.value, suffix)
+        logger.log(
+            logging.WARNING if bad else logging.INFO,
+            "stream %s: %s%s",
+            self.spec.stream_id,
+            new.value,
+            suffix,
+        )
         event = StatusEvent(self.spec.stream_id, new, time.time(), detail)
         try:
             self.buffer.put(event)
@@ -405,5 +413,6 @@ def _describe_read_error(exc: BaseException) -> str:
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:200]
+    # FFmpeg errors repeat the URL (with any credentials) after the reason: keep the reason.
+    text = getattr(exc, "strerror", None) or str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:200]

@@ -23,7 +23,9 @@ class Backoff:
         if self.initial_s <= 0 or self.max_s < self.initial_s:
             raise ValueError(f"need 0 < initial_s <= max_s, got {self.initial_s}, {self.max_s}")
         if self.factor < 1 or not 0 <= self.jitter < 1:
-            raise ValueError(f"need factor >= 1 and 0 <= jitter < 1, got {self.factor}, {self.jitter}")
+            raise ValueError(
+                f"need factor >= 1 and 0 <= jitter < 1, got {self.factor}, {self.jitter}"
+            )
 
     def delay_s(self, attempt: int, rng: random.Random) -> float:
         base = min(self.max_s, self.initial_s * self.factor ** min(attempt, 64))

@@ -187,7 +187,10 @@ def parse_sources(texts: list[str] | tuple[str, ...]) -> list[SourceSpec]:
         seen.add(name)
         if name != spec.stream_id:
             spec = SourceSpec(
-                stream_id=name, kind=spec.kind, url=spec.url, display=spec.display,
+                stream_id=name,
+                kind=spec.kind,
+                url=spec.url,
+                display=spec.display,
                 params=spec.params,
             )
         specs.append(spec)

@@ -83,7 +83,9 @@ class SyntheticScene:
         self.noise = noise
         rng = random.Random(seed)
         self._actors = [self._make_actor(rng, i, num_actors) for i in range(num_actors)]
-        self._distractors = [self._make_actor(rng, i, num_distractors) for i in range(num_distractors)]
+        self._distractors = [
+            self._make_actor(rng, i, num_distractors) for i in range(num_distractors)
+        ]
         self._schedule_rngs = [random.Random(rng.getrandbits(64)) for _ in self._actors]
         self._schedules: list[list[ActionSegment]] = [[] for _ in self._actors]
         self._scheduled_until = [rng.uniform(0.3, 2.0) for _ in self._actors]
@@ -117,7 +119,7 @@ class SyntheticScene:
         for _ in range(6):
             fx, fy = rng.uniform(0.5, 4, 2) * 2 * np.pi / np.array([w, h])
             phase = rng.uniform(0, 2 * np.pi)
-            tex += (np.sin(fx * xx + fy * yy + phase)[..., None] * rng.uniform(0.02, 0.06, 3))
+            tex += np.sin(fx * xx + fy * yy + phase)[..., None] * rng.uniform(0.02, 0.06, 3)
         return tex + rng.uniform(0.15, 0.35, 3).astype(np.float32)
 
     # ---- ground truth ---------------------------------------------------------------------
@@ -169,8 +171,10 @@ class SyntheticScene:
         if self.noise > 0:
             # Noise is a pure function of (seed, frame time) so that frames are reproducible.
             key = (self.seed * 1_000_003 + int(round(t_s * 1000))) & 0xFFFFFFFF
-            img += np.random.default_rng(key).normal(0, self.noise / 255.0, img.shape).astype(
-                np.float32
+            img += (
+                np.random.default_rng(key)
+                .normal(0, self.noise / 255.0, img.shape)
+                .astype(np.float32)
             )
         return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
@@ -178,12 +182,14 @@ class SyntheticScene:
         self, img: np.ndarray, a: _Actor, t_s: float, seg: ActionSegment | None, distractor: bool
     ) -> None:
         s = min(self.width, self.height)
-        cx = a.home[0] * self.width + sum(
-            amp * math.sin(r * t_s + p) for amp, r, p in a.drift[:2]
-        ) * s
-        cy = a.home[1] * self.height + sum(
-            amp * math.sin(r * t_s + p) for amp, r, p in a.drift[2:]
-        ) * s
+        cx = (
+            a.home[0] * self.width
+            + sum(amp * math.sin(r * t_s + p) for amp, r, p in a.drift[:2]) * s
+        )
+        cy = (
+            a.home[1] * self.height
+            + sum(amp * math.sin(r * t_s + p) for amp, r, p in a.drift[2:]) * s
+        )
         radius = a.radius * s
         angle = 0.3 * math.sin(0.4 * t_s + a.drift[0][2])  # body orientation while idle
         arm = -math.pi / 2 + 0.25 * math.sin(0.9 * t_s + a.drift[1][2])  # arm up, idle wobble

@@ -31,7 +31,9 @@ class RtspServer:
     def __init__(self, *args: str, port: int = 0, ready_timeout_s: float = 20.0) -> None:
         self.proc = subprocess.Popen(
             [SYSTEM_PYTHON, str(RTSP_SERVER), "--port", str(port), *args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         ready, _, _ = select.select([self.proc.stdout], [], [], ready_timeout_s)
         line = self.proc.stdout.readline() if ready else ""

@@ -32,7 +32,9 @@ def scene_frames(n: int, *, fps: int = 25, width: int = 160, height: int = 120, 
     return [scene.render(i / fps) for i in range(n)]
 
 
-def decode_all(path: str, options: dict | None = None, limit: int | None = None) -> list[np.ndarray]:
+def decode_all(
+    path: str, options: dict | None = None, limit: int | None = None
+) -> list[np.ndarray]:
     """Every frame of a file or URL as RGB arrays at its own size."""
     out = []
     with av.open(path, options=options or {}) as container:

@@ -65,8 +65,10 @@ def main() -> int:
         auth.add_basic(GstRtspServer.RTSPAuth.make_basic(a.user, a.password), token)
         server.set_auth(auth)
         perms = GstRtspServer.RTSPPermissions()
-        for perm in (GstRtspServer.RTSP_PERM_MEDIA_FACTORY_ACCESS,
-                     GstRtspServer.RTSP_PERM_MEDIA_FACTORY_CONSTRUCT):
+        for perm in (
+            GstRtspServer.RTSP_PERM_MEDIA_FACTORY_ACCESS,
+            GstRtspServer.RTSP_PERM_MEDIA_FACTORY_CONSTRUCT,
+        ):
             perms.add_permission_for_role("user", perm, True)
         factory.set_permissions(perms)
     server.get_mount_points().add_factory(a.mount, factory)

@@ -9,8 +9,20 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = {
     "stream": {"torch", "models", "engine", "training", "zmq", "prometheus_client"},
-    "models": {"threading", "socket", "av", "zmq", "time", "stream", "engine", "training",
-               "prometheus_client", "pathlib", "os", "subprocess"},
+    "models": {
+        "threading",
+        "socket",
+        "av",
+        "zmq",
+        "time",
+        "stream",
+        "engine",
+        "training",
+        "prometheus_client",
+        "pathlib",
+        "os",
+        "subprocess",
+    },
     "engine": {"training"},
 }
 

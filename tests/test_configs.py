@@ -53,8 +53,15 @@ def test_bad_override_is_refused_with_its_key_path(override, message):
 
 
 def test_overrides_parse_yaml_values_and_nest():
-    c = load_config(None, ["tracker.onset_threshold=0.7", "metrics.port=null",
-                           "sources=[a.mp4, synthetic://x]", "model.head.stride_frames=4"])
+    c = load_config(
+        None,
+        [
+            "tracker.onset_threshold=0.7",
+            "metrics.port=null",
+            "sources=[a.mp4, synthetic://x]",
+            "model.head.stride_frames=4",
+        ],
+    )
     assert c.tracker.onset_threshold == 0.7
     assert c.metrics.port is None
     assert c.sources == ("a.mp4", "synthetic://x")
@@ -78,8 +85,14 @@ def test_missing_config_file_is_a_clear_error(tmp_path):
 
 
 def test_config_round_trips_through_plain_data():
-    c = load_config(None, ["model.temporal.num_lookback_heads=2", "model.temporal.num_lookahead_heads=2",
-                         "model.temporal.lookahead_frames=3"])
+    c = load_config(
+        None,
+        [
+            "model.temporal.num_lookback_heads=2",
+            "model.temporal.num_lookahead_heads=2",
+            "model.temporal.lookahead_frames=3",
+        ],
+    )
     assert from_dict(AppConfig, config_to_dict(c)) == c
 
 

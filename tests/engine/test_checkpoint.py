@@ -24,7 +24,7 @@ def test_checkpoint_round_trip_restores_weights_config_and_step(tmp_path):
     save_checkpoint(path, model, TINY, step=42)
     loaded, config, step = load_checkpoint(path)
     assert config == TINY and step == 42
-    for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
+    for a, b in zip(model.state_dict().values(), loaded.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     payload = torch.load(path, weights_only=True)
     assert set(payload) == {"model", "config", "classes", "step", "versions"}

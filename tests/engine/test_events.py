@@ -5,16 +5,34 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from engine.events import (EVENT_SCHEMA, ActionEvent, Heartbeat, StreamStatus, decode, encode)
+from engine.events import EVENT_SCHEMA, ActionEvent, Heartbeat, StreamStatus, decode, encode
 from engine.subscriber import GapDetector, matches, topic_prefixes
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
-ONSET = ActionEvent(type="onset", event_id="ab12-cam1-1", stream="cam1", label="wave", score=0.91,
-                    start_s=12.3, start_wall_s=1700000012.3, frame_wall_s=1700000012.8)
-OFFSET = ActionEvent(type="offset", event_id="ab12-cam1-1", stream="cam1", label="wave", score=0.91,
-                     start_s=12.3, start_wall_s=1700000012.3, frame_wall_s=1700000015.1,
-                     end_s=14.5, end_wall_s=1700000014.5, reason="ended")
+ONSET = ActionEvent(
+    type="onset",
+    event_id="ab12-cam1-1",
+    stream="cam1",
+    label="wave",
+    score=0.91,
+    start_s=12.3,
+    start_wall_s=1700000012.3,
+    frame_wall_s=1700000012.8,
+)
+OFFSET = ActionEvent(
+    type="offset",
+    event_id="ab12-cam1-1",
+    stream="cam1",
+    label="wave",
+    score=0.91,
+    start_s=12.3,
+    start_wall_s=1700000012.3,
+    frame_wall_s=1700000015.1,
+    end_s=14.5,
+    end_wall_s=1700000014.5,
+    reason="ended",
+)
 STATUS = StreamStatus("cam1", "reconnecting", "retry in 1.0 s")
 BEAT = Heartbeat(12.5, {"cam1": "connected"})
 
@@ -49,7 +67,8 @@ def test_schema_rejects_an_onset_without_its_label():
 
 def test_readme_documents_every_field_of_the_schema():
     text = README.read_text()
-    section = text[text.index("## Events on the wire"):]
+    section = text[text.index("## Events on the wire") :]
+    section = section[section.index("Fields:") : section.index("\n## ", 5)]
     documented = set(re.findall(r"^\| `([a-z_]+)` \|", section, flags=re.M))
     assert documented == set(EVENT_SCHEMA["properties"])
 
@@ -63,17 +82,28 @@ def test_decode_refuses_foreign_messages():
 
 def test_gap_detector_reports_missed_sequence_numbers_per_stream():
     g = GapDetector()
-    seen = [g.observe({"run_id": "r", "stream": s, "seq": n})
-            for s, n in [("a", 0), ("b", 0), ("a", 1), ("a", 4), ("b", 1), ("a", 5)]]
+    seen = [
+        g.observe({"run_id": "r", "stream": s, "seq": n})
+        for s, n in [("a", 0), ("b", 0), ("a", 1), ("a", 4), ("b", 1), ("a", 5)]
+    ]
     gaps = [x for x in seen if x is not None]
-    assert len(gaps) == 1 and (gaps[0].stream, gaps[0].first, gaps[0].last, gaps[0].missed) == ("a", 2, 3, 2)
+    assert len(gaps) == 1 and (gaps[0].stream, gaps[0].first, gaps[0].last, gaps[0].missed) == (
+        "a",
+        2,
+        3,
+        2,
+    )
     assert g.observe({"run_id": "new", "stream": "a", "seq": 0}) is None  # a restarted detector
 
 
 def test_topic_prefixes_follow_the_filters():
     assert topic_prefixes([], []) == ["action.", "heartbeat", "status."]
     assert topic_prefixes(["cam1"], []) == [
-        "action.cam1.offset.", "action.cam1.onset.", "heartbeat", "status.cam1."]
+        "action.cam1.offset.",
+        "action.cam1.onset.",
+        "heartbeat",
+        "status.cam1.",
+    ]
     assert topic_prefixes(["cam1"], ["onset"]) == ["action.cam1.onset."]
     assert topic_prefixes([], ["status"]) == ["status."]
     with pytest.raises(ValueError):

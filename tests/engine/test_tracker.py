@@ -57,7 +57,11 @@ def test_two_actions_of_different_labels_at_once_are_two_events():
     ids = {ev.label: ev.event_id for _, ev in events}
     assert ids == {"wave": "r-cam-1", "spin": "r-cam-2"}
     assert sorted((ev.label, ev.type) for _, ev in events) == [
-        ("spin", "offset"), ("spin", "onset"), ("wave", "offset"), ("wave", "onset")]
+        ("spin", "offset"),
+        ("spin", "onset"),
+        ("wave", "offset"),
+        ("wave", "onset"),
+    ]
 
 
 def test_same_label_again_after_a_gap_is_a_new_action():
@@ -105,8 +109,11 @@ def test_action_sliding_out_of_a_short_window_is_not_taken_for_a_new_one():
     events = []
     for e in runs(6.0):
         start = e - short_window_s
-        dets = [Detection(max(s, start), min(x, e), lab, sc)
-                for s, x, lab, sc in [(0.5, 1.45, "wave", 0.9)] if s < e - 0.05 and x > start]
+        dets = [
+            Detection(max(s, start), min(x, e), lab, sc)
+            for s, x, lab, sc in [(0.5, 1.45, "wave", 0.9)]
+            if s < e - 0.05 and x > start
+        ]
         events += t.update(dets, window_start_s=start, window_end_s=e)
     assert [ev.type for ev in events] == ["onset", "offset"]
 
@@ -116,5 +123,7 @@ def test_short_action_first_seen_still_open_is_closed_on_the_next_run():
     # still looks open; the next run sees it ended: still one onset and one offset.
     events = run(make(), [(2.62, 2.68, "jump", 0.8)], runs(4.0))
     assert [(e, ev.type, ev.reason) for e, ev in events] == [
-        (2.8, "onset", None), (3.0, "offset", "ended")]
+        (2.8, "onset", None),
+        (3.0, "offset", "ended"),
+    ]
     assert events[1][1].end_s == 2.68

@@ -19,11 +19,18 @@ from models.action_model import build_model
 from stream.sources import parse_sources
 
 SMALL_MODEL = [
-    "model.backbone.image_size=32", "model.backbone.channels=[8, 16]",
-    "model.backbone.feature_dim=32", "model.temporal.dim=32", "model.temporal.num_layers=1",
-    "model.temporal.num_lookback_heads=2", "model.temporal.lookback_frames=8",
-    "model.head.window_frames=16", "model.head.dim=32", "model.head.num_levels=3",
-    "model.head.num_heads=2", "model.head.attn_window=5",
+    "model.backbone.image_size=32",
+    "model.backbone.channels=[8, 16]",
+    "model.backbone.feature_dim=32",
+    "model.temporal.dim=32",
+    "model.temporal.num_layers=1",
+    "model.temporal.num_lookback_heads=2",
+    "model.temporal.lookback_frames=8",
+    "model.head.window_frames=16",
+    "model.head.dim=32",
+    "model.head.num_levels=3",
+    "model.head.num_heads=2",
+    "model.head.attn_window=5",
 ]
 
 
@@ -47,14 +54,23 @@ class ScriptedHead:
         ]
 
 
-def make_detector(sources: list[str], config: AppConfig, head, *, run_id: str = "test",
-                  metrics: bool = False) -> Detector:
+def make_detector(
+    sources: list[str], config: AppConfig, head, *, run_id: str = "test", metrics: bool = False
+) -> Detector:
     backend = TorchBackend(build_model(config.model))
     m = Metrics() if metrics else None
-    publisher = Publisher("tcp://127.0.0.1:*", run_id=run_id, heartbeat_s=config.publisher.heartbeat_s,
-                          metrics=m)
-    detector = Detector(parse_sources(sources), backend=backend, segmenter=head, config=config,
-                        publisher=publisher, metrics=m, run_id=run_id)
+    publisher = Publisher(
+        "tcp://127.0.0.1:*", run_id=run_id, heartbeat_s=config.publisher.heartbeat_s, metrics=m
+    )
+    detector = Detector(
+        parse_sources(sources),
+        backend=backend,
+        segmenter=head,
+        config=config,
+        publisher=publisher,
+        metrics=m,
+        run_id=run_id,
+    )
     publisher.set_stream_states(detector.stream_states)
     publisher.start()
     return detector
@@ -101,9 +117,13 @@ def scrape(port: int) -> dict[tuple[str, tuple], float]:
         name_labels, value = line.rsplit(" ", 1)
         if "{" in name_labels:
             name, labels = name_labels.split("{", 1)
-            items = tuple(sorted(
-                tuple(kv.split("=", 1)) for kv in labels.rstrip("}").replace('"', "").split(",") if kv
-            ))
+            items = tuple(
+                sorted(
+                    tuple(kv.split("=", 1))
+                    for kv in labels.rstrip("}").replace('"', "").split(",")
+                    if kv
+                )
+            )
         else:
             name, items = name_labels, ()
         out[(name, items)] = float(value)

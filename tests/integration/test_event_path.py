@@ -3,8 +3,13 @@ over a real decoded H.264 stream, → the exact events at a real ZeroMQ subscrib
 
 import pytest
 
-from tests.integration.helpers import (ScriptedHead, connect_subscriber, drain, make_detector,
-                                       small_config)
+from tests.integration.helpers import (
+    ScriptedHead,
+    connect_subscriber,
+    drain,
+    make_detector,
+    small_config,
+)
 from tests.media import scene_frames, write_h264_mp4
 
 pytestmark = pytest.mark.integration
@@ -27,7 +32,9 @@ def test_fixed_head_output_becomes_exact_onset_offset_events(clip10):
     # Open tolerance of 1 frame: a segment ending more than 0.1 s before the window's end has
     # ended (with the default 2 frames, the jump below would be seen open first).
     config = small_config("stream.realtime=false", "tracker.open_tolerance_frames=1")
-    detector = make_detector([f"clip={clip10}"], config, ScriptedHead({"clip": ACTIONS}), run_id="r1")
+    detector = make_detector(
+        [f"clip={clip10}"], config, ScriptedHead({"clip": ACTIONS}), run_id="r1"
+    )
     sub = connect_subscriber(detector.publisher.bound_endpoint)
     try:
         detector.start()
@@ -40,8 +47,14 @@ def test_fixed_head_output_becomes_exact_onset_offset_events(clip10):
     assert [m["seq"] for m in messages] == list(range(len(messages)))  # no gaps, from 0
     assert all(m["stream"] == "clip" and m["run_id"] == "r1" for m in messages)
     summary = [
-        (m["type"], m.get("state") or m["label"], m.get("event_id"), m.get("start_s"),
-         m.get("end_s"), m.get("reason"))
+        (
+            m["type"],
+            m.get("state") or m["label"],
+            m.get("event_id"),
+            m.get("start_s"),
+            m.get("end_s"),
+            m.get("reason"),
+        )
         for m in messages
     ]
     assert summary == [
@@ -58,15 +71,22 @@ def test_fixed_head_output_becomes_exact_onset_offset_events(clip10):
     # wave opens in the window ending at 0.6 s and is seen ended in the one ending at 1.6 s;
     # jump is first seen, already over, at 2.8 s; spin opens at 3.6 s; the file ends at 4.0 s.
     # Wall-clock times follow the newest frame of that window: wall = frame_wall + (t - pts).
-    decided_at = {("r1-clip-1", "onset"): 0.6, ("r1-clip-1", "offset"): 1.6,
-                  ("r1-clip-2", "onset"): 2.8, ("r1-clip-2", "offset"): 2.8,
-                  ("r1-clip-3", "onset"): 3.6, ("r1-clip-3", "offset"): 4.0}
+    decided_at = {
+        ("r1-clip-1", "onset"): 0.6,
+        ("r1-clip-1", "offset"): 1.6,
+        ("r1-clip-2", "onset"): 2.8,
+        ("r1-clip-2", "offset"): 2.8,
+        ("r1-clip-3", "onset"): 3.6,
+        ("r1-clip-3", "offset"): 4.0,
+    }
     for m in messages[1:-1]:
         newest_pts = decided_at[(m["event_id"], m["type"])] - 0.1
         expected = m["frame_wall_s"] + (m["start_s"] - newest_pts)
         assert m["start_wall_s"] == pytest.approx(expected, abs=1e-4)
         if m["type"] == "offset":
-            assert m["end_wall_s"] == pytest.approx(m["frame_wall_s"] + m["end_s"] - newest_pts, abs=1e-4)
+            assert m["end_wall_s"] == pytest.approx(
+                m["frame_wall_s"] + m["end_s"] - newest_pts, abs=1e-4
+            )
         assert m["wall_s"] >= m["frame_wall_s"]
 
 

@@ -14,8 +14,22 @@ def tiny_head(**kw):
 
 def test_points_cover_every_level_with_its_stride():
     pts = make_points(8, (1, 2, 4))
-    assert pts.tolist() == [[0, 1], [1, 1], [2, 1], [3, 1], [4, 1], [5, 1], [6, 1], [7, 1],
-                            [0, 2], [2, 2], [4, 2], [6, 2], [0, 4], [4, 4]]
+    assert pts.tolist() == [
+        [0, 1],
+        [1, 1],
+        [2, 1],
+        [3, 1],
+        [4, 1],
+        [5, 1],
+        [6, 1],
+        [7, 1],
+        [0, 2],
+        [2, 2],
+        [4, 2],
+        [6, 2],
+        [0, 4],
+        [4, 4],
+    ]
 
 
 def test_head_output_shapes():
@@ -65,7 +79,7 @@ def test_default_classes_are_the_synthetic_classes():
 def test_whole_model_runs_on_clips_and_init_is_seeded():
     cfg = ModelConfig()
     a, b = build_model(cfg), build_model(cfg)
-    for pa, pb in zip(a.parameters(), b.parameters()):
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.equal(pa, pb)
     clips = torch.rand(1, cfg.head.window_frames, 3, 64, 64)
     with torch.no_grad():

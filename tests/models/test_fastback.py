@@ -6,9 +6,14 @@ from models.fastback import FastBackEncoder, TemporalConfig, reset_streams
 
 def make(lookback=8, lookahead=0, ahead_heads=0, layers=3, dim=32, in_dim=16, seed=0):
     torch.manual_seed(seed)
-    cfg = TemporalConfig(dim=dim, num_layers=layers, num_lookback_heads=2,
-                         num_lookahead_heads=ahead_heads, lookback_frames=lookback,
-                         lookahead_frames=lookahead)
+    cfg = TemporalConfig(
+        dim=dim,
+        num_layers=layers,
+        num_lookback_heads=2,
+        num_lookahead_heads=ahead_heads,
+        lookback_frames=lookback,
+        lookahead_frames=lookahead,
+    )
     model = FastBackEncoder(cfg, in_dim=in_dim).eval()
     with torch.no_grad():  # non-trivial relative biases, so that masking mistakes show
         for block in model.blocks:

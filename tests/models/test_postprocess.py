@@ -21,30 +21,49 @@ def test_decode_drops_low_scores_short_segments_and_invalid_points_and_clips():
     points = torch.tensor([[0.0, 1.0], [5.0, 1.0], [9.0, 1.0]])
     logits = torch.tensor([[4.0], [4.0], [-4.0]])
     offsets = torch.tensor([[3.0, 2.0], [0.1, 0.1], [1.0, 1.0]])
-    seg = decode_segments(logits, offsets, points, torch.tensor([True, True, True]),
-                          pre_nms_threshold=0.5, min_duration=0.5, window_frames=10)
+    seg = decode_segments(
+        logits,
+        offsets,
+        points,
+        torch.tensor([True, True, True]),
+        pre_nms_threshold=0.5,
+        min_duration=0.5,
+        window_frames=10,
+    )
     assert seg.bounds.tolist() == [[0.0, 2.0]]  # start clipped to 0; short one dropped
-    seg = decode_segments(logits, offsets, points, torch.tensor([False, True, True]),
-                          pre_nms_threshold=0.5, min_duration=0.0)
+    seg = decode_segments(
+        logits,
+        offsets,
+        points,
+        torch.tensor([False, True, True]),
+        pre_nms_threshold=0.5,
+        min_duration=0.0,
+    )
     assert seg.bounds[0].tolist() == pytest.approx([4.9, 5.1])
 
 
 def test_decode_keeps_the_topk_best():
     points = torch.stack([torch.arange(10.0), torch.ones(10)], 1)
     logits = torch.arange(10.0)[:, None]
-    seg = decode_segments(logits, torch.ones(10, 2), points, pre_nms_threshold=0.0, pre_nms_topk=3,
-                          min_duration=0.0)
+    seg = decode_segments(
+        logits, torch.ones(10, 2), points, pre_nms_threshold=0.0, pre_nms_topk=3, min_duration=0.0
+    )
     assert sorted(seg.bounds[:, 0].tolist()) == [6.0, 7.0, 8.0]
 
 
 def test_segment_iou_by_hand():
-    iou = segment_iou(torch.tensor([0.0, 10.0]), torch.tensor([[5.0, 15.0], [20.0, 30.0], [0.0, 10.0]]))
+    iou = segment_iou(
+        torch.tensor([0.0, 10.0]), torch.tensor([[5.0, 15.0], [20.0, 30.0], [0.0, 10.0]])
+    )
     assert iou.tolist() == pytest.approx([5 / 15, 0.0, 1.0])
 
 
 def test_soft_nms_decays_overlapping_same_class_segments_by_a_gaussian():
-    seg = Segments(torch.tensor([[0.0, 10.0], [5.0, 15.0], [0.0, 10.0], [40.0, 50.0]]),
-                   torch.tensor([0.9, 0.8, 0.7, 0.6]), torch.tensor([0, 0, 1, 0]))
+    seg = Segments(
+        torch.tensor([[0.0, 10.0], [5.0, 15.0], [0.0, 10.0], [40.0, 50.0]]),
+        torch.tensor([0.9, 0.8, 0.7, 0.6]),
+        torch.tensor([0, 0, 1, 0]),
+    )
     kept = soft_nms(seg, sigma=0.5, min_score=0.0)
     expected_second = 0.8 * math.exp(-((5 / 15) ** 2) / 0.5)
     assert kept.scores.tolist() == pytest.approx([0.9, 0.7, expected_second, 0.6])
@@ -52,13 +71,18 @@ def test_soft_nms_decays_overlapping_same_class_segments_by_a_gaussian():
 
 
 def test_soft_nms_removes_exact_duplicates_below_min_score_and_caps_the_count():
-    seg = Segments(torch.tensor([[0.0, 10.0]] * 3), torch.tensor([0.9, 0.9, 0.9]),
-                   torch.tensor([0, 0, 0]))
+    seg = Segments(
+        torch.tensor([[0.0, 10.0]] * 3), torch.tensor([0.9, 0.9, 0.9]), torch.tensor([0, 0, 0])
+    )
     kept = soft_nms(seg, sigma=0.5, min_score=0.2)
     # After the first pick the others decay by exp(-1/0.5) = 0.135 → 0.122 < 0.2.
     assert kept.scores.tolist() == pytest.approx([0.9])
-    many = Segments(torch.rand(20, 1).expand(20, 2) + torch.tensor([0.0, 1.0]) * torch.arange(20.0)[:, None] * 0,
-                    torch.rand(20), torch.arange(20))
+    many = Segments(
+        torch.rand(20, 1).expand(20, 2)
+        + torch.tensor([0.0, 1.0]) * torch.arange(20.0)[:, None] * 0,
+        torch.rand(20),
+        torch.arange(20),
+    )
     assert len(soft_nms(many, max_segments=5).scores) == 5
 
 

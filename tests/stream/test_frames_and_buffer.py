@@ -47,12 +47,19 @@ def test_buffer_drops_oldest_when_full_and_counts_drop():
     assert buf.get_many(10) == [2, 3, 4]
 
 
-def test_buffer_never_drops_items_that_must_be_kept():
-    buf = FrameBuffer(2, DropPolicy.DROP_OLDEST, can_drop=lambda x: isinstance(x, int))
-    for item in ["connected", 1, 2, 3]:
+def test_status_markers_keep_their_place_and_take_no_capacity():
+    buf = FrameBuffer(2, DropPolicy.DROP_OLDEST, is_frame=lambda x: isinstance(x, int))
+    for item in ["connected", 1, 2, 3, "disconnected", 4]:
         buf.put(item)
-    assert buf.get_many(10) == ["connected", 3]
-    assert buf.dropped == 2
+    assert len(buf) == 2 and buf.dropped == 2
+    assert buf.get_many(10) == ["connected", 3, "disconnected", 4]
+
+
+def test_status_marker_never_blocks_a_full_blocking_buffer():
+    buf = FrameBuffer(1, DropPolicy.BLOCK, is_frame=lambda x: isinstance(x, int))
+    buf.put(1)
+    buf.put("ended", timeout_s=0.01)
+    assert buf.dropped == 0 and buf.get_many(5) == [1, "ended"]
 
 
 def test_blocking_buffer_waits_for_the_consumer_and_loses_nothing():

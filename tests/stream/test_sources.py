@@ -1,6 +1,13 @@
 import pytest
 
-from stream.sources import SourceError, SourceKind, av_open_args, parse_source, parse_sources, redact
+from stream.sources import (
+    SourceError,
+    SourceKind,
+    av_open_args,
+    parse_source,
+    parse_sources,
+    redact,
+)
 
 
 def test_file_source_needs_an_existing_non_empty_file(tmp_path):

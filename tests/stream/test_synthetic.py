@@ -27,9 +27,12 @@ def test_actions_have_valid_durations_labels_and_gaps():
         assert MIN_ACTION_S <= s.end_s - s.start_s <= MAX_ACTION_S + 1e-6
     for actor in (0, 1):
         mine = [s for s in segs if s.actor == actor]
-        assert all(a.end_s < b.start_s for a, b in zip(mine, mine[1:]))
+        assert all(a.end_s < b.start_s for a, b in zip(mine, mine[1:], strict=False))
     overlaps = sum(
-        1 for a in segs for b in segs if a.actor < b.actor and a.start_s < b.end_s and b.start_s < a.end_s
+        1
+        for a in segs
+        for b in segs
+        if a.actor < b.actor and a.start_s < b.end_s and b.start_s < a.end_s
     )
     assert overlaps > 0  # different actors' actions overlap in time
 
@@ -55,7 +58,9 @@ def test_each_action_changes_the_picture_over_time_more_than_idling(label):
     def motion(t0, t1):
         ts = np.arange(t0, t1, 0.1)
         frames = [scene.render(t).astype(float) for t in ts]
-        return np.mean([(np.abs(a - b).max(-1) > 40).mean() for a, b in zip(frames, frames[1:])])
+        return np.mean(
+            [(np.abs(a - b).max(-1) > 40).mean() for a, b in zip(frames, frames[1:], strict=False)]
+        )
 
     idle = motion(seg.start_s - 0.35, seg.start_s - 0.05) if seg.start_s > 0.4 else None
     active = motion(seg.start_s + 0.05, min(seg.end_s, seg.start_s + 0.5))

@@ -1,0 +1,172 @@
+"""The `actstream` command as a user runs it: start-up mistakes give one clear line naming
+the input and a non-zero exit; `subscribe` receives what `run` publishes; shutdown is clean."""
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import zmq
+
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.integration
+CMD = [sys.executable, "-m", "engine.cli"]
+SMALL = ["--set", "model.head.window_frames=16", "--set", "model.head.num_levels=3"]
+
+
+def run_cli(*args, timeout=60):
+    return subprocess.run([*CMD, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def one_error_line(result):
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("actstream: error: ")
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory, clip_mp4):
+    d = tmp_path_factory.mktemp("bad")
+    (d / "garbage.mp4").write_bytes(bytes(range(256)) * 200)
+    (d / "truncated.mp4").write_bytes(clip_mp4.read_bytes()[:4000])
+    (d / "bad.yaml").write_text("model:\n  temporal:\n    lookbak: 3\n")
+    return d
+
+
+def test_missing_file(tmp_path):
+    line = one_error_line(run_cli("run", str(tmp_path / "missing.mp4"), "--no-metrics"))
+    assert "missing.mp4: no such file" in line
+
+
+def test_garbage_file(bad_files):
+    line = one_error_line(
+        run_cli(
+            "run",
+            str(bad_files / "garbage.mp4"),
+            "--no-metrics",
+            "--zmq",
+            f"tcp://127.0.0.1:{free_port()}",
+        )
+    )
+    assert "garbage.mp4: cannot read it as video" in line
+
+
+def test_truncated_mp4(bad_files):
+    line = one_error_line(
+        run_cli(
+            "run",
+            str(bad_files / "truncated.mp4"),
+            "--no-metrics",
+            "--zmq",
+            f"tcp://127.0.0.1:{free_port()}",
+        )
+    )
+    assert "truncated.mp4: cannot read it as video" in line
+
+
+def test_unreachable_rtsp_url_is_bounded_by_the_timeout():
+    with socket.socket() as silent:  # accepts, never answers: only the timeout ends the wait
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"rtsp://127.0.0.1:{silent.getsockname()[1]}/cam"
+        t0 = time.monotonic()
+        result = run_cli(
+            "run",
+            url,
+            "--no-metrics",
+            "--set",
+            "stream.timeout_s=1",
+            "--zmq",
+            f"tcp://127.0.0.1:{free_port()}",
+        )
+        elapsed = time.monotonic() - t0
+    line = one_error_line(result)
+    assert url in line and "cannot connect" in line
+    assert elapsed < 20
+
+
+def test_unknown_config_key(bad_files):
+    line = one_error_line(run_cli("run", "--config", str(bad_files / "bad.yaml")))
+    assert "bad.yaml: model.temporal.lookbak: unknown key; known:" in line
+
+
+def test_bad_set_value():
+    line = one_error_line(run_cli("run", "--set", "stream.timeout_s=soon"))
+    assert "stream.timeout_s: expected a number, got str 'soon'" in line
+
+
+def test_wrong_url_scheme():
+    line = one_error_line(run_cli("run", "rtspx://cam/1"))
+    assert "rtspx://cam/1: unsupported URL scheme" in line
+
+
+def test_zeromq_port_already_in_use():
+    ctx = zmq.Context.instance()
+    holder = ctx.socket(zmq.PUB)
+    port = holder.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        line = one_error_line(run_cli("run", "--no-metrics", "--zmq", f"tcp://127.0.0.1:{port}"))
+    finally:
+        holder.close(0)
+    assert f"tcp://127.0.0.1:{port}: cannot bind" in line and "--zmq" in line
+
+
+def test_metrics_port_already_in_use():
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        line = one_error_line(
+            run_cli("run", "--metrics-port", str(port), "--zmq", f"tcp://127.0.0.1:{free_port()}")
+        )
+    assert f"http://127.0.0.1:{port}/metrics: cannot bind" in line
+
+
+def test_corrupt_weights(tmp_path):
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"not a checkpoint" * 10)
+    line = one_error_line(run_cli("run", "--weights", str(bad), "--no-metrics"))
+    assert "model.pt: not a readable checkpoint" in line
+
+
+def test_subscribe_receives_what_run_prints_and_sigint_exits_cleanly():
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    sub = subprocess.Popen(
+        [*CMD, "subscribe", "--zmq", endpoint, "--timeout-s", "8"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1.0)  # let the subscriber start connecting before anything is published
+    run = subprocess.Popen(
+        [*CMD, "run", "--zmq", endpoint, "--metrics-port", "0", *SMALL],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(6.0)
+    t0 = time.monotonic()
+    run.send_signal(signal.SIGINT)
+    run_out, run_err = run.communicate(timeout=15)
+    stop_s = time.monotonic() - t0
+    sub_out, _ = sub.communicate(timeout=20)
+    assert run.returncode == 0, run_err
+    assert stop_s < 5.0
+    published = [line for line in run_out.splitlines() if line]
+    received = [line for line in sub_out.splitlines() if line]
+    assert len(published) >= 5
+    topics = [line.split(" ", 1)[0] for line in published]
+    assert "status.demo.connected" in topics and "heartbeat" in topics
+    assert topics[-1] == "status.demo.stopped"
+    # The subscriber joined late at worst: from its first message on it got every one.
+    first = published.index(received[0])
+    assert received == published[first:]
+    assert first <= 2
+    assert json.loads(received[-1].split(" ", 1)[1])["detail"] == "detector shut down"
