@@ -126,9 +126,9 @@ def main(argv: list[str] | None = None) -> int:
 def run_command(args: argparse.Namespace) -> int:
     from engine.checkpoint import CheckpointError, load_checkpoint
     from engine.config import ConfigError, load_config
-    from engine.detector import Detector, ModelSegmenter, StartupError
+    from engine.detector import StartupError, build_detector
     from engine.metrics import Metrics, MetricsPortError
-    from engine.publisher import Publisher, PublisherError
+    from engine.publisher import PublisherError
     from engine.runtime import TorchBackend
     from models.action_model import build_model
     from stream.sources import SourceError, parse_sources
@@ -184,28 +184,16 @@ def run_command(args: argparse.Namespace) -> int:
             sys.stdout.write(f"{topic} {payload.decode()}\n")
             sys.stdout.flush()
 
-    run_id = uuid.uuid4().hex[:8]
-    publisher = Publisher(
-        config.publisher.endpoint,
-        run_id=run_id,
-        heartbeat_s=config.publisher.heartbeat_s,
-        send_hwm=config.publisher.send_hwm,
-        on_sent=None if args.quiet else print_message,
-        metrics=metrics,
-    )
-    segmenter = ModelSegmenter(backend, config.model.classes, config.decode)
-    detector = Detector(
+    detector = build_detector(
         specs,
-        backend=backend,
-        segmenter=segmenter,
-        config=config,
-        publisher=publisher,
+        config,
+        backend,
+        run_id=uuid.uuid4().hex[:8],
         metrics=metrics,
-        run_id=run_id,
+        on_sent=None if args.quiet else print_message,
     )
-    publisher.set_stream_states(detector.stream_states)
     try:
-        endpoint = publisher.start()
+        endpoint = detector.publisher.start()
     except PublisherError as exc:
         metrics.close()
         return _fail(str(exc))

@@ -391,3 +391,37 @@ class Detector:
         st.cache = None
         st.newest = None
         st.since_head = 0
+
+
+def build_detector(
+    specs: list[SourceSpec],
+    config: AppConfig,
+    backend: Backend,
+    *,
+    run_id: str,
+    segmenter: Segmenter | None = None,
+    metrics: Metrics | None = None,
+    on_sent: Callable | None = None,
+    endpoint: str | None = None,
+) -> Detector:
+    """Wires a publisher (not yet started: `detector.publisher.start()` binds it) and a
+    detector around `backend`; the segmenter defaults to the model's head."""
+    publisher = Publisher(
+        endpoint or config.publisher.endpoint,
+        run_id=run_id,
+        heartbeat_s=config.publisher.heartbeat_s,
+        send_hwm=config.publisher.send_hwm,
+        on_sent=on_sent,
+        metrics=metrics,
+    )
+    detector = Detector(
+        specs,
+        backend=backend,
+        segmenter=segmenter or ModelSegmenter(backend, config.model.classes, config.decode),
+        config=config,
+        publisher=publisher,
+        metrics=metrics,
+        run_id=run_id,
+    )
+    publisher.set_stream_states(detector.stream_states)
+    return detector

@@ -9,9 +9,8 @@ import urllib.request
 from dataclasses import dataclass
 
 from engine.config import AppConfig, load_config
-from engine.detector import Detector, Window
+from engine.detector import Detector, Window, build_detector
 from engine.metrics import Metrics
-from engine.publisher import Publisher
 from engine.runtime import TorchBackend
 from engine.subscriber import Subscriber
 from engine.tracker import Detection
@@ -57,22 +56,17 @@ class ScriptedHead:
 def make_detector(
     sources: list[str], config: AppConfig, head, *, run_id: str = "test", metrics: bool = False
 ) -> Detector:
-    backend = TorchBackend(build_model(config.model))
-    m = Metrics() if metrics else None
-    publisher = Publisher(
-        "tcp://127.0.0.1:*", run_id=run_id, heartbeat_s=config.publisher.heartbeat_s, metrics=m
-    )
-    detector = Detector(
+    """A detector with a started publisher on a free loopback port."""
+    detector = build_detector(
         parse_sources(sources),
-        backend=backend,
-        segmenter=head,
-        config=config,
-        publisher=publisher,
-        metrics=m,
+        config,
+        TorchBackend(build_model(config.model)),
         run_id=run_id,
+        segmenter=head,
+        metrics=Metrics() if metrics else None,
+        endpoint="tcp://127.0.0.1:*",
     )
-    publisher.set_stream_states(detector.stream_states)
-    publisher.start()
+    detector.publisher.start()
     return detector
 
 
