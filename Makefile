@@ -5,7 +5,7 @@ CONSTRAINTS ?= constraints.txt
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint rtsp-server-deps clean
+.PHONY: run test lint rtsp-server-deps demo-model clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,7 +13,15 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/actstream run
+	$(VENV)/bin/actstream run --config configs/demo.yaml
+
+# Reproduces the bundled model configs/weights/demo.pt and its evaluation (see README).
+demo-model: $(STAMP)
+	$(VENV)/bin/actstream synth data/synthetic --videos 300 --seed 0
+	$(VENV)/bin/actstream --log-level info train configs/train_synthetic.yaml
+	$(VENV)/bin/actstream --log-level info train configs/train_synthetic_head.yaml
+	mkdir -p configs/weights && cp runs/stage2/last.pt configs/weights/demo.pt
+	$(VENV)/bin/actstream eval configs/weights/demo.pt data/synthetic --out runs/eval_demo
 
 # The integration tests start a real RTSP server (GStreamer, from Debian packages).
 rtsp-server-deps:

@@ -29,19 +29,11 @@ def versions() -> dict[str, str]:
     return {"torch": str(torch.__version__), "av": str(av.__version__), "numpy": numpy.__version__}
 
 
-def save_checkpoint(
-    path: str | Path, model: ActionModel, config: ModelConfig, *, step: int
-) -> None:
-    """Writes a checkpoint atomically: a temp file in the same folder, then a rename."""
+def atomic_save(payload: Any, path: str | Path) -> None:
+    """`torch.save` to a temp file in the same folder, fsync, then rename over `path`: a
+    process killed mid-write leaves the previous file intact."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "model": model.state_dict(),
-        "config": config_to_dict(config),
-        "classes": list(config.classes),
-        "step": int(step),
-        "versions": versions(),
-    }
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -52,6 +44,29 @@ def save_checkpoint(
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: torch.nn.Module,
+    config: ModelConfig,
+    *,
+    step: int,
+    weights_dtype: torch.dtype | None = None,
+) -> None:
+    """Writes `{model, config, classes, step, versions}` atomically. `weights_dtype`
+    (e.g. torch.float16) stores floating-point weights smaller; loading casts them back."""
+    state = model.state_dict()
+    if weights_dtype is not None:
+        state = {k: v.to(weights_dtype) if v.is_floating_point() else v for k, v in state.items()}
+    payload = {
+        "model": state,
+        "config": config_to_dict(config),
+        "classes": list(config.classes),
+        "step": int(step),
+        "versions": versions(),
+    }
+    atomic_save(payload, path)
 
 
 def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[ActionModel, ModelConfig, int]:

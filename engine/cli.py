@@ -25,7 +25,9 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
-def build_parser() -> argparse.ArgumentParser:
+def make_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+    """The parser with `run` and `subscribe`, and its sub-command table (the training
+    package adds `synth`, `train` and `eval` to it: `training/cli.py`)."""
     parser = argparse.ArgumentParser(
         prog="actstream",
         description="Streaming action detection: live video in, onset/offset events out.",
@@ -108,19 +110,31 @@ def build_parser() -> argparse.ArgumentParser:
     subp.add_argument(
         "--timeout-s", type=float, metavar="S", help="exit after S seconds without a message"
     )
-    return parser
+    return parser, sub
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return make_parser()[0]
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    if args.command == "run":
+        return run_command(args)
+    return subscribe_command(args)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if args.command == "run":
-        return run_command(args)
-    return subscribe_command(args)
+    setup_logging(args.log_level)
+    return dispatch(args)
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -94,7 +94,7 @@ class TrackerConfig:
             closed (its score fell away).
     """
 
-    onset_threshold: float = 0.5
+    onset_threshold: float = 0.3
     match_iou: float = 0.3
     open_tolerance_frames: float = 2.0
     close_after_missed_runs: int = 2

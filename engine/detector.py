@@ -108,6 +108,7 @@ class _StreamState:
         self.filled = 0
         self.pending: deque[Frame] = deque()
         self.newest: Frame | None = None
+        self.last_image: np.ndarray | None = None  # the frame before the next one (motion input)
         self.since_head = 0
         self.state = ReaderState.CONNECTING.value
         self.finished = False
@@ -263,8 +264,19 @@ class Detector:
             return False
         quota = max(1, self.max_batch // len(active))
         taken = [(st, st.buffer.get_many(quota)) for st in active]
-        frames = [item for _, items in taken for item in items if isinstance(item, Frame)]
-        features = self._encode(frames) if frames else None
+        frames: list[Frame] = []
+        previous: list[np.ndarray] = []
+        for st, items in taken:
+            last = st.last_image
+            for item in items:
+                if isinstance(item, Frame):
+                    frames.append(item)
+                    previous.append(item.image if last is None else last)
+                    last = item.image
+                else:
+                    last = None  # every state change starts or ends a connection
+            st.last_image = last
+        features = self._encode(frames, previous) if frames else None
         k = 0
         for st, items in taken:
             for item in items:
@@ -275,12 +287,13 @@ class Detector:
                     self._on_status(st, item)
         return any(items for _, items in taken)
 
-    def _encode(self, frames: list[Frame]) -> torch.Tensor:
+    def _encode(self, frames: list[Frame], previous: list[np.ndarray]) -> torch.Tensor:
         t0 = time.perf_counter()
         images = np.stack([f.image for f in frames])
+        prev = np.stack(previous)
         t1 = time.perf_counter()
         outs = [
-            self.backend.encode_frames(images[i : i + self.max_batch])
+            self.backend.encode_frames(images[i : i + self.max_batch], prev[i : i + self.max_batch])
             for i in range(0, len(frames), self.max_batch)
         ]
         t2 = time.perf_counter()
@@ -353,6 +366,7 @@ class Detector:
                     score=e.score,
                     start_s=e.start_s,
                     start_wall_s=wall(e.start_s),
+                    frame_s=newest.pts_s,
                     frame_wall_s=newest.decoded_wall_s,
                     end_s=e.end_s,
                     end_wall_s=None if e.end_s is None else wall(e.end_s),
@@ -403,10 +417,12 @@ def build_detector(
     metrics: Metrics | None = None,
     on_sent: Callable | None = None,
     endpoint: str | None = None,
+    publisher: Publisher | None = None,
 ) -> Detector:
-    """Wires a publisher (not yet started: `detector.publisher.start()` binds it) and a
-    detector around `backend`; the segmenter defaults to the model's head."""
-    publisher = Publisher(
+    """Wires a ZeroMQ publisher (not yet started: `detector.publisher.start()` binds it; or
+    the given `publisher`, anything with Publisher's methods) and a detector around
+    `backend`; the segmenter defaults to the model's head."""
+    publisher = publisher or Publisher(
         endpoint or config.publisher.endpoint,
         run_id=run_id,
         heartbeat_s=config.publisher.heartbeat_s,

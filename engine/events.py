@@ -26,7 +26,8 @@ class ActionEvent:
     """An action's onset or offset (an onset and its offset share `event_id`).
 
     Times are in the stream's own clock (`*_s`) and in wall-clock Unix time (`*_wall_s`).
-    `frame_wall_s` is when the newest frame the decision was based on finished decoding.
+    The decision was taken on the newest frame at stream time `frame_s`, decoded at
+    `frame_wall_s`.
     """
 
     type: Literal["onset", "offset"]
@@ -36,6 +37,7 @@ class ActionEvent:
     score: float
     start_s: float
     start_wall_s: float
+    frame_s: float
     frame_wall_s: float
     end_s: float | None = None
     end_wall_s: float | None = None
@@ -54,6 +56,7 @@ class ActionEvent:
             "score": round(self.score, 6),
             "start_s": round(self.start_s, 6),
             "start_wall_s": round(self.start_wall_s, 6),
+            "frame_s": round(self.frame_s, 6),
             "frame_wall_s": round(self.frame_wall_s, 6),
         }
         if self.type == "offset":

@@ -23,8 +23,9 @@ class Backend(Protocol):
     feature_dim: int
     delay_frames: int
 
-    def encode_frames(self, images: np.ndarray) -> torch.Tensor:
-        """(B, H, W, 3) uint8 RGB → (B, C_f) features."""
+    def encode_frames(self, images: np.ndarray, previous: np.ndarray) -> torch.Tensor:
+        """(B, H, W, 3) uint8 RGB frames and each one's previous frame (itself at a stream's
+        start) → (B, C_f) features."""
         ...
 
     def init_cache(self, batch_size: int) -> FastBackCache: ...
@@ -53,9 +54,14 @@ class TorchBackend:
         self.points = model.head.points.cpu()
 
     @torch.inference_mode()
-    def encode_frames(self, images: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
-        return self.model.backbone(x)
+    def encode_frames(self, images: np.ndarray, previous: np.ndarray) -> torch.Tensor:
+        x = self._to_tensor(images)
+        prev = self._to_tensor(previous) if self.model.backbone.config.motion_input else None
+        return self.model.backbone(x, prev)
+
+    def _to_tensor(self, images: np.ndarray) -> torch.Tensor:
+        """(B, H, W, 3) uint8 → (B, 3, H, W) float in [0, 1] on the device."""
+        return torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
 
     def init_cache(self, batch_size: int) -> FastBackCache:
         return self.model.temporal.init_cache(batch_size, device=self.device)

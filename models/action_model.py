@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from models.actionformer import ActionFormerHead, HeadConfig, HeadOutput
-from models.backbone import BackboneConfig, FrameBackbone
+from models.backbone import BackboneConfig, FrameBackbone, previous_frames
 from models.fastback import FastBackEncoder, TemporalConfig
 
 # The synthetic source's classes (stream/synthetic.py), the default until a checkpoint says.
@@ -58,7 +58,8 @@ class ActionModel(nn.Module):
     def forward(self, clips: torch.Tensor, valid: torch.Tensor | None = None) -> HeadOutput:
         """Args: clips (B, T, 3, H, W) in [0, 1], T = head.window_frames; valid (B, T)."""
         B, T = clips.shape[:2]
-        feats = self.backbone(clips.flatten(0, 1)).view(B, T, -1)  # (B, T, C_f)
+        prev = previous_frames(clips, valid)
+        feats = self.backbone(clips.flatten(0, 1), prev.flatten(0, 1)).view(B, T, -1)  # (B, T, C_f)
         return self.head(self.temporal(feats, valid), valid)
 
 

@@ -228,10 +228,13 @@ class ActionFormerHead(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> HeadOutput:
-        """Args: x (B, T, C_in) with T = window_frames; valid (B, T) bool (True = real)."""
+        """Args: x (B, T, C_in); valid (B, T) bool (True = real). T is `window_frames` when
+        streaming; every layer is local, so offline evaluation may pass a whole video (T a
+        multiple of the coarsest stride; its points are `make_points(T, config.strides)`)."""
         B, T, _ = x.shape
-        if T != self.config.window_frames:
-            raise ValueError(f"head expects {self.config.window_frames} steps, got {T}")
+        coarsest = self.config.strides[-1]
+        if T % coarsest:
+            raise ValueError(f"head needs a multiple of {coarsest} steps, got {T}")
         if valid is None:
             valid = torch.ones(B, T, dtype=torch.bool, device=x.device)
         m = valid[:, None, :].to(x.dtype)

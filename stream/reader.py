@@ -396,6 +396,38 @@ def synthetic_scene_for(spec: SourceSpec, options: ReaderOptions) -> SyntheticSc
     return _SyntheticFrames(spec, options).scene
 
 
+def decode_file(spec: SourceSpec, options: ReaderOptions) -> list[Frame]:
+    """Every frame of a finite source, decoded, sampled and resized exactly as a reader
+    thread would deliver them, on the calling thread (datasets, offline evaluation).
+
+    Raises `SourceError` (with the same message a reader reports) if it cannot be read.
+    """
+    try:
+        source = (
+            _SyntheticFrames(spec, options)
+            if spec.kind is SourceKind.SYNTHETIC
+            else _PyAVFrames(spec, options)
+        )
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise SourceError(_describe_open_error(spec, exc)) from None
+    if not source.finite:
+        source.close()
+        raise SourceError(f"{spec.display}: a live source has no end; give a file")
+    sampler = FpsSampler(options.fps)
+    frames: list[Frame] = []
+    try:
+        for t_s, raw in source:
+            if sampler.keep(t_s):
+                frames.append(
+                    Frame(spec.stream_id, len(frames), t_s, time.time(), source.image(raw))
+                )
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise SourceError(f"{spec.display}: {_describe_read_error(exc)}") from None
+    finally:
+        source.close()
+    return frames
+
+
 def _describe_open_error(spec: SourceSpec, exc: BaseException) -> str:
     if isinstance(exc, SourceError):
         return str(exc)

@@ -95,7 +95,11 @@ def parse_source(text: str, stream_id: str | None = None) -> SourceSpec:
     if not text:
         raise SourceError("empty source: give a file path, a URL or synthetic://")
     m = _ID_PREFIX_RE.match(text)
-    if m and stream_id is None and ("://" in m.group(2) or m.group(2).startswith(("/", "."))):
+    if (
+        m
+        and stream_id is None
+        and ("://" in m.group(2) or m.group(2).startswith(("/", ".")) or Path(m.group(2)).exists())
+    ):
         stream_id, text = m.group(1), m.group(2)
     if stream_id is not None and not STREAM_ID_RE.match(stream_id):
         raise SourceError(

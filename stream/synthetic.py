@@ -102,7 +102,7 @@ class SyntheticScene:
         return _Actor(
             shape=rng.choice(("disc", "square")),
             color=(rng.uniform(0.3, 1), rng.uniform(0.3, 1), rng.uniform(0.3, 1)),
-            radius=rng.uniform(0.07, 0.11),
+            radius=rng.uniform(0.10, 0.14),
             home=(rng.uniform(0.25, 0.75), 0.25 + 0.5 * lane),
             drift=tuple(
                 (rng.uniform(0.01, 0.04), rng.uniform(0.2, 0.9), rng.uniform(0, 6.28))
@@ -226,7 +226,7 @@ class SyntheticScene:
         ex, ey = math.cos(arm), math.sin(arm)
         along = np.clip(dx * ex + dy * ey, 0.0, a.arm_length * radius)
         px, py = dx - along * ex, dy - along * ey
-        arm_dist = np.sqrt(px * px + py * py) - max(1.0, 0.22 * radius)
+        arm_dist = np.sqrt(px * px + py * py) - max(1.2, 0.3 * radius)
         _blend(img, np.clip(0.5 - arm_dist, 0.0, 1.0), color * 0.6)
 
 

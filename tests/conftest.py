@@ -7,7 +7,6 @@ import select
 import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -80,9 +79,3 @@ def media_dir(tmp_path_factory) -> Path:
 def clip_mp4(media_dir) -> Path:
     """4 s of synthetic scene, 160x120 at 25 fps, H.264 in mp4 (GOP 1 s, no B-frames)."""
     return write_h264_mp4(media_dir / "clip.mp4", scene_frames(100, fps=25), fps=25)
-
-
-@pytest.fixture
-def actstream_cmd() -> list[str]:
-    """How to run the `actstream` command from this interpreter's environment."""
-    return [sys.executable, "-m", "engine.cli"]

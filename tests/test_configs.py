@@ -1,14 +1,18 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from engine.config import AppConfig, ConfigError, config_to_dict, from_dict, load_config
+from training.config import load_train_config
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+ALL = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+TRAIN_CONFIGS = [p for p in ALL if p.name.startswith("train_")]
+CONFIGS = [p for p in ALL if p not in TRAIN_CONFIGS]
 
 
 def test_there_are_configs():
-    assert {p.name for p in CONFIGS} >= {"demo.yaml", "rtsp.yaml"}
+    assert {p.name for p in ALL} >= {"demo.yaml", "rtsp.yaml", "train_synthetic.yaml"}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -16,8 +20,16 @@ def test_every_config_file_loads(path):
     assert isinstance(load_config(path), AppConfig)
 
 
-def test_demo_config_is_the_built_in_default():
-    assert load_config(CONFIGS[[p.name for p in CONFIGS].index("demo.yaml")]) == AppConfig()
+@pytest.mark.parametrize("path", TRAIN_CONFIGS, ids=lambda p: p.name)
+def test_every_training_config_loads_and_trains_the_model_the_detector_runs(path):
+    config = load_train_config(path)
+    assert config.model == load_config(ALL[[p.name for p in ALL].index("demo.yaml")]).model
+
+
+def test_demo_config_is_the_built_in_default_plus_the_bundled_weights():
+    demo = load_config(ALL[[p.name for p in ALL].index("demo.yaml")])
+    assert demo == dataclasses.replace(AppConfig(), weights=demo.weights)
+    assert demo.weights == "configs/weights/demo.pt"
 
 
 def test_unknown_key_names_the_key_path_and_the_known_keys(tmp_path):

@@ -76,3 +76,16 @@ def test_checkpoint_without_the_required_keys_is_refused(tmp_path):
     torch.save({"state_dict": {}}, path)
     with pytest.raises(CheckpointError, match="not an actstream checkpoint"):
         load_checkpoint(path)
+
+
+def test_half_precision_weights_load_back_into_float32_models(tmp_path):
+    config = ModelConfig()  # the real default size: weights dominate the file
+    model = build_model(config)
+    save_checkpoint(tmp_path / "half.pt", model, config, step=3, weights_dtype=torch.float16)
+    full = tmp_path / "full.pt"
+    save_checkpoint(full, model, config, step=3)
+    assert (tmp_path / "half.pt").stat().st_size < 0.55 * full.stat().st_size
+    loaded, _, _ = load_checkpoint(tmp_path / "half.pt")
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values(), strict=True):
+        assert b.dtype == a.dtype, name
+        torch.testing.assert_close(b, a, atol=2e-3, rtol=2e-3)

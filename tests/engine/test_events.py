@@ -18,6 +18,7 @@ ONSET = ActionEvent(
     score=0.91,
     start_s=12.3,
     start_wall_s=1700000012.3,
+    frame_s=12.8,
     frame_wall_s=1700000012.8,
 )
 OFFSET = ActionEvent(
@@ -28,6 +29,7 @@ OFFSET = ActionEvent(
     score=0.91,
     start_s=12.3,
     start_wall_s=1700000012.3,
+    frame_s=15.1,
     frame_wall_s=1700000015.1,
     end_s=14.5,
     end_wall_s=1700000014.5,

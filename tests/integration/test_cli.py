@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import zmq
@@ -14,12 +15,13 @@ import zmq
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
-CMD = [sys.executable, "-m", "engine.cli"]
+ROOT = Path(__file__).resolve().parents[2]
+CMD = [sys.executable, "-m", "training.cli"]  # what the `actstream` command runs
 SMALL = ["--set", "model.head.window_frames=16", "--set", "model.head.num_levels=3"]
 
 
 def run_cli(*args, timeout=60):
-    return subprocess.run([*CMD, *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([*CMD, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
 def one_error_line(result):
@@ -170,3 +172,25 @@ def test_subscribe_receives_what_run_prints_and_sigint_exits_cleanly():
     assert received == published[first:]
     assert first <= 2
     assert json.loads(received[-1].split(" ", 1)[1])["detail"] == "detector shut down"
+
+
+def test_bundled_model_detects_actions_of_the_synthetic_stream():
+    # `make run` runs exactly this config; a finite scene played fast makes it deterministic.
+    result = run_cli(
+        "run",
+        "--config",
+        "configs/demo.yaml",
+        "synthetic://?seed=5&duration_s=40",
+        "--fast",
+        "--no-metrics",
+        "--zmq",
+        f"tcp://127.0.0.1:{free_port()}",
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    messages = [json.loads(line.split(" ", 1)[1]) for line in result.stdout.splitlines() if line]
+    onsets = [m for m in messages if m["type"] == "onset"]
+    offsets = {m["event_id"]: m for m in messages if m["type"] == "offset"}
+    assert len(onsets) >= 3
+    assert all(m["event_id"] in offsets for m in onsets)  # every action is closed
+    assert messages[-1]["type"] == "status" and messages[-1]["state"] == "ended"

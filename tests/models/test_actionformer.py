@@ -62,9 +62,21 @@ def test_padding_does_not_change_outputs_on_real_steps():
     torch.testing.assert_close(a.cls_logits[0, keep], b.cls_logits[0, keep], atol=1e-4, rtol=1e-4)
 
 
-def test_wrong_window_length_is_refused():
-    with pytest.raises(ValueError, match="expects 32 steps"):
+def test_length_must_be_a_multiple_of_the_coarsest_stride():
+    with pytest.raises(ValueError, match="multiple of 4 steps"):
         tiny_head()(torch.randn(1, 31, 8))
+
+
+def test_head_is_local_so_a_longer_input_gives_the_same_outputs_inside():
+    head = tiny_head()
+    x = torch.randn(1, 96, 8)
+    with torch.no_grad():
+        whole = head(x)
+        window = head(x[:, 32:64])
+    # level-0 outputs of steps deep inside the window (beyond the receptive field) agree
+    torch.testing.assert_close(
+        whole.cls_logits[0, 44:52], window.cls_logits[0, 12:20], atol=1e-4, rtol=1e-4
+    )
 
 
 def test_head_config_checks_divisibility():

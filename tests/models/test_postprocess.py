@@ -77,11 +77,11 @@ def test_soft_nms_removes_exact_duplicates_below_min_score_and_caps_the_count():
     kept = soft_nms(seg, sigma=0.5, min_score=0.2)
     # After the first pick the others decay by exp(-1/0.5) = 0.135 → 0.122 < 0.2.
     assert kept.scores.tolist() == pytest.approx([0.9])
+    starts = torch.arange(20.0) * 10  # 20 disjoint segments, all scores well above min_score
     many = Segments(
-        torch.rand(20, 1).expand(20, 2)
-        + torch.tensor([0.0, 1.0]) * torch.arange(20.0)[:, None] * 0,
-        torch.rand(20),
-        torch.arange(20),
+        torch.stack([starts, starts + 5], 1),
+        torch.linspace(0.2, 0.9, 20),
+        torch.zeros(20, dtype=torch.long),
     )
     assert len(soft_nms(many, max_segments=5).scores) == 5
 

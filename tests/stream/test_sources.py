@@ -101,3 +101,11 @@ def test_repeated_names_get_suffixes_and_explicit_duplicates_are_refused():
 def test_bad_stream_id_is_refused():
     with pytest.raises(SourceError, match="stream id"):
         parse_source("synthetic://", stream_id="1bad")
+
+
+def test_stream_id_prefix_works_before_a_relative_file_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "clips" / "a.mp4").write_bytes(b"x")
+    spec = parse_source("door=clips/a.mp4")
+    assert spec.stream_id == "door" and spec.url == "clips/a.mp4"

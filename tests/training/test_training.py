@@ -1,0 +1,354 @@
+"""Training on a tiny synthetic set: the loss falls, the checkpoint loads in the detector,
+evaluation runs; datasets in the THUMOS14 feature layout; checkpoints survive a kill."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine.checkpoint import load_checkpoint, save_checkpoint
+from training.config import DataConfig, load_train_config
+from training.data import WindowSampler, load_videos
+from training.loop import train
+from training.synth import write_synthetic_dataset
+
+ROOT = Path(__file__).resolve().parents[2]
+CMD = [sys.executable, "-m", "training.cli"]
+TINY = [
+    "model.backbone.image_size=32",
+    "model.backbone.channels=[8, 16]",
+    "model.backbone.feature_dim=32",
+    "model.temporal.dim=32",
+    "model.temporal.num_layers=1",
+    "model.temporal.num_lookback_heads=2",
+    "model.temporal.lookback_frames=8",
+    "model.head.window_frames=32",
+    "model.head.dim=32",
+    "model.head.num_levels=3",
+    "model.head.num_heads=2",
+    "model.head.attn_window=5",
+    "optim.regression_ranges=[[0, 8], [8, 16], [16, .inf]]",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth")
+    write_synthetic_dataset(out, videos=5, seed=3, duration_s=20, fps=10, size=32)
+    return out
+
+
+def tiny_config(data: Path, out: Path, *extra: str):
+    return load_train_config(
+        ROOT / "configs" / "train_synthetic.yaml",
+        [
+            *TINY,
+            f"out_dir={out}",
+            f"data.annotations={data / 'annotations.json'}",
+            f"data.root={data}",
+            "data.cache_dir=null",
+            "data.val_subset=test",
+            "optim.steps=80",
+            "optim.batch_size=2",
+            "optim.warmup_steps=5",
+            "optim.eval_every=80",
+            "optim.checkpoint_every=40",
+            *extra,
+        ],
+    )
+
+
+def test_synth_writes_videos_and_activitynet_annotations_deterministically(tmp_path):
+    a = write_synthetic_dataset(tmp_path / "a", videos=3, seed=7, duration_s=5, size=32)
+    b = write_synthetic_dataset(tmp_path / "b", videos=3, seed=7, duration_s=5, size=32)
+    assert a.read_text() == b.read_text()
+    db = json.loads(a.read_text())["database"]
+    assert len(db) == 3 and {v["subset"] for v in db.values()} <= {"train", "validation", "test"}
+    for vid, entry in db.items():
+        assert (tmp_path / "a" / f"{vid}.mp4").stat().st_size > 0
+        assert entry["duration"] == 5 and entry["fps"] == 10
+        for ann in entry["annotations"]:
+            s, e = ann["segment"]
+            assert 0 <= s < e <= 5 and isinstance(ann["label_id"], int)
+
+
+def test_training_lowers_the_loss_and_writes_a_checkpoint_the_detector_loads(tiny_data, tmp_path):
+    config = tiny_config(tiny_data, tmp_path / "run")
+    path = train(config, progress=False)
+    state = torch.load(tmp_path / "run" / "train_state.pt", weights_only=True)
+    losses = [h["loss"] for h in json.loads(state["history"]) if "loss" in h]
+    assert len(losses) == 80
+    assert np.mean(losses[-15:]) < 0.8 * np.mean(losses[:15])
+    assert (tmp_path / "run" / "curves.png").stat().st_size > 1000
+    model, model_config, step = load_checkpoint(path)
+    assert step == 80 and model_config == config.model
+    result = subprocess.run(
+        [
+            *CMD,
+            "run",
+            "--weights",
+            str(path),
+            "synthetic://?seed=1",
+            "--duration-s",
+            "2",
+            "--no-metrics",
+            "--zmq",
+            "tcp://127.0.0.1:0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"weights: {path}" in result.stderr
+    assert "status.synthetic.connected" in result.stdout
+
+
+def test_resume_continues_from_the_saved_step(tiny_data, tmp_path):
+    first = tiny_config(tiny_data, tmp_path / "run", "optim.steps=40")
+    train(first, progress=False)
+    more = tiny_config(tiny_data, tmp_path / "run", "optim.steps=60")
+    train(more, resume=True, progress=False)
+    state = torch.load(tmp_path / "run" / "train_state.pt", weights_only=True)
+    history = [h for h in json.loads(state["history"]) if "loss" in h]
+    assert [h["step"] for h in history] == list(range(1, 61))
+    assert state["step"] == 60
+
+
+def test_eval_command_reports_offline_and_streaming_results(tiny_data, tmp_path):
+    ckpt = train(tiny_config(tiny_data, tmp_path / "run", "optim.steps=20"), progress=False)
+    out = tmp_path / "eval"
+    result = subprocess.run(
+        [*CMD, "eval", str(ckpt), str(tiny_data), "--out", str(out), "--timelines", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "offline mAP" in result.stdout and "streaming mAP" in result.stdout
+    results = json.loads((out / "results.json").read_text())
+    for key in ("offline_average_map", "streaming_average_map", "streaming_over_offline"):
+        assert 0.0 <= results[key] or np.isnan(results[key])
+    assert list(results["offline_map"]) == ["0.3", "0.4", "0.5", "0.6", "0.7"]
+    assert len(list(out.glob("timeline_*.png"))) == 1
+
+
+def test_thumos_feature_layout_loads_on_the_feature_grid(tmp_path):
+    fps, stride, num_frames = 30.0, 4, 16
+    db = {
+        "video_validation_1": {
+            "subset": "validation",
+            "duration": 20.0,
+            "fps": fps,
+            "annotations": [
+                {"segment": [2.0, 4.0], "label": "Diving", "label_id": 7},
+                {"segment": [6.0, 9.0], "label": "Billiards", "label_id": 1},
+            ],
+        },
+        "video_test_1": {"subset": "test", "duration": 10.0, "fps": fps, "annotations": []},
+    }
+    (tmp_path / "thumos14.json").write_text(json.dumps({"database": db}))
+    feats = tmp_path / "i3d_features"
+    feats.mkdir()
+    np.save(
+        feats / "video_validation_1.npy",
+        np.random.default_rng(0).normal(size=(150, 48)).astype(np.float32),
+    )
+    np.save(feats / "video_test_1.npy", np.zeros((75, 48), np.float32))
+    config = DataConfig(
+        kind="features",
+        annotations=str(tmp_path / "thumos14.json"),
+        root=str(feats),
+        file_ext=".npy",
+        feature_stride=stride,
+        num_frames=num_frames,
+        cache_dir=None,
+        train_subset="validation",
+        val_subset="test",
+    )
+    videos, classes = load_videos(config, "validation", fps=10.0, image_size=64)
+    assert classes == ("Billiards", "Diving")
+    v = videos[0]
+    assert v.data.shape == (150, 48)
+    # feature i is at (i * 4 + 16 / 2) / 30 s, so 2.0 s → (60 - 8) / 4 = 13
+    assert v.bounds[0].tolist() == pytest.approx([13.0, 28.0])
+    assert v.labels.tolist() == [1, 0]
+    assert v.to_seconds(13.0) == pytest.approx(2.0)
+    sampler = WindowSampler(
+        videos,
+        window=32,
+        context=4,
+        strides=(1, 2, 4),
+        regression_ranges=((0, 4), (4, 8), (8, float("inf"))),
+        num_classes=2,
+        center_radius=1.5,
+        seed=0,
+    )
+    batch = sampler.sample(3)
+    assert batch.inputs.shape == (3, 36, 48) and batch.targets.cls.shape == (3, 56, 2)
+
+
+def test_thumos_features_train_with_the_cached_features_mode(tmp_path):
+    rng = np.random.default_rng(1)
+    db = {}
+    feats = tmp_path / "f"
+    feats.mkdir()
+    for i in range(3):
+        x = rng.normal(size=(120, 24)).astype(np.float32)
+        x[30:60, :8] += 3.0  # an "action" visible in the features
+        np.save(feats / f"v{i}.npy", x)
+        db[f"v{i}"] = {
+            "subset": "validation" if i < 2 else "test",
+            "duration": 16.0,
+            "fps": 30.0,
+            "annotations": [{"segment": [4.27, 8.27], "label": "A", "label_id": 0}],
+        }
+    (tmp_path / "a.json").write_text(json.dumps({"database": db}))
+    config = load_train_config(
+        ROOT / "configs" / "train_synthetic.yaml",
+        [
+            *TINY,
+            f"out_dir={tmp_path / 'run'}",
+            "data.kind=features",
+            f"data.annotations={tmp_path / 'a.json'}",
+            f"data.root={feats}",
+            "data.file_ext=.npy",
+            "data.feature_stride=4",
+            "data.num_frames=16",
+            "data.train_subset=validation",
+            "data.val_subset=test",
+            "optim.mode=cached_features",
+            "model.classes=[A]",
+            "model.backbone.feature_dim=24",
+            "optim.steps=30",
+            "optim.batch_size=2",
+            "optim.eval_every=30",
+            "optim.warmup_steps=5",
+        ],
+    )
+    path = train(config, progress=False)
+    _, model_config, step = load_checkpoint(path)
+    assert step == 30 and model_config.classes == ("A",)
+
+
+KILLER = """
+import sys, torch
+from engine.checkpoint import atomic_save, save_checkpoint
+from models.action_model import build_model
+from tests.engine.test_checkpoint import TINY
+save_checkpoint(sys.argv[1], build_model(TINY), TINY, step=1)
+print("saved", flush=True)
+big = {"model": {"w": torch.zeros(400_000_000, dtype=torch.uint8)}}
+while True:
+    atomic_save(big, sys.argv[1])
+"""
+
+
+def test_checkpoint_write_killed_midway_leaves_the_previous_checkpoint_loadable(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLER, str(path)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().strip() == "saved"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # wait until the big write is under way
+        temps = list(tmp_path.glob(".ckpt.pt.*.tmp"))
+        if temps and temps[0].stat().st_size > 1_000_000:
+            break
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    assert list(tmp_path.glob(".ckpt.pt.*.tmp")), "the kill should have hit mid-write"
+    _, config, step = load_checkpoint(path)
+    assert step == 1 and config.classes == ("a", "b")
+    save_checkpoint(path, load_checkpoint(path)[0], config, step=2)  # and it can be replaced
+    assert load_checkpoint(path)[2] == 2
+
+
+@pytest.mark.slow
+def test_ddp_training_under_torchrun_with_two_cpu_processes(tiny_data, tmp_path):
+    args = [
+        *TINY,
+        f"out_dir={tmp_path / 'ddp'}",
+        f"data.annotations={tiny_data / 'annotations.json'}",
+        f"data.root={tiny_data}",
+        "data.cache_dir=null",
+        "data.val_subset=test",
+        "optim.steps=6",
+        "optim.batch_size=1",
+        "optim.warmup_steps=2",
+        "optim.eval_every=6",
+        "optim.checkpoint_every=6",
+    ]
+    sets = [x for a in args for x in ("--set", a)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(_free_port()),
+            "-m",
+            "training.cli",
+            "train",
+            str(ROOT / "configs" / "train_synthetic.yaml"),
+            *sets,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, _, step = load_checkpoint(tmp_path / "ddp" / "last.pt")
+    assert step == 6
+
+
+def _free_port() -> int:
+    from tests.conftest import free_port
+
+    return free_port()
+
+
+def test_cached_features_give_the_same_head_output_as_frames(tiny_data):
+    from training.loop import WindowModel, cache_backbone_features, context_frames
+
+    config = tiny_config(tiny_data, Path("/nonexistent"))
+    from models.action_model import build_model
+
+    model = build_model(config.model).eval()
+    videos, classes = load_videos(
+        config.data, "train", fps=10.0, image_size=32, classes=config.model.classes
+    )
+    cached = cache_backbone_features(model, videos, "cpu")
+
+    def sample(items):
+        return WindowSampler(
+            items,
+            window=32,
+            context=context_frames(model),
+            strides=(1, 2, 4),
+            regression_ranges=config.optim.regression_ranges,
+            num_classes=len(classes),
+            center_radius=1.5,
+            seed=5,
+        ).sample(3)
+
+    frames, feats = sample(videos), sample(cached)
+    with torch.no_grad():
+        a = WindowModel(model, window=32, from_features=False)(frames.inputs, frames.valid)
+        b = WindowModel(model, window=32, from_features=True)(feats.inputs, feats.valid)
+    # Equal except where a window starts mid-video (its first frame has no predecessor in
+    # the window): compare the last half of each window, far beyond the encoder's reach.
+    torch.testing.assert_close(a.cls_logits[:, 16:32], b.cls_logits[:, 16:32], atol=1e-4, rtol=1e-4)

@@ -1,0 +1,235 @@
+"""The `actstream` command: `run` and `subscribe` (engine/cli.py) plus the training commands
+`synth`, `train` and `eval`. It lives here because training/ may import engine/, not the
+reverse."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from engine.cli import _fail, dispatch, make_parser, setup_logging
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser, sub = make_parser()
+    synth = sub.add_parser(
+        "synth",
+        help="write synthetic action videos with annotations",
+        description="Write H.264 mp4 videos of synthetic actions (defined by motion) and one "
+        "annotations.json (ActivityNet layout) with train / validation / test subsets.",
+    )
+    synth.add_argument("out_dir", metavar="OUT_DIR")
+    synth.add_argument("--videos", type=int, default=100, help="number of videos (default 100)")
+    synth.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
+    synth.add_argument("--duration-s", type=float, default=60.0, help="video length (default 60)")
+    synth.add_argument("--fps", type=int, default=10, help="frame rate (default 10)")
+    synth.add_argument("--size", type=int, default=64, help="frame width and height (default 64)")
+
+    train = sub.add_parser(
+        "train",
+        help="train a model from a training config",
+        description="Train; writes OUT_DIR/last.pt, curves.png, config.json.",
+    )
+    train.add_argument(
+        "config", metavar="CONFIG", help="training YAML, e.g. configs/train_synthetic.yaml"
+    )
+    train.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value (repeatable)",
+    )
+    train.add_argument("--resume", action="store_true", help="continue from OUT_DIR/train_state.pt")
+    train.add_argument("--init", metavar="CHECKPOINT", help="start from these weights")
+
+    ev = sub.add_parser(
+        "eval",
+        help="offline and streaming evaluation of a checkpoint",
+        description="Offline mAP at tIoU 0.3-0.7, streaming mAP (replay through "
+        "the detector), onset/offset delays; writes results.json and timelines.",
+    )
+    ev.add_argument("checkpoint", metavar="CHECKPOINT")
+    ev.add_argument(
+        "data",
+        metavar="DATA",
+        help="annotations JSON, or a folder holding annotations.json and the videos",
+    )
+    ev.add_argument("--subset", default="test", help="subset to evaluate (default test)")
+    ev.add_argument("--config", help="detector config for the streaming replay (tracker, decode)")
+    ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ev.add_argument("--out", default="runs/eval", help="results folder (default runs/eval)")
+    ev.add_argument("--no-streaming", action="store_true", help="offline mAP only")
+    ev.add_argument("--timelines", type=int, default=3, help="timeline PNGs to draw (default 3)")
+    ev.add_argument(
+        "--features", metavar="DIR", help="evaluate on precomputed features (offline only)"
+    )
+    ev.add_argument("--feature-stride", type=int, default=4)
+    ev.add_argument("--num-frames", type=int, default=16)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    if args.command in ("run", "subscribe"):
+        return dispatch(args)
+    if args.command == "synth":
+        return synth_command(args)
+    if args.command == "train":
+        return train_command(args)
+    return eval_command(args)
+
+
+def synth_command(args: argparse.Namespace) -> int:
+    from training.progress import Progress
+    from training.synth import write_synthetic_dataset
+
+    if args.videos < 1 or args.duration_s <= 0 or args.fps < 1 or args.size < 16:
+        return _fail("synth: need --videos >= 1, --duration-s > 0, --fps >= 1, --size >= 16")
+    bar = Progress(args.videos, every=10)
+    path = write_synthetic_dataset(
+        args.out_dir,
+        videos=args.videos,
+        seed=args.seed,
+        duration_s=args.duration_s,
+        fps=args.fps,
+        size=args.size,
+        progress=lambda i, n: bar.update(i),
+    )
+    print(f"wrote {args.videos} videos and {path}")
+    return 0
+
+
+def train_command(args: argparse.Namespace) -> int:
+    from engine.checkpoint import CheckpointError
+    from engine.config import ConfigError
+    from training.annotations import AnnotationError
+    from training.config import load_train_config
+    from training.loop import train
+
+    try:
+        config = load_train_config(args.config, args.overrides)
+        path = train(config, resume=args.resume, init_from=args.init)
+    except (ConfigError, AnnotationError, CheckpointError) as exc:
+        return _fail(str(exc))
+    except FileNotFoundError as exc:
+        return _fail(f"{exc.filename}: no such file (run actstream synth first?)")
+    print(f"checkpoint: {path}")
+    return 0
+
+
+def eval_command(args: argparse.Namespace) -> int:
+    from engine.checkpoint import CheckpointError, load_checkpoint
+    from engine.config import ConfigError, load_config
+    from training.annotations import AnnotationError
+    from training.config import DataConfig
+    from training.data import load_videos
+    from training.evaluate import (
+        delay_stats,
+        evaluate_offline,
+        evaluate_streaming,
+        offline_detections,
+    )
+    from training.plots import plot_timeline
+
+    data = Path(args.data)
+    ann = data / "annotations.json" if data.is_dir() else data
+    root = args.features or str(ann.parent)
+    try:
+        model, model_config, step = load_checkpoint(args.checkpoint)
+        app = load_config(args.config, args.overrides)
+        app = dataclasses.replace(app, model=model_config)
+        data_config = DataConfig(
+            kind="features" if args.features else "videos",
+            annotations=str(ann),
+            root=root,
+            file_ext=".npy" if args.features else ".mp4",
+            cache_dir=None,
+            feature_stride=args.feature_stride,
+            num_frames=args.num_frames,
+        )
+        videos, classes = load_videos(
+            data_config,
+            args.subset,
+            fps=model_config.fps,
+            image_size=model_config.backbone.image_size,
+            classes=model_config.classes,
+        )
+    except (CheckpointError, ConfigError, AnnotationError, ValueError) as exc:
+        return _fail(str(exc))
+    except FileNotFoundError as exc:
+        return _fail(f"{exc.filename}: no such file")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    from_features = bool(args.features)
+    offline = evaluate_offline(model, videos, classes, app.decode, from_features=from_features)
+    results: dict = {
+        "checkpoint": args.checkpoint,
+        "step": step,
+        "subset": args.subset,
+        "videos": len(videos),
+        "offline_map": offline.map_by_tiou,
+        "offline_average_map": offline.average_map,
+    }
+    lines = [_map_line("offline", offline)]
+    streaming = None
+    if not args.no_streaming and not from_features:
+        paths = {v.video_id: str(Path(root) / f"{v.video_id}.mp4") for v in videos}
+        streaming = evaluate_streaming(model, videos, paths, classes, app)
+        ratio = streaming.map_result.average_map / max(offline.average_map, 1e-9)
+        onset, offset = (
+            delay_stats(streaming.onset_delays_s),
+            delay_stats(streaming.offset_delays_s),
+        )
+        results.update(
+            streaming_map=streaming.map_result.map_by_tiou,
+            streaming_average_map=streaming.map_result.average_map,
+            streaming_over_offline=ratio,
+            onset_delay=onset,
+            offset_delay=offset,
+        )
+        lines += [
+            _map_line("streaming", streaming.map_result),
+            f"streaming / offline mAP: {ratio:.3f}",
+            f"onset delay:  median {onset['median_s']:.2f} s, p90 {onset['p90_s']:.2f} s "
+            f"({onset['count']} actions found)",
+            f"offset delay: median {offset['median_s']:.2f} s, p90 {offset['p90_s']:.2f} s",
+        ]
+    for v in videos[: args.timelines]:
+        dets = offline_detections(
+            model, v, classes, app.decode, from_features=from_features, device="cpu"
+        )
+        plot_timeline(
+            out / f"timeline_{v.video_id}.png",
+            title=v.video_id,
+            classes=classes,
+            duration_s=v.annotation.duration_s,
+            ground_truth=[
+                (s, e, lab)
+                for (s, e), lab in zip(v.annotation.segments, v.annotation.labels, strict=True)
+            ],
+            offline=[(d.start_s, d.end_s, d.label, d.score) for d in dets if d.score >= 0.3],
+            streaming=[
+                (d.start_s, d.end_s, d.label, d.score)
+                for d in (streaming.segments[v.video_id] if streaming else [])
+            ],
+            onsets=streaming.onsets[v.video_id] if streaming else [],
+        )
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    print("\n".join(lines))
+    print(f"results: {out / 'results.json'}")
+    return 0
+
+
+def _map_line(name: str, result) -> str:
+    parts = "  ".join(f"{t:.1f}: {m:.3f}" for t, m in result.map_by_tiou.items())
+    return f"{name} mAP  {parts}  avg: {result.average_map:.3f}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Training configuration: typed, frozen, loaded by the same strict loader as the detector's."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from engine.config import ConfigError, DecodeConfig, apply_overrides, from_dict
+from models.action_model import ModelConfig
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    """Where the data is and what it is.
+
+    Attributes:
+        kind: "videos" (mp4 files decoded through stream/ at the model's fps) or
+            "features" (one .npy of shape (T, C) per video, ActionFormer layout).
+        annotations: ActivityNet-style JSON (paths relative to the config file).
+        root: folder of the videos (`<video_id>.mp4`) or the .npy features.
+        file_ext: file name suffix after the video id.
+        train_subset, val_subset: subsets of the JSON to train and evaluate on.
+        feature_stride, num_frames: frames between two features and frames per feature
+            (features only; feature i covers time (i * stride + num_frames / 2) / fps).
+        cache_dir: where decoded frames and cached features are kept (None: no cache).
+    """
+
+    kind: Literal["videos", "features"] = "videos"
+    annotations: str = "data/synthetic/annotations.json"
+    root: str = "data/synthetic"
+    file_ext: str = ".mp4"
+    train_subset: str = "train"
+    val_subset: str = "validation"
+    feature_stride: int = 1
+    num_frames: int = 1
+    cache_dir: str | None = "runs/cache"
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimConfig:
+    """Attributes:
+    mode: "end_to_end" trains backbone, temporal encoder and head on frames;
+        "cached_features" runs the (frozen) backbone once over the videos and trains the
+        temporal encoder and head on the cached features (fast on a CPU); with data.kind
+        "features" only this mode applies.
+    steps, batch_size: optimisation steps and windows per step.
+    lr, weight_decay, warmup_steps, min_lr: AdamW with linear warm-up then cosine decay.
+    clip_grad_norm: gradient clipping (L2), None = off.
+    ema_decay: decay of the exponential moving average of the weights (None = off); the
+        checkpoint holds the EMA weights.
+    amp: mixed precision on CUDA.
+    reg_weight: weight of the DIoU loss against the focal loss.
+    center_radius: centre-sampling radius, in strides.
+    regression_ranges: per pyramid level, the [lo, hi] reach (frames) of its positives.
+    eval_every, checkpoint_every: steps between validations and checkpoints.
+    seed: data sampling and initialisation seed.
+    device: "cpu", "cuda", ...
+    checkpoint_dtype: precision of the weights in last.pt ("float16" halves its size).
+    """
+
+    mode: Literal["end_to_end", "cached_features"] = "end_to_end"
+    steps: int = 2000
+    batch_size: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 100
+    min_lr: float = 1e-6
+    clip_grad_norm: float | None = 1.0
+    ema_decay: float | None = 0.999
+    amp: bool = True
+    reg_weight: float = 1.0
+    center_radius: float = 1.5
+    regression_ranges: tuple[tuple[float, float], ...] = (
+        (0.0, 8.0),
+        (8.0, 16.0),
+        (16.0, 32.0),
+        (32.0, math.inf),
+    )
+    eval_every: int = 500
+    checkpoint_every: int = 500
+    seed: int = 0
+    device: str = "cpu"
+    checkpoint_dtype: Literal["float32", "float16"] = "float32"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Everything `actstream train` needs.
+
+    Attributes:
+        out_dir: checkpoints, curves, logs.
+        init_from: checkpoint whose weights training starts from (None: seeded random);
+            its model config must equal `model`.
+    """
+
+    out_dir: str = "runs/train"
+    init_from: str | None = None
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+    def __post_init__(self) -> None:
+        if len(self.optim.regression_ranges) != self.model.head.num_levels:
+            raise ValueError(
+                f"optim.regression_ranges has {len(self.optim.regression_ranges)} levels, "
+                f"model.head.num_levels is {self.model.head.num_levels}"
+            )
+        if self.data.kind == "features" and self.optim.mode != "cached_features":
+            raise ValueError('data.kind "features" needs optim.mode "cached_features"')
+
+
+def load_train_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Loads a training config; relative data paths are resolved against the current folder."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from None
+    except yaml.YAMLError:
+        raise ConfigError(f"{path}: invalid YAML") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        return from_dict(TrainConfig, apply_overrides(data, overrides))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

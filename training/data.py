@@ -1,0 +1,175 @@
+"""Datasets: whole videos as frame or feature arrays on a time grid, and the random windows
+(with targets) that training draws from them."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.actionformer import make_points
+from stream.reader import ReaderOptions, decode_file
+from stream.sources import parse_source
+from training.annotations import VideoAnnotation, load_annotations
+from training.config import DataConfig
+from training.targets import Targets, make_targets, point_ranges
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VideoItem:
+    """One video on its time grid: element i of `data` is at time offset_s + i * step_s.
+
+    data: (T, H, W, 3) uint8 frames or (T, C) float32 features.
+    bounds: (N, 2) ground-truth actions in grid units; labels: (N,) class indices.
+    """
+
+    video_id: str
+    data: np.ndarray
+    offset_s: float
+    step_s: float
+    bounds: np.ndarray
+    labels: np.ndarray
+    annotation: VideoAnnotation
+
+    def to_seconds(self, grid: np.ndarray | float) -> np.ndarray | float:
+        return self.offset_s + np.asarray(grid) * self.step_s
+
+
+def _to_grid(ann: VideoAnnotation, classes: tuple[str, ...], offset_s: float, step_s: float):
+    index = {c: i for i, c in enumerate(classes)}
+    keep = [i for i, lab in enumerate(ann.labels) if lab in index]
+    bounds = np.array([ann.segments[i] for i in keep], np.float32).reshape(-1, 2)
+    labels = np.array([index[ann.labels[i]] for i in keep], np.int64)
+    return (bounds - offset_s) / step_s, labels
+
+
+def load_videos(
+    config: DataConfig,
+    subset: str,
+    *,
+    fps: float,
+    image_size: int,
+    classes: tuple[str, ...] | None = None,
+) -> tuple[list[VideoItem], tuple[str, ...]]:
+    """Loads every video of `subset` as frames (kind "videos") or features ("features")."""
+    anns, file_classes = load_annotations(config.annotations)
+    classes = classes or file_classes
+    root = Path(config.root)
+    items = []
+    for ann in (a for a in anns if a.subset == subset):
+        path = root / f"{ann.video_id}{config.file_ext}"
+        if config.kind == "features":
+            if ann.fps is None:
+                raise ValueError(f"{config.annotations}: video {ann.video_id} has no fps")
+            data = np.load(path).astype(np.float32)
+            step_s = config.feature_stride / ann.fps
+            offset_s = 0.5 * config.num_frames / ann.fps
+        else:
+            data = _cached_frames(path, config.cache_dir, fps=fps, size=image_size)
+            step_s, offset_s = 1.0 / fps, 0.0
+        bounds, labels = _to_grid(ann, classes, offset_s, step_s)
+        items.append(VideoItem(ann.video_id, data, offset_s, step_s, bounds, labels, ann))
+    if not items:
+        raise ValueError(f"{config.annotations}: no videos in subset {subset!r}")
+    return items, classes
+
+
+def _cached_frames(path: Path, cache_dir: str | None, *, fps: float, size: int) -> np.ndarray:
+    options = ReaderOptions(width=size, height=size, fps=fps, realtime=False)
+    cache = None
+    if cache_dir is not None:
+        key = hashlib.sha1(f"{path.resolve()}:{path.stat().st_mtime_ns}:{fps}:{size}".encode())
+        cache = Path(cache_dir) / f"frames-{path.stem}-{key.hexdigest()[:12]}.npy"
+        if cache.exists():
+            return np.load(cache)
+    frames = np.stack([f.image for f in decode_file(parse_source(str(path)), options)])
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp.npy")
+        np.save(tmp, frames)
+        tmp.replace(cache)
+    return frames
+
+
+@dataclass(frozen=True)
+class Batch:
+    """inputs: (B, C + T, ...) frames (uint8) or features; valid: (B, C + T) bool;
+    targets for the last T steps (the head's window), each with a leading batch dim."""
+
+    inputs: torch.Tensor
+    valid: torch.Tensor
+    targets: Targets
+
+
+class WindowSampler:
+    """Draws random windows: `context` steps for the temporal encoder to warm up on, then the
+    head's `window` steps, with targets for the window (actions clipped to it)."""
+
+    def __init__(
+        self,
+        videos: list[VideoItem],
+        *,
+        window: int,
+        context: int,
+        strides: tuple[int, ...],
+        regression_ranges: tuple[tuple[float, float], ...],
+        num_classes: int,
+        center_radius: float,
+        seed: int,
+    ) -> None:
+        self.videos, self.window, self.context = videos, window, context
+        self.num_classes, self.center_radius = num_classes, center_radius
+        self.points = make_points(window, strides)
+        self.ranges = point_ranges(self.points, regression_ranges)
+        self.rng = np.random.default_rng(seed)
+        lengths = np.array([len(v.data) for v in videos], float)
+        self.weights = lengths / lengths.sum()
+
+    def sample(self, batch_size: int) -> Batch:
+        inputs, valid, cls, reg, pos = [], [], [], [], []
+        total = self.context + self.window
+        for _ in range(batch_size):
+            video = self.videos[self.rng.choice(len(self.videos), p=self.weights)]
+            n = len(video.data)
+            # the window may end anywhere in the video (a stream is judged at every instant)
+            end = int(self.rng.integers(min(n, self.window // 4), n + 1))
+            start = end - total
+            x = np.zeros((total, *video.data.shape[1:]), video.data.dtype)
+            v = np.zeros(total, bool)
+            lo = max(start, 0)
+            x[lo - start :] = video.data[lo:end]
+            v[lo - start :] = True
+            win0 = end - self.window  # grid position of the head window's first step
+            b = video.bounds - win0
+            inside = (b[:, 1] > 0.5) & (b[:, 0] < self.window - 0.5)
+            b = np.clip(b[inside], 0, self.window)
+            t = make_targets(
+                torch.from_numpy(b).float(),
+                torch.from_numpy(video.labels[inside]),
+                self.points,
+                self.ranges,
+                num_classes=self.num_classes,
+                center_radius=self.center_radius,
+            )
+            head_valid = torch.from_numpy(v[-self.window :])
+            pos.append(t.positive & _points_valid(head_valid, self.points))
+            inputs.append(torch.from_numpy(x))
+            valid.append(torch.from_numpy(v))
+            cls.append(t.cls)
+            reg.append(t.reg)
+        return Batch(
+            torch.stack(inputs),
+            torch.stack(valid),
+            Targets(torch.stack(cls), torch.stack(reg), torch.stack(pos)),
+        )
+
+
+def _points_valid(valid: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """A point is valid when the frame at its position is (nearest down-sampling)."""
+    return valid[points[:, 0].long()]

@@ -1,0 +1,251 @@
+"""`actstream eval`: offline and streaming evaluation.
+
+* offline: each video is encoded whole (backbone, causal temporal encoder, then the head over
+  the whole video at once), decoded and de-duplicated with soft-NMS;
+* streaming: each video is replayed through the real `Detector` with files read as fast as
+  the model takes them (stream time advances with the frames, nothing sleeps); the segments
+  are what the onset/offset events say, so only causally emitted segments count. Onset and
+  offset delays are measured in stream time from the ground truth to the frame on which the
+  event was decided.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from engine.config import AppConfig, DecodeConfig
+from engine.detector import Detector, build_detector
+from engine.events import ActionEvent
+from engine.runtime import TorchBackend
+from models.action_model import ActionModel
+from models.actionformer import make_points
+from models.backbone import previous_frames
+from models.postprocess import decode_segments, soft_nms
+from stream.sources import parse_source
+from training.data import VideoItem
+from training.metrics import MapResult, Segment, detection_map, match_detections
+
+
+def _images(frames: torch.Tensor) -> torch.Tensor:
+    """(N, H, W, 3) uint8 → (N, 3, H, W) float in [0, 1]."""
+    return frames.permute(0, 3, 1, 2).float().div(255.0)
+
+
+@torch.inference_mode()
+def backbone_features(
+    model: ActionModel, frames: np.ndarray, device: str, batch: int = 256
+) -> torch.Tensor:
+    """(T, H, W, 3) uint8 frames of one video → (T, C_f) backbone features (on the device)."""
+    x = torch.from_numpy(frames).to(device)
+    prev = previous_frames(x[None])[0]
+    return torch.cat(
+        [
+            model.backbone(_images(x[i : i + batch]), _images(prev[i : i + batch]))
+            for i in range(0, len(x), batch)
+        ]
+    )
+
+
+@torch.inference_mode()
+def encode_video(
+    model: ActionModel, item: VideoItem, *, from_features: bool, device: str, chunk: int = 512
+) -> torch.Tensor:
+    """(T_v, C) temporal features of a whole video, computed in chunks (the encoder is
+    causal with a bounded receptive field, so chunks with enough context are exact)."""
+    if from_features:
+        feats = torch.from_numpy(item.data).float().to(device)
+    else:
+        feats = backbone_features(model, item.data, device)
+    t = model.temporal.config
+    context = t.num_layers * (t.lookback_frames - 1 + t.lookahead_frames)
+    out = []
+    for s in range(0, len(feats), chunk):
+        lo = max(0, s - context)
+        hi = min(len(feats), s + chunk + t.num_layers * t.lookahead_frames)
+        h = model.temporal(feats[lo:hi][None])[0]
+        out.append(h[s - lo : s - lo + min(chunk, len(feats) - s)])
+    return torch.cat(out)
+
+
+@torch.inference_mode()
+def offline_detections(
+    model: ActionModel,
+    item: VideoItem,
+    classes: tuple[str, ...],
+    decode: DecodeConfig,
+    *,
+    from_features: bool,
+    device: str,
+) -> list[Segment]:
+    """Detections in a whole video. The head is local (convolutions, windowed attention): as
+    in ActionFormer's offline inference, it runs once over the whole video, padded to a
+    multiple of its coarsest stride."""
+    h = encode_video(model, item, from_features=from_features, device=device)
+    n = len(h)
+    strides = model.head.config.strides
+    T = -(-n // strides[-1]) * strides[-1]
+    window = torch.zeros(T, h.shape[1], device=h.device)
+    window[:n] = h
+    valid = torch.arange(T, device=h.device) < n
+    out = model.head(window[None], valid[None])
+    per_window = max(1, T // model.head.config.window_frames)
+    candidates = decode_segments(
+        out.cls_logits[0].cpu(),
+        out.offsets[0].cpu(),
+        make_points(T, strides),
+        out.valid[0].cpu(),
+        pre_nms_threshold=decode.pre_nms_threshold,
+        pre_nms_topk=decode.pre_nms_topk * per_window,
+        min_duration=decode.min_duration_frames,
+        window_frames=n,
+    )
+    merged = soft_nms(
+        candidates,
+        sigma=decode.nms_sigma,
+        min_score=decode.min_score,
+        max_segments=decode.max_segments * per_window,
+    )
+    return [
+        Segment(
+            item.video_id,
+            float(item.to_seconds(b[0])),
+            float(item.to_seconds(b[1])),
+            classes[int(lab)],
+            float(sc),
+        )
+        for b, sc, lab in zip(merged.bounds, merged.scores, merged.labels, strict=True)
+    ]
+
+
+def ground_truth(videos: list[VideoItem], classes: tuple[str, ...]) -> list[Segment]:
+    return [
+        Segment(v.video_id, float(v.to_seconds(b[0])), float(v.to_seconds(b[1])), classes[int(lab)])
+        for v in videos
+        for b, lab in zip(v.bounds, v.labels, strict=True)
+    ]
+
+
+def evaluate_offline(
+    model: ActionModel,
+    videos: list[VideoItem],
+    classes: tuple[str, ...],
+    decode: DecodeConfig,
+    *,
+    from_features: bool,
+    device: str = "cpu",
+) -> MapResult:
+    model.eval()
+    dets = [
+        d
+        for v in videos
+        for d in offline_detections(
+            model, v, classes, decode, from_features=from_features, device=device
+        )
+    ]
+    return detection_map(dets, ground_truth(videos, classes))
+
+
+class EventSink:
+    """Stands in for the ZeroMQ publisher: keeps every message in memory, in order."""
+
+    def __init__(self) -> None:
+        self.messages: list = []
+        self.bound_endpoint = "memory"
+
+    def publish(self, message) -> None:
+        self.messages.append(message)
+
+    def set_stream_states(self, _states) -> None:
+        pass
+
+    def close(self, timeout_s: float = 0.0) -> None:
+        pass
+
+    def is_alive(self) -> bool:
+        return False
+
+
+def replay(model: ActionModel, video_path: str, config: AppConfig) -> list[ActionEvent]:
+    """Runs one video file through the real detector, as fast as it goes; returns its
+    action events in emission order."""
+    app = dataclasses.replace(
+        config,
+        stream=dataclasses.replace(config.stream, realtime=False),
+        metrics=dataclasses.replace(config.metrics, port=None),
+    )
+    backend = TorchBackend(model, app.engine.device)
+    sink = EventSink()  # in-process: the replay needs no sockets
+    detector: Detector = build_detector(
+        [parse_source(video_path, stream_id="v")], app, backend, run_id="eval", publisher=sink
+    )
+    detector.start()
+    try:
+        detector.run(threading.Event())
+    finally:
+        detector.close()
+    return [m for m in sink.messages if isinstance(m, ActionEvent)]
+
+
+@dataclass(frozen=True)
+class StreamingResult:
+    map_result: MapResult
+    onset_delays_s: list[float]
+    offset_delays_s: list[float]
+    segments: dict[str, list[Segment]]
+    onsets: dict[str, list[tuple[float, str]]]
+
+
+def evaluate_streaming(
+    model: ActionModel,
+    videos: list[VideoItem],
+    paths: dict[str, str],
+    classes: tuple[str, ...],
+    config: AppConfig,
+    match_tiou: float = 0.5,
+) -> StreamingResult:
+    """Replays every video through the detector; mAP of the emitted segments, and the
+    onset / offset delays of the ground-truth actions they found (tIoU >= match_tiou)."""
+    segments: dict[str, list[Segment]] = {}
+    onsets: dict[str, list[tuple[float, str]]] = {}
+    decided: list[tuple[Segment, float, float]] = []  # segment, onset frame_s, offset frame_s
+    for v in videos:
+        events = replay(model, paths[v.video_id], config)
+        onset_s = {e.event_id: e.frame_s for e in events if e.type == "onset"}
+        found = [
+            (
+                Segment(v.video_id, e.start_s, e.end_s, e.label, e.score),
+                onset_s[e.event_id],
+                e.frame_s,
+            )
+            for e in events
+            if e.type == "offset"
+        ]
+        decided += found
+        segments[v.video_id] = [seg for seg, _, _ in found]
+        onsets[v.video_id] = [(e.frame_s, e.label) for e in events if e.type == "onset"]
+    gts = ground_truth(videos, classes)
+    result = detection_map([seg for seg, _, _ in decided], gts)
+    onset_delays, offset_delays = [], []
+    for c in classes:
+        mine = [d for d in decided if d[0].label == c]
+        order = sorted(range(len(mine)), key=lambda i: -mine[i][0].score)  # as the matcher does
+        cg = [g for g in gts if g.label == c]
+        _, which = match_detections([d[0] for d in mine], cg, match_tiou)
+        for rank, j in enumerate(which):
+            if j is not None:
+                _, on_s, off_s = mine[order[rank]]
+                onset_delays.append(on_s - cg[j].start_s)
+                offset_delays.append(off_s - cg[j].end_s)
+    return StreamingResult(result, onset_delays, offset_delays, segments, onsets)
+
+
+def delay_stats(delays: list[float]) -> dict[str, float]:
+    if not delays:
+        return {"median_s": float("nan"), "p90_s": float("nan"), "count": 0}
+    a = np.array(delays)
+    return {"median_s": float(np.median(a)), "p90_s": float(np.percentile(a, 90)), "count": len(a)}
