@@ -17,24 +17,27 @@ from engine.tracker import Detection
 from models.action_model import build_model
 from stream.sources import parse_sources
 
-SMALL_MODEL = [
-    "model.backbone.image_size=32",
-    "model.backbone.channels=[8, 16]",
-    "model.backbone.feature_dim=32",
-    "model.temporal.dim=32",
-    "model.temporal.num_layers=1",
-    "model.temporal.num_lookback_heads=2",
-    "model.temporal.lookback_frames=8",
-    "model.head.window_frames=16",
-    "model.head.dim=32",
-    "model.head.num_levels=3",
-    "model.head.num_heads=2",
-    "model.head.attn_window=5",
-]
+
+def small_model(window_frames: int = 16) -> list[str]:
+    """`--set` overrides for a model small enough for the tests (3 pyramid levels)."""
+    return [
+        "model.backbone.image_size=32",
+        "model.backbone.channels=[8, 16]",
+        "model.backbone.feature_dim=32",
+        "model.temporal.dim=32",
+        "model.temporal.num_layers=1",
+        "model.temporal.num_lookback_heads=2",
+        "model.temporal.lookback_frames=8",
+        f"model.head.window_frames={window_frames}",
+        "model.head.dim=32",
+        "model.head.num_levels=3",
+        "model.head.num_heads=2",
+        "model.head.attn_window=5",
+    ]
 
 
 def small_config(*overrides: str) -> AppConfig:
-    return load_config(None, [*SMALL_MODEL, "publisher.heartbeat_s=0.05", *overrides])
+    return load_config(None, [*small_model(), "publisher.heartbeat_s=0.05", *overrides])
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from engine.checkpoint import load_checkpoint, save_checkpoint
+from tests.integration.helpers import small_model
 from training.config import DataConfig, load_train_config
 from training.data import WindowSampler, load_videos
 from training.loop import train
@@ -21,21 +22,7 @@ from training.synth import write_synthetic_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 CMD = [sys.executable, "-m", "training.cli"]
-TINY = [
-    "model.backbone.image_size=32",
-    "model.backbone.channels=[8, 16]",
-    "model.backbone.feature_dim=32",
-    "model.temporal.dim=32",
-    "model.temporal.num_layers=1",
-    "model.temporal.num_lookback_heads=2",
-    "model.temporal.lookback_frames=8",
-    "model.head.window_frames=32",
-    "model.head.dim=32",
-    "model.head.num_levels=3",
-    "model.head.num_heads=2",
-    "model.head.attn_window=5",
-    "optim.regression_ranges=[[0, 8], [8, 16], [16, .inf]]",
-]
+TINY = [*small_model(32), "optim.regression_ranges=[[0, 8], [8, 16], [16, .inf]]"]
 
 
 @pytest.fixture(scope="module")
