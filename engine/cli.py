@@ -54,7 +54,8 @@ def make_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
         "synthetic:// (default: the config's sources, synthetic://demo)",
     )
     run.add_argument(
-        "--config", help="YAML config (default: built-in defaults = configs/demo.yaml)"
+        "--config",
+        help="YAML config (default: built-in defaults; configs/demo.yaml adds the bundled weights)",
     )
     run.add_argument("--weights", help="checkpoint to load (default: seeded random weights)")
     run.add_argument(
