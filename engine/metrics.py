@@ -31,7 +31,6 @@ LATENCY_BUCKETS_S = (
     2.5,
     5.0,
 )
-STAGES = ("preprocess", "backbone", "temporal", "head", "decode", "track", "publish")
 
 
 class MetricsPortError(OSError):

@@ -80,10 +80,6 @@ class Tracker:
         self._next_id = 0
         self._tracks: list[_Track] = []
 
-    @property
-    def open_actions(self) -> int:
-        return sum(t.open for t in self._tracks)
-
     def _new_id(self) -> str:
         self._next_id += 1
         return f"{self.id_prefix}{self._next_id}"

@@ -391,11 +391,6 @@ def _resize_nearest(img: np.ndarray, width: int, height: int) -> np.ndarray:
     return img[ys][:, xs]
 
 
-def synthetic_scene_for(spec: SourceSpec, options: ReaderOptions) -> SyntheticScene:
-    """The scene a `synthetic://` source renders (for its ground truth)."""
-    return _SyntheticFrames(spec, options).scene
-
-
 def decode_file(spec: SourceSpec, options: ReaderOptions) -> list[Frame]:
     """Every frame of a finite source, decoded, sampled and resized exactly as a reader
     thread would deliver them, on the calling thread (datasets, offline evaluation).

@@ -170,19 +170,11 @@ def train(
     model.to(device)
     m = config.model
     from_features = o.mode == "cached_features"
-    train_videos, classes = load_videos(
-        config.data,
-        config.data.train_subset,
-        fps=m.fps,
-        image_size=m.backbone.image_size,
-        classes=m.classes,
-    )
-    val_videos, _ = load_videos(
-        config.data,
-        config.data.val_subset,
-        fps=m.fps,
-        image_size=m.backbone.image_size,
-        classes=m.classes,
+    (train_videos, classes), (val_videos, _) = (
+        load_videos(
+            config.data, subset, fps=m.fps, image_size=m.backbone.image_size, classes=m.classes
+        )
+        for subset in (config.data.train_subset, config.data.val_subset)
     )
     if from_features and config.data.kind == "videos":
         train_videos = cache_backbone_features(model, train_videos, device)
