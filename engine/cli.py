@@ -59,6 +59,23 @@ def make_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
     )
     run.add_argument("--weights", help="checkpoint to load (default: seeded random weights)")
     run.add_argument(
+        "--engine",
+        metavar="ENGINE_DIR",
+        help="compiled engine directory to run (from actstream compile) instead of --weights",
+    )
+    run.add_argument(
+        "--backend",
+        choices=["auto", "tensorrt", "onnxruntime", "torch"],
+        help="backend for --weights (default auto: tensorrt on a GPU if installed, else torch; "
+        "onnxruntime on the CPU if installed, else torch)",
+    )
+    run.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "fp16"],
+        help="model precision (default auto: fp16 for tensorrt, else fp32; fp16 needs CUDA)",
+    )
+    run.add_argument("--device", help="torch device: cpu (default), cuda, cuda:1")
+    run.add_argument(
         "--zmq",
         metavar="ENDPOINT",
         help="ZeroMQ PUB endpoint to bind (default tcp://127.0.0.1:5556)",
@@ -85,6 +102,48 @@ def make_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
     )
     run.add_argument("--duration-s", type=float, metavar="S", help="stop after S seconds")
     run.add_argument("--quiet", action="store_true", help="do not print published messages")
+
+    comp = sub.add_parser(
+        "compile",
+        help="compile a checkpoint into an engine directory",
+        description="Compile a checkpoint for a backend into ENGINE_DIR (manifest.json plus the "
+        "backend's artifacts), then check the compiled graphs against eager PyTorch.",
+    )
+    comp.add_argument("checkpoint", metavar="CHECKPOINT", help=".pt file from actstream train")
+    comp.add_argument("--out", required=True, metavar="ENGINE_DIR", help="directory to write")
+    comp.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "tensorrt", "onnxruntime", "torch"],
+        help="target backend (default auto: the best that runs on --device here)",
+    )
+    comp.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "fp16"],
+        help="fp16 (needs CUDA; the model is cast to half before compiling) or fp32 "
+        "(default auto: fp16 for tensorrt, else fp32)",
+    )
+    comp.add_argument(
+        "--max-batch",
+        type=int,
+        default=32,
+        metavar="N",
+        help="largest backbone batch (frames across streams) the engine accepts (default 32)",
+    )
+    comp.add_argument(
+        "--device",
+        help="device to compile on and for (default: cuda for tensorrt, else cpu)",
+    )
+    comp.add_argument(
+        "--standalone-engine",
+        action="store_true",
+        help="tensorrt: also write backbone.engine, a serialized TensorRT engine run with the "
+        "tensorrt runtime API",
+    )
+    comp.add_argument(
+        "--no-verify", action="store_true", help="skip the check against eager PyTorch"
+    )
 
     subp = sub.add_parser(
         "subscribe",
@@ -129,6 +188,8 @@ def setup_logging(level: str) -> None:
 def dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         return run_command(args)
+    if args.command == "compile":
+        return compile_command(args)
     return subscribe_command(args)
 
 
@@ -139,13 +200,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from engine.checkpoint import CheckpointError, load_checkpoint
+    from engine.checkpoint import CheckpointError
     from engine.config import ConfigError, load_config
     from engine.detector import StartupError, build_detector
+    from engine.manifest import EngineError
     from engine.metrics import Metrics, MetricsPortError
     from engine.publisher import PublisherError
-    from engine.runtime import TorchBackend
-    from models.action_model import build_model
+    from engine.runtime import BackendError
     from stream.sources import SourceError, parse_sources
 
     overrides = list(args.overrides)
@@ -159,29 +220,23 @@ def run_command(args: argparse.Namespace) -> int:
         overrides.append(f"metrics.port={args.metrics_port}")
     if args.fast:
         overrides.append("stream.realtime=false")
+    for flag, key in (("engine", "engine_dir"), ("backend", "backend"), ("precision", "precision")):
+        if getattr(args, flag):
+            overrides.append(f"engine.{key}={json.dumps(getattr(args, flag))}")
+    if args.device:
+        overrides.append(f"engine.device={json.dumps(args.device)}")
     try:
         config = load_config(args.config, overrides)
         specs = parse_sources(args.sources or list(config.sources))
     except (ConfigError, SourceError) as exc:
         return _fail(str(exc))
-
-    if config.weights:
-        try:
-            model, model_config, step = load_checkpoint(config.weights, config.engine.device)
-        except CheckpointError as exc:
-            return _fail(str(exc))
-        config = dataclasses.replace(config, model=model_config)
-        logger.info(
-            "loaded %s (step %d, classes %s)", config.weights, step, ", ".join(model_config.classes)
-        )
-    else:
-        model = build_model(config.model)
-        logger.info(
-            "no --weights: model starts from a seeded random initialisation (seed %d)",
-            config.model.seed,
-        )
     try:
-        backend = TorchBackend(model, config.engine.device)
+        config, backend = _load_backend(config)
+    except (CheckpointError, EngineError, BackendError) as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:  # Ctrl-C while the weights compile on a first start
+        print("actstream: interrupted during start-up", file=sys.stderr, flush=True)
+        return 130
     except (RuntimeError, AssertionError) as exc:
         return _fail(f"engine.device {config.engine.device!r}: {str(exc).splitlines()[0]}")
 
@@ -225,10 +280,15 @@ def run_command(args: argparse.Namespace) -> int:
     except StartupError as exc:
         return _fail(str(exc))
     metrics_url = f"http://{config.metrics.host}:{metrics.port}/metrics" if metrics.port else "off"
-    weights = config.weights or f"none (seeded random init, seed {config.model.seed})"
+    weights = (
+        config.engine.engine_dir
+        or config.weights
+        or f"none (seeded random init, seed {config.model.seed})"
+    )
     print(
         f"actstream: running {len(specs)} stream(s): "
         f"{', '.join(f'{s.stream_id}={s.display}' for s in specs)}; weights: {weights}; "
+        f"backend: {backend.describe()}; "
         f"events: {endpoint} (actstream subscribe --zmq {endpoint}); metrics: {metrics_url}; "
         "Ctrl-C stops",
         file=sys.stderr,
@@ -238,6 +298,115 @@ def run_command(args: argparse.Namespace) -> int:
         detector.run(stop, duration_s=args.duration_s)
     finally:
         detector.close()
+    return 0
+
+
+def _load_backend(config):
+    """The model's backend for `actstream run`: an engine directory, or weights (or the
+    seeded random initialisation) on the chosen backend. Returns the config with the
+    model section of what was loaded."""
+    from engine.checkpoint import load_checkpoint
+    from engine.compile import load_engine, prepare_backend
+    from engine.runtime import BackendError
+    from models.action_model import build_model
+
+    e = config.engine
+    if e.engine_dir:
+        if config.weights:
+            raise BackendError("give --engine or --weights, not both")
+        backend, manifest = load_engine(
+            e.engine_dir,
+            device=e.device,
+            torch_compile=e.torch_compile,
+            cuda_graphs=e.cuda_graphs,
+            threads=e.threads,
+        )
+        for key, wanted, actual in (
+            ("backend", e.backend, manifest.backend),
+            ("precision", e.precision, manifest.precision),
+        ):
+            if wanted not in ("auto", actual):
+                raise BackendError(
+                    f"{e.engine_dir}: compiled for {key} {actual}, but {key} {wanted} was asked "
+                    f"for; recompile with actstream compile --{key} {wanted}"
+                )
+        logger.info("loaded engine %s (%s)", e.engine_dir, backend.describe())
+        return dataclasses.replace(config, model=manifest.model), backend
+    if config.weights:
+        model, model_config, step = load_checkpoint(config.weights, "cpu")
+        config = dataclasses.replace(config, model=model_config)
+        logger.info(
+            "loaded %s (step %d, classes %s)", config.weights, step, ", ".join(model_config.classes)
+        )
+    else:
+        model = build_model(config.model)
+        logger.info(
+            "no --weights: model starts from a seeded random initialisation (seed %d)",
+            config.model.seed,
+        )
+    backend = prepare_backend(
+        model,
+        config.model,
+        backend=e.backend,
+        precision=e.precision,
+        device=e.device,
+        max_batch=e.max_batch,
+        torch_compile=e.torch_compile,
+        cuda_graphs=e.cuda_graphs,
+        threads=e.threads,
+    )
+    logger.info("backend: %s", backend.describe())
+    return config, backend
+
+
+def compile_command(args: argparse.Namespace) -> int:
+    from engine.checkpoint import CheckpointError, load_checkpoint
+    from engine.compile import choose_backend, compile_engine, default_precision, load_engine
+    from engine.manifest import EngineError
+    from engine.runtime import BackendError, TorchBackend
+    from engine.verify import compare_backends
+
+    if args.max_batch < 1:
+        return _fail(f"--max-batch must be >= 1, got {args.max_batch}")
+    device = args.device or ("cuda" if args.backend == "tensorrt" else "cpu")
+    try:
+        backend = choose_backend(args.backend, device)
+        precision = default_precision(backend) if args.precision == "auto" else args.precision
+        model, config, step = load_checkpoint(args.checkpoint, "cpu")
+        print(
+            f"actstream: compiling {args.checkpoint} for {backend} {precision} "
+            f"(max batch {args.max_batch}, device {device}) into {args.out}",
+            file=sys.stderr,
+            flush=True,
+        )
+        manifest = compile_engine(
+            model,
+            config,
+            args.out,
+            backend=backend,
+            precision=precision,
+            max_batch=args.max_batch,
+            device=device,
+            standalone_engine=args.standalone_engine,
+            step=step,
+        )
+        if not args.no_verify:
+            compiled, _ = load_engine(args.out, device=device)
+            reference = TorchBackend(load_checkpoint(args.checkpoint, "cpu")[0], device)
+            diffs = compare_backends(reference, compiled, config, batch=min(4, args.max_batch))
+            print(
+                "actstream: max |compiled - eager| "
+                + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()),
+                file=sys.stderr,
+                flush=True,
+            )
+    except (CheckpointError, EngineError, BackendError) as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        print(f"actstream: interrupted; nothing written to {args.out}", file=sys.stderr, flush=True)
+        return 130
+    files = ", ".join(manifest.files)
+    print(f"{args.out}: {manifest.backend} {manifest.precision}, {files}, manifest.json")
     return 0
 
 

@@ -144,13 +144,27 @@ class EngineConfig:
     """Attributes:
     device: torch device for the model ("cpu", "cuda", "cuda:1").
     max_batch: most frames through the backbone at once (across streams).
+    backend: auto | tensorrt | onnxruntime | torch (auto: the best that runs here).
+    precision: auto | fp32 | fp16 (auto: fp16 for tensorrt, else fp32; fp16 needs CUDA).
+    engine_dir: a compiled engine directory (actstream compile) to run instead of weights.
+    torch_compile: run the torch backend through torch.compile.
+    cuda_graphs: CUDA graphs for the torch backend (null: on when the device is CUDA).
+    threads: ONNX Runtime intra-op threads (0: its default, one per core).
     """
 
     device: str = "cpu"
     max_batch: int = 32
+    backend: Literal["auto", "tensorrt", "onnxruntime", "torch"] = "auto"
+    precision: Literal["auto", "fp32", "fp16"] = "auto"
+    engine_dir: str | None = None
+    torch_compile: bool = False
+    cuda_graphs: bool | None = None
+    threads: int = 0
 
     def __post_init__(self) -> None:
         _positive(self, "max_batch")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0, got {self.threads}")
 
 
 @dataclass(frozen=True, kw_only=True)

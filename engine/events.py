@@ -54,7 +54,9 @@ class ActionEvent:
             "event_id": self.event_id,
             "label": self.label,
             "score": round(self.score, 6),
-            "start_s": round(self.start_s, 6),
+            # Action bounds come from regression: sub-millisecond digits are numeric noise
+            # (they differ between backends), so stream times are given to the millisecond.
+            "start_s": round(self.start_s, 3),
             "start_wall_s": round(self.start_wall_s, 6),
             "frame_s": round(self.frame_s, 6),
             "frame_wall_s": round(self.frame_wall_s, 6),
@@ -62,9 +64,9 @@ class ActionEvent:
         if self.type == "offset":
             assert self.end_s is not None and self.end_wall_s is not None and self.reason
             body.update(
-                end_s=round(self.end_s, 6),
+                end_s=round(self.end_s, 3),
                 end_wall_s=round(self.end_wall_s, 6),
-                duration_s=round(self.end_s - self.start_s, 6),
+                duration_s=round(self.end_s - self.start_s, 3),
                 reason=self.reason,
             )
         return body

@@ -110,6 +110,20 @@ def downsample_mask(valid: torch.Tensor, stride: int) -> torch.Tensor:
     return valid[:, ::stride] if stride > 1 else valid
 
 
+def point_valid(valid: torch.Tensor, strides: tuple[int, ...]) -> torch.Tensor:
+    """(B, T) frame mask → (B, N) mask of the pyramid's points (`HeadOutput.valid`): a point
+    is valid where the frame at its position is (every level down-samples by striding)."""
+    return torch.cat([downsample_mask(valid, s) for s in strides], dim=1)
+
+
+class MaxPoolSkip(nn.Module):
+    """Max-pool over time, kernel 3, stride 2, on (B, C, T), computed as a 2-D pool over
+    (B, C, 1, T): TensorRT's ONNX parser supports 2-D and 3-D pooling only."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.max_pool2d(x.unsqueeze(2), (1, 3), stride=(1, 2), padding=(0, 1)).squeeze(2)
+
+
 class LocalConvAttention(nn.Module):
     """Multi-head attention within a local window, with depthwise-conv q/k/v projections.
 
@@ -162,7 +176,7 @@ class LocalTransformerBlock(nn.Module):
         super().__init__()
         self.norm1 = ChannelNorm(dim)
         self.attn = LocalConvAttention(dim=dim, num_heads=num_heads, window=window, stride=stride)
-        self.skip = nn.MaxPool1d(3, stride=2, padding=1) if stride > 1 else nn.Identity()
+        self.skip = MaxPoolSkip() if stride > 1 else nn.Identity()
         self.norm2 = ChannelNorm(dim)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Conv1d(dim, hidden, 1), nn.GELU(), nn.Conv1d(hidden, dim, 1))
@@ -251,4 +265,6 @@ class ActionFormerHead(nn.Module):
             feat = self.level_norms[i](feat) * mask
             cls.append(self.cls_head(feat, mask).transpose(1, 2))  # (B, T_l, K)
             reg.append(F.relu(self.reg_head(feat, mask) * self.reg_scales[i]).transpose(1, 2))
-        return HeadOutput(torch.cat(cls, 1), torch.cat(reg, 1), torch.cat(masks, 1))
+        return HeadOutput(
+            torch.cat(cls, 1), torch.cat(reg, 1), point_valid(valid, self.config.strides)
+        )

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,27 @@ from tests.media import scene_frames, write_h264_mp4
 ROOT = Path(__file__).resolve().parents[1]
 RTSP_SERVER = Path(__file__).with_name("rtsp_server.py")
 SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def pytest_configure(config):
+    """Compiled engines go to a cache of this test session, not the user's (~/.cache)."""
+    os.environ["ACTSTREAM_CACHE_DIR"] = tempfile.mkdtemp(prefix="actstream-test-cache-")
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests run where torch sees a CUDA GPU and are skipped, with the reason, elsewhere."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(os.environ.get("ACTSTREAM_CACHE_DIR", ""), ignore_errors=True)
 
 
 def free_port() -> int:

@@ -17,7 +17,15 @@ from tests.conftest import free_port
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 CMD = [sys.executable, "-m", "training.cli"]  # what the `actstream` command runs
-SMALL = ["--set", "model.head.window_frames=16", "--set", "model.head.num_levels=3"]
+# The torch backend starts at once (auto picks onnxruntime, compiled at a config's first start).
+SMALL = [
+    "--set",
+    "model.head.window_frames=16",
+    "--set",
+    "model.head.num_levels=3",
+    "--backend",
+    "torch",
+]
 
 
 def run_cli(*args, timeout=60):

@@ -1,0 +1,74 @@
+"""Checks one backend against another through the `Backend` interface (preprocessing, cache
+handling and all), on fresh random inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from engine.runtime import Backend
+from models.action_model import ModelConfig
+
+
+def backend_outputs(
+    backend: Backend,
+    config: ModelConfig,
+    *,
+    batch: int = 4,
+    steps: int | None = None,
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
+    """Every graph's outputs on inputs drawn from `seed`: the backbone on `batch` frames,
+    `steps` temporal steps over `batch` streams (past the lookback window, so the cache
+    wraps), and the head on `batch` windows with padded starts."""
+    rng = np.random.default_rng(seed)
+    s = config.backbone.image_size
+    images = rng.integers(0, 256, (batch, s, s, 3), dtype=np.uint8)
+    previous = np.clip(images.astype(np.int16) + rng.integers(-40, 41, images.shape), 0, 255)
+    features = backend.encode_frames(images, previous.astype(np.uint8))
+
+    t = config.temporal
+    steps = steps or t.lookback_frames + t.delay_frames + 4
+    gen = torch.Generator().manual_seed(seed)
+    xs = torch.randn(steps, batch, config.backbone.feature_dim, generator=gen)
+    cache = backend.init_cache(batch)
+    ys = []
+    for x in xs:
+        y, cache = backend.temporal_step(x, cache)
+        ys.append(y)
+
+    T = config.head.window_frames
+    window = torch.randn(batch, T, t.dim, generator=gen)
+    valid = torch.ones(batch, T, dtype=torch.bool)
+    for b in range(batch):
+        valid[b, : (b * T) // (2 * batch)] = False  # streams of different ages
+    out = backend.head(window, valid)
+    return {
+        "backbone": features,
+        "temporal_step": torch.stack(ys),
+        "head_cls": out.cls_logits[out.valid],
+        "head_offsets": out.offsets[out.valid],
+    }
+
+
+def compare_backends(
+    reference: Backend, other: Backend, config: ModelConfig, *, batch: int = 4, seed: int = 0
+) -> dict[str, float]:
+    """Max absolute difference per output between two backends on the same inputs."""
+    a = backend_outputs(reference, config, batch=batch, seed=seed)
+    b = backend_outputs(other, config, batch=batch, seed=seed)
+    return {k: float((a[k].float() - b[k].float()).abs().max()) for k in a}
+
+
+def max_relative_error(
+    reference: Backend, other: Backend, config: ModelConfig, **kw
+) -> dict[str, float]:
+    """Max |a - b| / max |a| per output (scale-free: for fp16 against fp32)."""
+    a = backend_outputs(reference, config, **kw)
+    b = backend_outputs(other, config, **kw)
+    return {
+        k: float(
+            (a[k].float() - b[k].float()).abs().max() / a[k].float().abs().max().clamp(min=1e-12)
+        )
+        for k in a
+    }
