@@ -1,7 +1,7 @@
 """Compile a checkpoint into an engine directory, load one back, and pick the backend.
 
-Backends, best first: TensorRT (CUDA GPU with torch-tensorrt), ONNX Runtime (measured 2-6x
-faster than eager PyTorch on this project's CPU machines: README, "Backends"), PyTorch.
+Backends, best first: TensorRT (CUDA GPU with torch-tensorrt), ONNX Runtime (measured 1.7-3x
+faster than eager PyTorch on this project's CPU machines: README, "Benchmarks"), PyTorch.
 `actstream run --weights` compiles on the fly for the chosen backend and keeps the result
 in a cache directory keyed by the weights' SHA-256, so the next start is immediate.
 """

@@ -64,25 +64,47 @@ Segmenter = Callable[[Window], list[Detection]]
 class ModelSegmenter:
     """The head network plus decoding and soft-NMS: a `Window` → scored `Detection`s."""
 
-    def __init__(self, backend: Backend, classes: tuple[str, ...], config: DecodeConfig) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        classes: tuple[str, ...],
+        config: DecodeConfig,
+        *,
+        stop_below: float = 0.0,
+    ) -> None:
+        """`stop_below`: soft-NMS stops once no segment scores this much (the tracker's
+        onset threshold: it ignores weaker segments, and the stronger ones are unchanged)."""
         self.backend, self.classes, self.config = backend, classes, config
+        self.stop_below = stop_below
 
     def __call__(self, window: Window) -> list[Detection]:
-        out = self.backend.head(window.features[None], window.valid[None])
+        return self.many([window])[0]
+
+    def many(self, windows: list[Window]) -> list[list[Detection]]:
+        """Several streams' windows through the head network as one batch."""
+        out = self.backend.head(
+            torch.stack([w.features for w in windows]), torch.stack([w.valid for w in windows])
+        )
+        return [self._segments(w, out, i) for i, w in enumerate(windows)]
+
+    def _segments(self, window: Window, out, i: int) -> list[Detection]:
         T = window.features.shape[0]
         c = self.config
         candidates = decode_segments(
-            out.cls_logits[0],
-            out.offsets[0],
+            out.cls_logits[i],
+            out.offsets[i],
             self.backend.points,
-            out.valid[0],
+            out.valid[i],
             pre_nms_threshold=c.pre_nms_threshold,
             pre_nms_topk=c.pre_nms_topk,
             min_duration=c.min_duration_frames,
             window_frames=T,
         )
         kept: Segments = soft_nms(
-            candidates, sigma=c.nms_sigma, min_score=c.min_score, max_segments=c.max_segments
+            candidates,
+            sigma=c.nms_sigma,
+            min_score=max(c.min_score, self.stop_below),
+            max_segments=c.max_segments,
         )
         p = window.frame_period_s
         return [
@@ -185,6 +207,7 @@ class Detector:
             if metrics is not None:
                 metrics.add_stream(sid, buffer.__len__)
         self._closed = False
+        self._heads: list[tuple[_StreamState, Window, Frame]] = []
 
     def _counter(self, name: str, *labels: str) -> Callable[[int], None] | None:
         if self.metrics is None:
@@ -284,7 +307,9 @@ class Detector:
                     self._on_frame(st, item, features[k : k + 1])
                     k += 1
                 else:
+                    self._run_heads()  # a status ends or starts a timeline: heads first
                     self._on_status(st, item)
+        self._run_heads()
         return any(items for _, items in taken)
 
     def _encode(self, frames: list[Frame], previous: list[np.ndarray]) -> torch.Tensor:
@@ -322,13 +347,16 @@ class Detector:
         st.filled = min(st.filled + 1, self.window_frames)
         st.since_head += 1
         if st.since_head >= self.head_stride:
-            self._run_head(st)
+            self._queue_head(st)
 
     def _newest_end_s(self, st: _StreamState) -> float:
         assert st.newest is not None
         return st.newest.pts_s + self.period_s
 
-    def _run_head(self, st: _StreamState) -> None:
+    def _queue_head(self, st: _StreamState) -> None:
+        """Queues a head run on the stream's current window (a snapshot: `st.window` is
+        replaced, never modified, per frame); the runs queued in one step go through the
+        head network as one batch (`_run_heads`)."""
         st.since_head = 0
         if st.newest is None:
             return
@@ -338,19 +366,44 @@ class Detector:
         window = Window(
             st.spec.stream_id, st.window, valid, end_s - T * self.period_s, self.period_s
         )
+        self._heads.append((st, window, st.newest))
+
+    def _run_head(self, st: _StreamState) -> None:
+        self._queue_head(st)
+        self._run_heads()
+
+    def _run_heads(self) -> None:
+        """Runs the queued head runs (batched when the segmenter can), then feeds each
+        stream's tracker in order and publishes the events."""
+        if not self._heads:
+            return
+        jobs, self._heads = self._heads, []
         t0 = time.perf_counter()
-        detections = self.segmenter(window)
+        many = getattr(self.segmenter, "many", None)
+        if many is not None:
+            found = []
+            for i in range(0, len(jobs), self.max_batch):
+                found.extend(many([w for _, w, _ in jobs[i : i + self.max_batch]]))
+        else:
+            found = [self.segmenter(w) for _, w, _ in jobs]
         t1 = time.perf_counter()
-        events = st.tracker.update(detections, window_start_s=window.start_s, window_end_s=end_s)
+        for (st, window, newest), detections in zip(jobs, found, strict=True):
+            events = st.tracker.update(
+                detections, window_start_s=window.start_s, window_end_s=window.end_s
+            )
+            self._emit(st, events, newest)
         if self.metrics is not None:
             self.metrics.stage_seconds.labels("head").observe(t1 - t0)
             self.metrics.stage_seconds.labels("track").observe(time.perf_counter() - t1)
-        self._emit(st, events)
 
-    def _emit(self, st: _StreamState, events: list[TrackEvent]) -> None:
+    def _emit(
+        self, st: _StreamState, events: list[TrackEvent], newest: Frame | None = None
+    ) -> None:
+        """Publishes a stream's events; `newest` is the frame behind the decision (default:
+        the stream's newest)."""
         if not events:
             return
-        newest = st.newest
+        newest = newest or st.newest
         assert newest is not None
 
         def wall(t_s: float) -> float:
@@ -433,7 +486,13 @@ def build_detector(
     detector = Detector(
         specs,
         backend=backend,
-        segmenter=segmenter or ModelSegmenter(backend, config.model.classes, config.decode),
+        segmenter=segmenter
+        or ModelSegmenter(
+            backend,
+            config.model.classes,
+            config.decode,
+            stop_below=config.tracker.onset_threshold,
+        ),
         config=config,
         publisher=publisher,
         metrics=metrics,

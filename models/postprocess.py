@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 
@@ -78,27 +79,37 @@ def soft_nms(
     """Gaussian soft-NMS in 1-D: after picking the best segment, every other segment (of the
     same class when `class_aware`) has its score multiplied by exp(-IoU² / sigma).
 
-    Returns the kept segments with their decayed scores, best first.
+    Returns the kept segments with their decayed scores, best first. Scores only decrease, so
+    picks come in descending score order: with `min_score` at a consumer's threshold, the
+    segments at or above it are exactly those a lower `min_score` would give. (The loop runs
+    in numpy: per-call overhead of small tensor ops dominated it.)
     """
-    bounds, scores, labels = segments.bounds.clone(), segments.scores.clone(), segments.labels
+    bounds = segments.bounds.detach().cpu().numpy().astype(np.float64)
+    scores = segments.scores.detach().cpu().numpy().astype(np.float64)
+    labels = segments.labels.detach().cpu().numpy()
     alive = scores >= min_score
-    kept = []
-    kept_scores = []
-    while alive.any() and len(kept) < max_segments:
-        masked = torch.where(alive, scores, torch.full_like(scores, -1.0))
-        best = int(masked.argmax())
+    kept: list[int] = []
+    kept_scores: list[float] = []
+    while len(kept) < max_segments:
+        candidates = np.flatnonzero(alive)
+        if candidates.size == 0:
+            break
+        best = int(candidates[scores[candidates].argmax()])
         kept.append(best)
-        kept_scores.append(scores[best].clone())
+        kept_scores.append(float(scores[best]))
         alive[best] = False
-        others = alive.clone()
-        if class_aware:
-            others &= labels == labels[best]
-        if others.any():
-            idx = others.nonzero().squeeze(1)
-            iou = segment_iou(bounds[best], bounds[idx])
-            scores[idx] = scores[idx] * torch.exp(-(iou * iou) / sigma)
+        others = alive & (labels == labels[best]) if class_aware else alive.copy()
+        idx = np.flatnonzero(others)
+        if idx.size:
+            lo, hi = bounds[best]
+            inter = (np.minimum(hi, bounds[idx, 1]) - np.maximum(lo, bounds[idx, 0])).clip(min=0)
+            union = (hi - lo) + (bounds[idx, 1] - bounds[idx, 0]) - inter
+            iou = inter / np.maximum(union, 1e-9)
+            scores[idx] *= np.exp(-(iou * iou) / sigma)
             alive[idx] = scores[idx] >= min_score
-    if not kept:
-        return Segments(bounds[:0], scores[:0], labels[:0])
     index = torch.tensor(kept, dtype=torch.long)
-    return Segments(bounds[index], torch.stack(kept_scores), labels[index])
+    return Segments(
+        segments.bounds[index],
+        torch.tensor(kept_scores, dtype=segments.scores.dtype),
+        segments.labels[index],
+    )

@@ -146,7 +146,8 @@ class StreamReader:
         self._stop.set()
 
     def join(self, timeout_s: float | None = None) -> None:
-        self._thread.join(timeout_s)
+        if self._thread.ident is not None:  # a reader never started has nothing to join
+            self._thread.join(timeout_s)
 
     def is_alive(self) -> bool:
         return self._thread.is_alive()
@@ -347,21 +348,29 @@ class _PyAVFrames(_FrameSource):
         self.container.close()
 
 
+def synthetic_scene(spec: SourceSpec, options: ReaderOptions) -> SyntheticScene:
+    """The scene a `synthetic://` source plays (its `segments()` are the ground truth)."""
+    p = spec.params
+    try:
+        return SyntheticScene(
+            seed=int(p.get("seed", 0)),
+            width=int(p.get("width", options.width)),
+            height=int(p.get("height", options.height)),
+            num_actors=int(p.get("actors", 2)),
+            num_distractors=int(p.get("distractors", 1)),
+            duration_s=float(p["duration_s"]) if "duration_s" in p else None,
+            classes=CLASSES,
+        )
+    except ValueError as exc:
+        raise SourceError(f"{spec.display}: bad option ({exc})") from exc
+
+
 class _SyntheticFrames(_FrameSource):
     def __init__(self, spec: SourceSpec, options: ReaderOptions) -> None:
-        p = spec.params
+        self.scene = synthetic_scene(spec, options)
+        duration = self.scene.duration_s
         try:
-            self.fps = float(p.get("fps", options.fps))
-            duration = float(p["duration_s"]) if "duration_s" in p else None
-            self.scene = SyntheticScene(
-                seed=int(p.get("seed", 0)),
-                width=int(p.get("width", options.width)),
-                height=int(p.get("height", options.height)),
-                num_actors=int(p.get("actors", 2)),
-                num_distractors=int(p.get("distractors", 1)),
-                duration_s=duration,
-                classes=CLASSES,
-            )
+            self.fps = float(spec.params.get("fps", options.fps))
         except ValueError as exc:
             raise SourceError(f"{spec.display}: bad option ({exc})") from exc
         if self.fps <= 0:

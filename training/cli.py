@@ -70,6 +70,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--feature-stride", type=int, default=4)
     ev.add_argument("--num-frames", type=int, default=16)
+    bench = sub.add_parser(
+        "bench",
+        help="quick latency/throughput benchmark (about a minute)",
+        description="Stage costs, FastBack step vs recompute, and live streams end to end "
+        "with a subscriber in another process; prints a table with the targets. The full "
+        "benchmarks are python -m benchmarks.<name> (README, Benchmarks).",
+    )
+    bench.add_argument("--out", default="results/quick", help="results folder")
+    bench.add_argument("--duration-s", type=float, default=30.0, help="end-to-end run length")
+    bench.add_argument("--streams", type=int, default=4, help="end-to-end live streams")
+    bench.add_argument(
+        "--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"]
+    )
     return parser
 
 
@@ -82,7 +95,18 @@ def main(argv: list[str] | None = None) -> int:
         return synth_command(args)
     if args.command == "train":
         return train_command(args)
+    if args.command == "bench":
+        return bench_command(args)
     return eval_command(args)
+
+
+def bench_command(args: argparse.Namespace) -> int:
+    from benchmarks.quick import main as quick
+
+    if args.duration_s <= 0 or args.streams < 1:
+        return _fail("bench: need --duration-s > 0 and --streams >= 1")
+    argv = ["--out", args.out, "--duration-s", str(args.duration_s)]
+    return quick([*argv, "--streams", str(args.streams), "--backend", args.backend])
 
 
 def synth_command(args: argparse.Namespace) -> int:

@@ -1,0 +1,103 @@
+"""Smoke tests of every benchmark with tiny settings: each writes its JSON (environment
+included) and PNG, and its numbers are finite and positive."""
+
+import json
+import math
+
+import pytest
+
+from benchmarks import (
+    backends,
+    capacity,
+    components,
+    end_to_end,
+    pipeline_efficiency,
+    quick,
+    step_vs_recompute,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def load(path):
+    result = json.loads(path.read_text())
+    assert path.with_suffix(".png").stat().st_size > 1000
+    env = result["environment"]
+    assert env["cpu_count"] >= 1 and env["versions"]["torch"] and "git_commit" in env
+    return result
+
+
+def check_stats(stats):
+    for key in ("p50", "p90", "p99", "max"):
+        assert math.isfinite(stats[key]) and stats[key] > 0, stats
+    assert stats["p50"] <= stats["p90"] <= stats["p99"] <= stats["max"]
+
+
+def test_backends(tmp_path):
+    assert backends.main(["--batches", "1", "2", "--repeats", "2", "--out", str(tmp_path)]) == 0
+    result = load(tmp_path / "backends.json")
+    assert set(result["results"]) == {"torch", "onnxruntime"}
+    assert "tensorrt" in result["skipped"]
+    for backend in result["results"].values():
+        timings = backend["timings_ms"]
+        assert set(timings) == {"backbone_b1", "backbone_b2", "temporal_step_b1", "head_b1"}
+        for stats in timings.values():
+            check_stats(stats)
+
+
+def test_components(tmp_path):
+    args = ["--batches", "1", "2", "--repeats", "3", "--video-size", "96", "--out", str(tmp_path)]
+    assert components.main(args) == 0
+    stages = load(tmp_path / "components.json")["stages_ms"]
+    for name in ("decode_h264_96px", "resize_convert_to_64px_rgb", "backbone_b1", "backbone_b2"):
+        check_stats(stages[name])
+    for name in ("temporal_step", "head_window", "tracker_update", "publish_to_socket"):
+        check_stats(stages[name])
+
+
+def test_step_vs_recompute(tmp_path):
+    args = ["--windows", "64", "128", "--lengths", "50", "100", "--repeats", "2", "--sample", "20"]
+    assert step_vs_recompute.main([*args, "--out", str(tmp_path)]) == 0
+    result = load(tmp_path / "step_vs_recompute.json")
+    for stats in [*result["recompute_ms"].values(), *result["step_ms"].values()]:
+        check_stats(stats)
+    assert result["step_flatness"] > 0 and result["speedup_vs_recompute"]["128"] > 0
+    assert set(result["targets"]) >= {"step_flat_met", "speedup_met"}
+
+
+def test_end_to_end(tmp_path):
+    args = ["--streams", "2", "--duration-s", "12", "--out", str(tmp_path)]
+    assert end_to_end.main(args) == 0
+    result = load(tmp_path / "end_to_end_2streams.json")
+    assert result["frames_processed"] > 0.8 * result["frames_expected"] > 0
+    assert result["events"] > 0, "the bundled model sees actions in 12 s of two streams"
+    check_stats(result["frame_to_event_ms"])
+    check_stats(result["delivery_ms"])
+    assert 0 < result["onset_delay_s"]["p50"] < 5
+    assert set(result["stages"]) == {"preprocess", "backbone", "temporal", "head", "track"}
+
+
+def test_capacity(tmp_path):
+    args = ["--start", "1", "--max-streams", "2", "--duration-s", "4", "--out", str(tmp_path)]
+    assert capacity.main(args) == 0
+    result = load(tmp_path / "capacity.json")
+    assert set(result["trials"]) == {"1", "2"} and result["capacity_streams"] == 2
+    for trial in result["trials"].values():
+        assert trial["frames_processed"] > 0 and trial["frames_dropped"] == 0
+
+
+def test_pipeline_efficiency(tmp_path):
+    args = ["--streams", "2", "--video-s", "5", "--video-size", "64", "--out", str(tmp_path)]
+    assert pipeline_efficiency.main(args) == 0
+    result = load(tmp_path / "pipeline_efficiency_2streams.json")
+    assert result["frames"] == 2 * 50
+    for fps in result["throughput_fps"].values():
+        assert math.isfinite(fps) and fps > 0
+    assert 0 < result["efficiency"] <= 1.5
+
+
+def test_quick_subset_prints_the_table(tmp_path, capsys):
+    assert quick.main(["--out", str(tmp_path), "--duration-s", "6", "--streams", "2"]) == 0
+    table = capsys.readouterr().out
+    for row in ("backbone_b16", "step vs recompute (512 window)", "frame-to-event ms, 2 streams"):
+        assert row in table
