@@ -88,6 +88,16 @@ def make_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
     )
     run.add_argument("--no-metrics", action="store_true", help="no metrics endpoint")
     run.add_argument(
+        "--curve-secret-key",
+        metavar="NAME.key_secret",
+        help="encrypt events with ZeroMQ CURVE using this key pair (from actstream keys)",
+    )
+    run.add_argument(
+        "--curve-clients",
+        metavar="DIR",
+        help="with CURVE, accept only subscribers whose public keys (*.key) are in DIR",
+    )
+    run.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -102,6 +112,37 @@ def make_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
     )
     run.add_argument("--duration-s", type=float, metavar="S", help="stop after S seconds")
     run.add_argument("--quiet", action="store_true", help="do not print published messages")
+
+    keys = sub.add_parser(
+        "keys",
+        help="generate a ZeroMQ CURVE key pair",
+        description="Write DIR/NAME.key (public: give it to the other side) and "
+        "DIR/NAME.key_secret (keep it; mode 0600). The detector uses its NAME.key_secret with "
+        "run --curve-secret-key; each subscriber uses its own with subscribe "
+        "--curve-client-key plus the detector's NAME.key with --curve-server-key.",
+    )
+    keys.add_argument("directory", metavar="DIR", help="where to write the key files")
+    keys.add_argument("--name", default="actstream", help="file name stem (default actstream)")
+
+    prox = sub.add_parser(
+        "proxy",
+        help="fan in the events of several detectors on one endpoint",
+        description="Connect to several detectors' event endpoints and republish everything "
+        "on one (ZeroMQ XSUB/XPUB); subscribers connect to --bind as to a detector.",
+    )
+    prox.add_argument(
+        "--upstream",
+        action="append",
+        required=True,
+        metavar="ENDPOINT",
+        help="a detector's event endpoint, e.g. tcp://10.0.0.7:5556 (repeatable)",
+    )
+    prox.add_argument(
+        "--bind",
+        default="tcp://127.0.0.1:5570",
+        metavar="ENDPOINT",
+        help="endpoint subscribers connect to (default tcp://127.0.0.1:5570)",
+    )
 
     comp = sub.add_parser(
         "compile",
@@ -166,6 +207,24 @@ def make_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
         choices=["onset", "offset", "status", "heartbeat"],
         help="only this message type (repeatable)",
     )
+    subp.add_argument(
+        "--curve-server-key",
+        metavar="NAME.key",
+        help="the detector's CURVE public key (with --curve-client-key)",
+    )
+    subp.add_argument(
+        "--curve-client-key",
+        metavar="NAME.key_secret",
+        help="this subscriber's CURVE key pair (from actstream keys)",
+    )
+    subp.add_argument(
+        "--hwm",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help="messages queued while this subscriber is not reading before ZeroMQ drops "
+        "(reported as gaps; default 100000)",
+    )
     subp.add_argument("--count", type=int, metavar="N", help="exit after N messages")
     subp.add_argument(
         "--timeout-s", type=float, metavar="S", help="exit after S seconds without a message"
@@ -190,6 +249,10 @@ def dispatch(args: argparse.Namespace) -> int:
         return run_command(args)
     if args.command == "compile":
         return compile_command(args)
+    if args.command == "keys":
+        return keys_command(args)
+    if args.command == "proxy":
+        return proxy_command(args)
     return subscribe_command(args)
 
 
@@ -207,6 +270,7 @@ def run_command(args: argparse.Namespace) -> int:
     from engine.metrics import Metrics, MetricsPortError
     from engine.publisher import PublisherError
     from engine.runtime import BackendError
+    from engine.security import KeyFileError
     from stream.sources import SourceError, parse_sources
 
     overrides = list(args.overrides)
@@ -225,6 +289,10 @@ def run_command(args: argparse.Namespace) -> int:
             overrides.append(f"engine.{key}={json.dumps(getattr(args, flag))}")
     if args.device:
         overrides.append(f"engine.device={json.dumps(args.device)}")
+    if args.curve_secret_key:
+        overrides.append(f"publisher.curve_secret_key={json.dumps(args.curve_secret_key)}")
+    if args.curve_clients:
+        overrides.append(f"publisher.curve_clients_dir={json.dumps(args.curve_clients)}")
     try:
         config = load_config(args.config, overrides)
         specs = parse_sources(args.sources or list(config.sources))
@@ -254,14 +322,18 @@ def run_command(args: argparse.Namespace) -> int:
             sys.stdout.write(f"{topic} {payload.decode()}\n")
             sys.stdout.flush()
 
-    detector = build_detector(
-        specs,
-        config,
-        backend,
-        run_id=uuid.uuid4().hex[:8],
-        metrics=metrics,
-        on_sent=None if args.quiet else print_message,
-    )
+    try:
+        detector = build_detector(
+            specs,
+            config,
+            backend,
+            run_id=uuid.uuid4().hex[:8],
+            metrics=metrics,
+            on_sent=None if args.quiet else print_message,
+        )
+    except KeyFileError as exc:
+        metrics.close()
+        return _fail(str(exc))
     try:
         endpoint = detector.publisher.start()
     except PublisherError as exc:
@@ -359,6 +431,44 @@ def _load_backend(config):
     return config, backend
 
 
+def proxy_command(args: argparse.Namespace) -> int:
+    from engine.proxy import Proxy, ProxyError
+
+    try:
+        proxy = Proxy(args.upstream, args.bind)
+    except ProxyError as exc:
+        return _fail(str(exc))
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    print(
+        f"actstream: proxy {', '.join(args.upstream)} -> {proxy.endpoint} "
+        f"(actstream subscribe --zmq {proxy.endpoint}); Ctrl-C stops",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        proxy.run(stop)
+    finally:
+        proxy.close()
+    logger.info("proxy forwarded %d messages", proxy.forwarded)
+    return 0
+
+
+def keys_command(args: argparse.Namespace) -> int:
+    from engine.security import KeyFileError, generate_keypair
+
+    try:
+        public, secret = generate_keypair(args.directory, args.name)
+    except KeyFileError as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        return _fail(f"{args.directory}: cannot write keys ({exc.strerror or exc})")
+    print(f"{public}  (public key: give it to the other side)")
+    print(f"{secret}  (key pair: keep it secret)")
+    return 0
+
+
 def compile_command(args: argparse.Namespace) -> int:
     from engine.checkpoint import CheckpointError, load_checkpoint
     from engine.compile import choose_backend, compile_engine, default_precision, load_engine
@@ -413,10 +523,21 @@ def compile_command(args: argparse.Namespace) -> int:
 def subscribe_command(args: argparse.Namespace) -> int:
     import zmq
 
+    from engine.security import KeyFileError
     from engine.subscriber import Subscriber
 
     try:
-        sub = Subscriber(args.zmq, streams=args.stream, labels=args.label, types=args.type)
+        sub = Subscriber(
+            args.zmq,
+            streams=args.stream,
+            labels=args.label,
+            types=args.type,
+            curve_server_key=args.curve_server_key,
+            curve_client_key=args.curve_client_key,
+            receive_hwm=args.hwm,
+        )
+    except KeyFileError as exc:
+        return _fail(str(exc))
     except (zmq.ZMQError, ValueError) as exc:
         return _fail(f"{args.zmq}: cannot subscribe ({exc})")
     stop = threading.Event()

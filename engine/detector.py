@@ -22,6 +22,7 @@ from engine.events import ActionEvent, StreamStatus
 from engine.metrics import Metrics
 from engine.publisher import Publisher
 from engine.runtime import Backend
+from engine.security import CurveServer
 from engine.tracker import Detection, Tracker, TrackEvent
 from models.postprocess import Segments, decode_segments, soft_nms
 from stream.buffer import DropPolicy, FrameBuffer
@@ -475,14 +476,20 @@ def build_detector(
     """Wires a ZeroMQ publisher (not yet started: `detector.publisher.start()` binds it; or
     the given `publisher`, anything with Publisher's methods) and a detector around
     `backend`; the segmenter defaults to the model's head."""
-    publisher = publisher or Publisher(
-        endpoint or config.publisher.endpoint,
-        run_id=run_id,
-        heartbeat_s=config.publisher.heartbeat_s,
-        send_hwm=config.publisher.send_hwm,
-        on_sent=on_sent,
-        metrics=metrics,
-    )
+    if publisher is None:
+        pc = config.publisher
+        curve = (
+            CurveServer(pc.curve_secret_key, pc.curve_clients_dir) if pc.curve_secret_key else None
+        )
+        publisher = Publisher(
+            endpoint or pc.endpoint,
+            run_id=run_id,
+            heartbeat_s=pc.heartbeat_s,
+            send_hwm=pc.send_hwm,
+            on_sent=on_sent,
+            metrics=metrics,
+            curve=curve,
+        )
     detector = Detector(
         specs,
         backend=backend,

@@ -17,6 +17,7 @@ import zmq
 
 from engine.events import ActionEvent, Heartbeat, Message, encode
 from engine.metrics import Metrics
+from engine.security import CurveServer
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +55,10 @@ class Publisher:
         on_sent: Callable[[str, bytes, Message], None] | None = None,
         clock: Callable[[], float] = time.time,
         metrics: Metrics | None = None,
+        curve: CurveServer | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self._curve = curve
         self.run_id = run_id
         self.heartbeat_s = heartbeat_s
         self._stream_states = stream_states
@@ -107,11 +110,15 @@ class Publisher:
         return self._thread.is_alive()
 
     def _run(self) -> None:
-        ctx = zmq.Context.instance()
+        # A CURVE server gets a context of its own: its ZAP authenticator then governs
+        # this socket only.
+        ctx = zmq.Context() if self._curve else zmq.Context.instance()
         sock = ctx.socket(zmq.PUB)
         sock.setsockopt(zmq.SNDHWM, self._send_hwm)
         sock.setsockopt(zmq.LINGER, LINGER_MS)
         try:
+            if self._curve:
+                self._curve.apply(ctx, sock)
             sock.bind(self.endpoint)
             self.bound_endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         except zmq.ZMQError as exc:
@@ -120,6 +127,7 @@ class Publisher:
                 " with --zmq, e.g. --zmq tcp://127.0.0.1:5557"
             )
             sock.close(0)
+            self._close_curve(ctx)
             self._ready.set()
             return
         self._ready.set()
@@ -153,6 +161,12 @@ class Publisher:
             logger.exception("publisher crashed")
         finally:
             sock.close(LINGER_MS)
+            self._close_curve(ctx)
+
+    def _close_curve(self, ctx: zmq.Context) -> None:
+        if self._curve:
+            self._curve.close()
+            ctx.term()
 
     def _send(self, sock: zmq.Socket, message: Message) -> None:
         key = getattr(message, "stream", None) or ""

@@ -10,6 +10,7 @@ from typing import Any
 import zmq
 
 from engine.events import MESSAGE_TYPES, decode
+from engine.security import KeyFileError, make_client
 
 LINGER_MS = 0
 
@@ -93,7 +94,12 @@ class Subscriber:
         labels: list[str] | None = None,
         types: list[str] | None = None,
         receive_hwm: int = 100_000,
+        curve_server_key: str | None = None,
+        curve_client_key: str | None = None,
     ) -> None:
+        """`curve_server_key` (the detector's NAME.key) and `curve_client_key` (this
+        subscriber's NAME.key_secret) make the connection CURVE-encrypted and authenticated;
+        give both or neither (`KeyFileError` otherwise)."""
         self.streams, self.labels, self.types = streams or [], labels or [], types or []
         self.prefixes = topic_prefixes(self.streams, self.types)
         self.check_gaps = not self.labels and not self.types
@@ -104,6 +110,19 @@ class Subscriber:
         self.socket.setsockopt(zmq.LINGER, LINGER_MS)
         for prefix in self.prefixes:
             self.socket.setsockopt_string(zmq.SUBSCRIBE, prefix)
+        if curve_server_key or curve_client_key:
+            if not (curve_server_key and curve_client_key):
+                self.socket.close(0)
+                raise KeyFileError(
+                    "CURVE needs both the detector's public key (--curve-server-key "
+                    "NAME.key) and this subscriber's key pair (--curve-client-key "
+                    "NAME.key_secret)"
+                )
+            try:
+                make_client(self.socket, curve_server_key, curve_client_key)
+            except KeyFileError:
+                self.socket.close(0)
+                raise
         self.socket.connect(endpoint)
 
     def receive(self, timeout_s: float | None) -> tuple[str, dict[str, Any], Gap | None] | None:

@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
-    if args.command in ("run", "subscribe", "compile"):
+    if args.command in ("run", "subscribe", "compile", "keys", "proxy"):
         return dispatch(args)
     if args.command == "synth":
         return synth_command(args)

@@ -202,3 +202,36 @@ def test_bundled_model_detects_actions_of_the_synthetic_stream():
     assert len(onsets) >= 3
     assert all(m["event_id"] in offsets for m in onsets)  # every action is closed
     assert messages[-1]["type"] == "status" and messages[-1]["state"] == "ended"
+
+
+def test_sigterm_with_a_source_that_never_comes_back_exits_0_within_5_s():
+    """A camera that is down for good is reported, retried with capped back-off and never
+    holds up shutdown; the healthy stream keeps flowing meanwhile."""
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    dead = f"rtsp://127.0.0.1:{free_port()}/gone"  # nothing listens there
+    run = subprocess.Popen(
+        [*CMD, "run", f"dead={dead}", "ok=synthetic://", "--zmq", endpoint, "--no-metrics"]
+        + ["--set", "stream.retry_first_open=true", "--set", "stream.reconnect_max_s=0.5", *SMALL],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    time.sleep(5.0)
+    t0 = time.monotonic()
+    run.send_signal(signal.SIGTERM)
+    out, err = run.communicate(timeout=15)
+    assert run.returncode == 0, err
+    assert time.monotonic() - t0 < 5.0
+    topics = [line.split(" ", 1)[0] for line in out.splitlines() if line]
+    dead_states = [t for t in topics if t.startswith("status.dead.")]
+    assert dead_states.count("status.dead.reconnecting") >= 3  # retried, and retried again
+    assert "status.dead.connected" not in dead_states
+    assert "status.ok.connected" in topics
+    heartbeats = [
+        json.loads(line.split(" ", 1)[1])
+        for line in out.splitlines()
+        if line.startswith("heartbeat ")
+    ]
+    assert heartbeats and heartbeats[-1]["streams"]["ok"] == "connected"
+    assert "password" not in err

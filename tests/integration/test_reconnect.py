@@ -199,3 +199,58 @@ def test_detector_closes_open_actions_on_disconnect_and_reports_the_reconnect():
     assert [m["seq"] for m in messages] == list(range(len(messages)))
     assert metrics[("actstream_stream_reconnects_total", (("stream", "cam"),))] >= 1
     assert metrics[("actstream_stream_up", (("stream", "cam"),))] == 1
+
+
+def test_five_server_restarts_each_reconnect_while_the_other_stream_keeps_flowing():
+    from tests.integration.helpers import (
+        ScriptedHead,
+        connect_subscriber,
+        drain,
+        make_detector,
+        run_in_thread,
+        scrape,
+        small_config,
+    )
+
+    port, metrics_port = free_port(), free_port()
+    server = RtspServer("--source", "testsrc", port=port)
+    config = small_config(
+        "stream.reconnect_initial_s=0.1",
+        "stream.reconnect_max_s=0.4",
+        "stream.timeout_s=2",
+        f"metrics.port={metrics_port}",
+    )
+    sources = [f"cam={server.url}", "other=synthetic://?seed=1"]
+    detector = make_detector(sources, config, ScriptedHead({}), run_id="r5", metrics=True)
+    detector.metrics.serve("127.0.0.1", metrics_port)
+    sub = connect_subscriber(detector.publisher.bound_endpoint)
+    detector.start()
+    stop, loop = run_in_thread(detector)
+    other = ("actstream_frames_processed_total", (("stream", "other"),))
+    flowing = []
+    try:
+        for _ in range(5):
+            time.sleep(1.0)
+            server.proc.send_signal(signal.SIGKILL)  # killed mid-stream, no goodbye
+            server.stop()
+            before = scrape(metrics_port)[other]
+            time.sleep(0.8)
+            flowing.append(scrape(metrics_port)[other] - before)  # the other stream, meanwhile
+            server = RtspServer("--source", "testsrc", port=port)
+        time.sleep(2.0)
+        metrics = scrape(metrics_port)
+    finally:
+        stop.set()
+        loop.join(10)
+        detector.close()
+        server.stop()
+    cam = [m["state"] for m in drain(sub) if m["type"] == "status" and m["stream"] == "cam"]
+    drops = sum(
+        1 for a, b in zip(cam, cam[1:], strict=False) if (a, b) == ("connected", "disconnected")
+    )
+    assert drops == 5, cam  # (each refused retry while the server is away also reports)
+    assert cam.count("connected") == 6, cam  # the first connection and one per restart
+    assert cam[-1] == "stopped"
+    assert metrics[("actstream_stream_reconnects_total", (("stream", "cam"),))] >= 5
+    assert metrics[("actstream_stream_up", (("stream", "cam"),))] == 1
+    assert min(flowing) >= 4, flowing  # ~8 frames at 10 fps in each 0.8 s outage

@@ -1,0 +1,171 @@
+"""CURVE on the event socket (`actstream keys`, an authorised subscriber gets events, others
+get nothing), and what binds where by default."""
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.config import load_config
+from engine.publisher import Publisher
+from engine.security import CurveServer, KeyFileError, generate_keypair
+from engine.subscriber import Subscriber
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+CMD = [sys.executable, "-m", "training.cli"]
+
+
+@pytest.fixture
+def keys(tmp_path):
+    made = {
+        name: generate_keypair(tmp_path / name, name) for name in ("detector", "sub1", "intruder")
+    }
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    shutil.copy(made["sub1"][0], allowed)
+    return made, allowed
+
+
+def heard(sub: Subscriber, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if sub.receive(0.1) is not None:
+            return True
+    return False
+
+
+def test_only_authorised_subscribers_receive_curve_encrypted_events(keys):
+    made, allowed = keys
+    publisher = Publisher(
+        "tcp://127.0.0.1:*",
+        run_id="c",
+        heartbeat_s=0.05,
+        curve=CurveServer(made["detector"][1], allowed),
+    )
+    endpoint = publisher.start()
+    server_public = made["detector"][0]
+    good = Subscriber(endpoint, curve_server_key=server_public, curve_client_key=made["sub1"][1])
+    intruder = Subscriber(
+        endpoint, curve_server_key=server_public, curve_client_key=made["intruder"][1]
+    )
+    plain = Subscriber(endpoint)
+    try:
+        assert heard(good, 10.0)
+        assert not heard(intruder, 1.5)  # its key is not in the allowed directory
+        assert not heard(plain, 0.5)  # no CURVE at all
+    finally:
+        for s in (good, intruder, plain):
+            s.close()
+        publisher.close()
+
+
+def test_without_a_client_list_any_holder_of_the_detector_key_may_subscribe(keys):
+    made, _ = keys
+    publisher = Publisher(
+        "tcp://127.0.0.1:*", run_id="c", heartbeat_s=0.05, curve=CurveServer(made["detector"][1])
+    )
+    endpoint = publisher.start()
+    anyone = Subscriber(
+        endpoint, curve_server_key=made["detector"][0], curve_client_key=made["intruder"][1]
+    )
+    plain = Subscriber(endpoint)
+    try:
+        assert heard(anyone, 10.0)
+        assert not heard(plain, 1.0)
+    finally:
+        anyone.close()
+        plain.close()
+        publisher.close()
+
+
+def test_bad_key_files_are_refused_by_name(keys, tmp_path):
+    made, _ = keys
+    with pytest.raises(KeyFileError, match="no such key file"):
+        CurveServer(tmp_path / "missing.key_secret")
+    with pytest.raises(KeyFileError, match=r"not a secret key file"):
+        CurveServer(made["detector"][0])  # the public half only
+    with pytest.raises(KeyFileError, match="no client public keys"):
+        CurveServer(made["detector"][1], tmp_path / "empty")
+    with pytest.raises(KeyFileError, match="needs both"):
+        Subscriber("tcp://127.0.0.1:1", curve_server_key=made["detector"][0])
+    with pytest.raises(KeyFileError, match="exists"):
+        generate_keypair(tmp_path / "sub1", "sub1")
+
+
+def run_cli(*args, timeout=60):
+    return subprocess.run([*CMD, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def test_keys_run_and_subscribe_commands_with_curve(tmp_path):
+    result = run_cli("keys", str(tmp_path / "k"), "--name", "detector")
+    assert result.returncode == 0, result.stderr
+    assert run_cli("keys", str(tmp_path / "k"), "--name", "viewer").returncode == 0
+    secret = tmp_path / "k" / "detector.key_secret"
+    assert stat.S_IMODE(os.stat(secret).st_mode) == 0o600
+    again = run_cli("keys", str(tmp_path / "k"), "--name", "detector")
+    assert again.returncode == 2 and again.stderr.count("\n") == 1 and "exists" in again.stderr
+
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    clients = tmp_path / "clients"
+    clients.mkdir()
+    shutil.copy(tmp_path / "k" / "viewer.key", clients)
+    detector = subprocess.Popen(
+        [
+            *CMD,
+            "run",
+            "synthetic://cam",
+            "--zmq",
+            endpoint,
+            "--no-metrics",
+            "--quiet",
+            "--backend",
+            "torch",
+        ]
+        + ["--curve-secret-key", str(secret), "--curve-clients", str(clients), "--duration-s", "8"],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        sub = run_cli(
+            "subscribe",
+            "--zmq",
+            endpoint,
+            "--count",
+            "3",
+            "--timeout-s",
+            "6",
+            "--curve-server-key",
+            str(tmp_path / "k" / "detector.key"),
+            "--curve-client-key",
+            str(tmp_path / "k" / "viewer.key_secret"),
+        )
+        assert sub.returncode == 0, sub.stderr
+        assert len(sub.stdout.splitlines()) == 3
+        plain = run_cli("subscribe", "--zmq", endpoint, "--count", "1", "--timeout-s", "1.5")
+        assert plain.returncode == 0 and plain.stdout == ""
+    finally:
+        detector.wait(30)
+    assert detector.returncode == 0, detector.stderr
+
+
+def test_missing_curve_key_is_a_one_line_start_up_error(tmp_path):
+    result = run_cli(
+        "run", "--no-metrics", "--backend", "torch", "--curve-secret-key", str(tmp_path / "x")
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no such key file" in lines[0], lines
+
+
+def test_event_socket_and_metrics_bind_to_loopback_by_default():
+    config = load_config(None)
+    assert config.publisher.endpoint.startswith("tcp://127.0.0.1:")
+    assert config.metrics.host == "127.0.0.1"
