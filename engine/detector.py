@@ -200,6 +200,7 @@ class Detector:
                 self.reader_options,
                 on_decoded=self._counter("frames_decoded", sid),
                 on_drop=self._counter("frames_dropped", sid, "buffer_full"),
+                on_late=self._counter("frames_dropped", sid, "late"),
             )
             tracker = Tracker(
                 config.tracker, frame_period_s=self.period_s, id_prefix=f"{run_id}-{sid}-"

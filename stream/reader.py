@@ -107,6 +107,9 @@ class StreamReader:
         options: decode and reconnect settings.
         on_decoded: optional callback with the number of frames just decoded (metrics).
         on_drop: optional callback with the number of frames the buffer dropped.
+        on_late: optional callback with the number of frames a live `synthetic://` source
+            skipped because its reader fell behind by more than a frame (as a camera's
+            frames are gone when nobody reads them: no backlog of frames to render).
         rng: randomness for reconnect jitter.
     """
 
@@ -118,6 +121,7 @@ class StreamReader:
         *,
         on_decoded: Callable[[int], None] | None = None,
         on_drop: Callable[[int], None] | None = None,
+        on_late: Callable[[int], None] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.spec = spec
@@ -125,6 +129,8 @@ class StreamReader:
         self.options = options
         self._on_decoded = on_decoded
         self._on_drop = on_drop
+        self._on_late = on_late
+        self.frames_late = 0
         self._rng = rng or random.Random()
         self._stop = threading.Event()
         self.first_open_done = threading.Event()
@@ -252,6 +258,10 @@ class StreamReader:
             self.spec.live and self.spec.kind is not SourceKind.SYNTHETIC
         )
         wall0 = t0 = None
+        period_s = 1.0 / self.options.fps
+        # A generated live stream behaves as a camera: frames nobody was ready for are gone.
+        # (Files keep every frame: their buffer blocks instead.)
+        skip_late = self.spec.live and self.spec.kind is SourceKind.SYNTHETIC
         for t_s, raw in source:
             if self._stop.is_set():
                 return False
@@ -266,6 +276,11 @@ class StreamReader:
                 delay = wall0 + (t_s - t0) - time.monotonic()
                 if delay > 0 and self._stop.wait(delay):
                     return False
+                if skip_late and delay < -period_s:  # its time has passed: skip it unrendered
+                    self.frames_late += 1
+                    if self._on_late is not None:
+                        self._on_late(1)
+                    continue
             image = source.image(raw)  # resize + RGB only for the frames that are kept
             frame = Frame(self.spec.stream_id, self.frames_delivered, t_s, time.time(), image)
             dropped = self.buffer.put(frame)
