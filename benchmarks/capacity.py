@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from benchmarks.common import RESULTS, figure, save
-from benchmarks.end_to_end import ROOT, run
+from benchmarks.common import figure, save
+from benchmarks.end_to_end import add_run_args, run
 
 
 def held(trial: dict) -> bool:
@@ -27,13 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.capacity", description=__doc__)
     parser.add_argument("--start", type=int, default=4, help="first stream count tried")
     parser.add_argument("--max-streams", type=int, default=256)
-    parser.add_argument("--duration-s", type=float, default=60.0)
-    parser.add_argument("--fps", type=float, default=10.0)
-    parser.add_argument(
-        "--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"]
-    )
-    parser.add_argument("--weights", default=str(ROOT / "configs" / "weights" / "demo.pt"))
-    parser.add_argument("--out", default=str(RESULTS))
+    add_run_args(parser)
     args = parser.parse_args(argv)
     trials: dict[int, dict] = {}
 

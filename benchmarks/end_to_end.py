@@ -178,16 +178,21 @@ def run(
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.end_to_end", description=__doc__)
-    parser.add_argument("--streams", type=int, default=4)
-    parser.add_argument("--duration-s", type=float, default=60.0)
-    parser.add_argument("--fps", type=float, default=10.0)
+def add_run_args(parser: argparse.ArgumentParser) -> None:
+    """The options of a live-streams run (`run`), shared with the capacity benchmark."""
+    parser.add_argument("--duration-s", type=float, default=60.0, help="run length")
+    parser.add_argument("--fps", type=float, default=10.0, help="frame rate of each stream")
     parser.add_argument(
         "--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"]
     )
     parser.add_argument("--weights", default=str(ROOT / "configs" / "weights" / "demo.pt"))
-    parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--out", default=str(RESULTS), help="results folder (default results/)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.end_to_end", description=__doc__)
+    parser.add_argument("--streams", type=int, default=4)
+    add_run_args(parser)
     args = parser.parse_args(argv)
     result = run(
         streams=args.streams,

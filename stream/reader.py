@@ -214,14 +214,18 @@ class StreamReader:
             else:
                 opened_once = True
                 self._set_state(ReaderState.CONNECTED)
-                self.first_open_done.set()
+                if self.spec.live:
+                    self.first_open_done.set()  # a file is open once a frame decodes (_pump)
                 try:
                     ended = self._pump(frames)
                     reason = "stream ended"
                 except (av.FFmpegError, OSError, ValueError) as exc:
                     ended, reason = False, _describe_read_error(exc)
                     if not self.spec.live:
-                        self._set_state(ReaderState.FAILED, f"{self.spec.display}: {reason}")
+                        message = f"{self.spec.display}: {reason}"
+                        if not self.frames_delivered:  # not one frame: a start-up mistake
+                            self.first_error = message
+                        self._set_state(ReaderState.FAILED, message)
                         return
                 finally:
                     frames.close()
@@ -285,6 +289,8 @@ class StreamReader:
             frame = Frame(self.spec.stream_id, self.frames_delivered, t_s, time.time(), image)
             dropped = self.buffer.put(frame)
             self.frames_delivered += 1
+            if not self.first_open_done.is_set():
+                self.first_open_done.set()
             self._delivered_since_open = True
             if dropped and self._on_drop is not None:
                 self._on_drop(dropped)
@@ -460,6 +466,8 @@ def _describe_open_error(spec: SourceSpec, exc: BaseException) -> str:
 def _describe_read_error(exc: BaseException) -> str:
     if isinstance(exc, av.error.TimeoutError | av.error.ExitError):
         return f"stalled: no data within the timeout ({_short(exc)})"
+    if isinstance(exc, av.error.DecoderNotFoundError):
+        return "unsupported video codec (no decoder for it); re-encode it, e.g. to H.264"
     return f"read error: {_short(exc)}"
 
 

@@ -91,6 +91,18 @@ def test_stream_without_timestamps_is_timed_by_frame_index(tmp_path):
     assert (steps > 0).all()
 
 
+def test_unsupported_codec_is_a_one_line_start_up_error(tmp_path):
+    mkv = write_video(tmp_path / "h264.mkv", [gradient(32, 32, i) for i in range(5)])
+    blob = mkv.read_bytes()
+    assert blob.count(b"V_MPEG4/ISO/AVC") == 1
+    unknown = tmp_path / "unknown.mkv"  # the same file, its codec renamed to one nobody has
+    unknown.write_bytes(blob.replace(b"V_MPEG4/ISO/AVC", b"V_NOSUCH/CODEC1"))
+    result = run_cli("run", str(unknown), "--no-metrics", "--backend", "torch", "--fast")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unknown.mkv: unsupported video codec" in lines[0], lines
+
+
 def run_cli(*args):
     return subprocess.run([*CMD, *args], capture_output=True, text=True, timeout=60, cwd=ROOT)
 

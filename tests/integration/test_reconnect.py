@@ -15,6 +15,15 @@ from stream.reader import ReaderOptions, ReaderState, StatusEvent, StreamReader
 from stream.reconnect import Backoff
 from stream.sources import parse_source
 from tests.conftest import RtspServer, free_port
+from tests.integration.helpers import (
+    ScriptedHead,
+    connect_subscriber,
+    drain,
+    make_detector,
+    run_in_thread,
+    scrape,
+    small_config,
+)
 
 pytestmark = pytest.mark.integration
 FAST_RETRY = Backoff(initial_s=0.2, max_s=0.5, jitter=0.1)
@@ -150,30 +159,27 @@ def test_missing_camera_device_fails_with_a_clear_message():
     assert reader.first_error.startswith("/dev/video63?video_size=640x480: cannot open the camera")
 
 
-def test_detector_closes_open_actions_on_disconnect_and_reports_the_reconnect():
-    from tests.integration.helpers import (
-        ScriptedHead,
-        connect_subscriber,
-        drain,
-        make_detector,
-        run_in_thread,
-        scrape,
-        small_config,
-    )
-
-    port, metrics_port = free_port(), free_port()
-    server = RtspServer("--source", "testsrc", port=port)
+def live_detector(sources: list[str], head, run_id: str):
+    """A started detector with fast reconnects, its /metrics served, and a joined subscriber."""
+    metrics_port = free_port()
     config = small_config(
-        "stream.reconnect_initial_s=0.2",
-        "stream.reconnect_max_s=0.5",
+        "stream.reconnect_initial_s=0.1",
+        "stream.reconnect_max_s=0.4",
         "stream.timeout_s=2",
         f"metrics.port={metrics_port}",
     )
-    head = ScriptedHead({"cam": [(0.3, 1e9, "wave", 0.9)]})
-    detector = make_detector([f"cam={server.url}"], config, head, run_id="rc", metrics=True)
+    detector = make_detector(sources, config, head, run_id=run_id, metrics=True)
     detector.metrics.serve("127.0.0.1", metrics_port)
     sub = connect_subscriber(detector.publisher.bound_endpoint)
     detector.start()
+    return detector, sub, metrics_port
+
+
+def test_detector_closes_open_actions_on_disconnect_and_reports_the_reconnect():
+    port = free_port()
+    server = RtspServer("--source", "testsrc", port=port)
+    head = ScriptedHead({"cam": [(0.3, 1e9, "wave", 0.9)]})
+    detector, sub, metrics_port = live_detector([f"cam={server.url}"], head, "rc")
     stop, loop = run_in_thread(detector)
     try:
         time.sleep(1.5)
@@ -202,29 +208,10 @@ def test_detector_closes_open_actions_on_disconnect_and_reports_the_reconnect():
 
 
 def test_five_server_restarts_each_reconnect_while_the_other_stream_keeps_flowing():
-    from tests.integration.helpers import (
-        ScriptedHead,
-        connect_subscriber,
-        drain,
-        make_detector,
-        run_in_thread,
-        scrape,
-        small_config,
-    )
-
-    port, metrics_port = free_port(), free_port()
+    port = free_port()
     server = RtspServer("--source", "testsrc", port=port)
-    config = small_config(
-        "stream.reconnect_initial_s=0.1",
-        "stream.reconnect_max_s=0.4",
-        "stream.timeout_s=2",
-        f"metrics.port={metrics_port}",
-    )
     sources = [f"cam={server.url}", "other=synthetic://?seed=1"]
-    detector = make_detector(sources, config, ScriptedHead({}), run_id="r5", metrics=True)
-    detector.metrics.serve("127.0.0.1", metrics_port)
-    sub = connect_subscriber(detector.publisher.bound_endpoint)
-    detector.start()
+    detector, sub, metrics_port = live_detector(sources, ScriptedHead({}), "r5")
     stop, loop = run_in_thread(detector)
     other = ("actstream_frames_processed_total", (("stream", "other"),))
     flowing = []
