@@ -12,19 +12,18 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from engine.config import AppConfig, DecodeConfig
+from engine.config import AppConfig
 from engine.events import ActionEvent, StreamStatus
 from engine.metrics import Metrics
 from engine.publisher import Publisher
 from engine.runtime import Backend
 from engine.security import CurveServer
-from engine.tracker import Detection, Tracker, TrackEvent
-from models.postprocess import Segments, decode_segments, soft_nms
+from engine.segmenter import ModelSegmenter, Segmenter, Window
+from engine.tracker import Tracker, TrackEvent
 from stream.buffer import DropPolicy, FrameBuffer
 from stream.frames import Frame
 from stream.reader import ReaderOptions, ReaderState, StatusEvent, StreamReader
@@ -38,85 +37,6 @@ JOIN_TIMEOUT_S = 5.0
 
 class StartupError(RuntimeError):
     """The detector cannot start; the message has one line per problem."""
-
-
-@dataclass(frozen=True, slots=True)
-class Window:
-    """The head's input for one stream.
-
-    features: (T, C); valid: (T,) bool (False before the stream's first frames);
-    start_s: stream time of grid position 0; the window ends at start_s + T * frame_period_s.
-    """
-
-    stream_id: str
-    features: torch.Tensor
-    valid: torch.Tensor
-    start_s: float
-    frame_period_s: float
-
-    @property
-    def end_s(self) -> float:
-        return self.start_s + self.features.shape[0] * self.frame_period_s
-
-
-Segmenter = Callable[[Window], list[Detection]]
-
-
-class ModelSegmenter:
-    """The head network plus decoding and soft-NMS: a `Window` → scored `Detection`s."""
-
-    def __init__(
-        self,
-        backend: Backend,
-        classes: tuple[str, ...],
-        config: DecodeConfig,
-        *,
-        stop_below: float = 0.0,
-    ) -> None:
-        """`stop_below`: soft-NMS stops once no segment scores this much (the tracker's
-        onset threshold: it ignores weaker segments, and the stronger ones are unchanged)."""
-        self.backend, self.classes, self.config = backend, classes, config
-        self.stop_below = stop_below
-
-    def __call__(self, window: Window) -> list[Detection]:
-        return self.many([window])[0]
-
-    def many(self, windows: list[Window]) -> list[list[Detection]]:
-        """Several streams' windows through the head network as one batch."""
-        out = self.backend.head(
-            torch.stack([w.features for w in windows]), torch.stack([w.valid for w in windows])
-        )
-        return [self._segments(w, out, i) for i, w in enumerate(windows)]
-
-    def _segments(self, window: Window, out, i: int) -> list[Detection]:
-        T = window.features.shape[0]
-        c = self.config
-        candidates = decode_segments(
-            out.cls_logits[i],
-            out.offsets[i],
-            self.backend.points,
-            out.valid[i],
-            pre_nms_threshold=c.pre_nms_threshold,
-            pre_nms_topk=c.pre_nms_topk,
-            min_duration=c.min_duration_frames,
-            window_frames=T,
-        )
-        kept: Segments = soft_nms(
-            candidates,
-            sigma=c.nms_sigma,
-            min_score=max(c.min_score, self.stop_below),
-            max_segments=c.max_segments,
-        )
-        p = window.frame_period_s
-        return [
-            Detection(
-                window.start_s + float(b[0]) * p,
-                window.start_s + float(b[1]) * p,
-                self.classes[int(label)],
-                float(score),
-            )
-            for b, score, label in zip(kept.bounds, kept.scores, kept.labels, strict=True)
-        ]
 
 
 class _StreamState:

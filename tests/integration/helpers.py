@@ -9,9 +9,10 @@ import urllib.request
 from dataclasses import dataclass
 
 from engine.config import AppConfig, load_config
-from engine.detector import Detector, Window, build_detector
+from engine.detector import Detector, build_detector
 from engine.metrics import Metrics
 from engine.runtime import TorchBackend
+from engine.segmenter import Window
 from engine.subscriber import Subscriber
 from engine.tracker import Detection
 from models.action_model import build_model

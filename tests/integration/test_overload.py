@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from engine.config import load_config
-from engine.detector import ModelSegmenter, build_detector
+from engine.detector import build_detector
 from engine.metrics import Metrics
 from engine.runtime import TorchBackend
+from engine.segmenter import ModelSegmenter
 from models.action_model import build_model
 from stream.sources import parse_sources
 from tests.integration.helpers import ScriptedHead
@@ -87,9 +88,12 @@ def test_two_minutes_at_twice_capacity_drop_oldest_bounded_latency_flat_memory()
 
     processed = total("actstream_frames_processed_total")
     dropped = total("actstream_frames_dropped_total", reason="buffer_full")
+    late = total("actstream_frames_dropped_total", reason="late")  # reader behind its clock
     decoded = total("actstream_frames_decoded_total")
     assert dropped > 0.2 * decoded, (processed, dropped, decoded)  # really overloaded
-    assert processed + dropped <= decoded <= processed + dropped + STREAMS * (BUFFER + 2)
+    assert (
+        processed + dropped + late <= decoded <= processed + dropped + late + STREAMS * (BUFFER + 2)
+    )
     events = [m for m in sent if m["type"] in ("onset", "offset") and m.get("reason") != "shutdown"]
     latency = [m["wall_s"] - m["frame_wall_s"] for m in events]
     assert len(latency) > 100
@@ -100,7 +104,7 @@ def test_two_minutes_at_twice_capacity_drop_oldest_bounded_latency_flat_memory()
         assert frame_s == sorted(frame_s)
     print(
         f"soak {SOAK_S:g} s: decoded {decoded:.0f}, processed {processed:.0f}, dropped "
-        f"{dropped:.0f}; latency p50 {np.percentile(latency, 50):.3f} s, p99 "
+        f"{dropped:.0f} (+{late:.0f} late); latency p50 {np.percentile(latency, 50):.3f} s, p99 "
         f"{np.percentile(latency, 99):.3f} s, max {max(latency):.3f} s ({len(latency)} events); "
         f"RSS MB every 10 s {[round(m, 1) for m in memory]}"
     )

@@ -169,3 +169,40 @@ def test_event_socket_and_metrics_bind_to_loopback_by_default():
     config = load_config(None)
     assert config.publisher.endpoint.startswith("tcp://127.0.0.1:")
     assert config.metrics.host == "127.0.0.1"
+
+
+def test_rtsp_credentials_never_reach_logs_metrics_or_events(rtsp_server):
+    import urllib.request
+
+    server = rtsp_server("--source", "testsrc", "--user", "viewer", "--password", "s3cret")
+    url = server.url.replace("rtsp://", "rtsp://viewer:s3cret@")
+    metrics_port = free_port()
+    run = subprocess.Popen(
+        [
+            *CMD,
+            "--log-level",
+            "debug",
+            "run",
+            url,
+            f"bad=rtsp://viewer:s3cret@127.0.0.1:{free_port()}/x",
+        ]
+        + ["--zmq", f"tcp://127.0.0.1:{free_port()}", "--metrics-port", str(metrics_port)]
+        + ["--backend", "torch", "--duration-s", "5", "--set", "stream.retry_first_open=true"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(3.5)
+    metrics = (
+        urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)
+        .read()
+        .decode()
+    )
+    out, err = run.communicate(timeout=30)
+    assert run.returncode == 0, err
+    assert "status.bad.reconnecting" in out and "heartbeat" in out  # both streams were reported
+    assert "actstream_frames_processed_total" in metrics
+    for text in (out, err, metrics):
+        assert "s3cret" not in text
+    assert "rtsp://***@" in err  # the URL is shown, redacted
