@@ -97,8 +97,12 @@ def test_two_minutes_at_twice_capacity_drop_oldest_bounded_latency_flat_memory()
     events = [m for m in sent if m["type"] in ("onset", "offset") and m.get("reason") != "shutdown"]
     latency = [m["wall_s"] - m["frame_wall_s"] for m in events]
     assert len(latency) > 100
-    bound = BUFFER / FPS + 1.0  # a full buffer's worth of frames, plus one loop step
+    # A full buffer's worth of frames plus a loop step or two (a step takes every stream's
+    # share of a backbone batch, up to 32 frames: ~0.3-0.8 s with this model on this CPU).
+    bound = BUFFER / FPS + 2.0
     assert np.percentile(latency, 99) < bound and max(latency) < 2 * bound, max(latency)
+    third = len(latency) // 3  # bounded means it does not grow with time either
+    assert np.median(latency[-third:]) < np.median(latency[:third]) + 0.3
     for s in ids:  # oldest dropped, order kept: each stream's decisions move forward in time
         frame_s = [m["frame_s"] for m in events if m["stream"] == s]
         assert frame_s == sorted(frame_s)
