@@ -61,13 +61,6 @@ def decode_segments(
     return Segments(bounds, flat[keep][ok], labels[ok])
 
 
-def segment_iou(one: torch.Tensor, many: torch.Tensor) -> torch.Tensor:
-    """tIoU of one segment (2,) with each of many (N, 2) → (N,)."""
-    inter = (torch.minimum(one[1], many[:, 1]) - torch.maximum(one[0], many[:, 0])).clamp(min=0)
-    union = (one[1] - one[0]) + (many[:, 1] - many[:, 0]) - inter
-    return inter / union.clamp(min=1e-9)
-
-
 def soft_nms(
     segments: Segments,
     *,

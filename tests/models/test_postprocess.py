@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from models.postprocess import Segments, decode_segments, segment_iou, soft_nms
+from models.postprocess import Segments, decode_segments, soft_nms
 
 
 def test_decode_turns_offsets_in_stride_units_into_frame_bounds():
@@ -51,11 +51,21 @@ def test_decode_keeps_the_topk_best():
     assert sorted(seg.bounds[:, 0].tolist()) == [6.0, 7.0, 8.0]
 
 
-def test_segment_iou_by_hand():
-    iou = segment_iou(
-        torch.tensor([0.0, 10.0]), torch.tensor([[5.0, 15.0], [20.0, 30.0], [0.0, 10.0]])
+def test_soft_nms_stopped_at_a_threshold_keeps_exactly_the_segments_above_it():
+    """What the detector relies on when it stops soft-NMS at the tracker's onset threshold."""
+    g = torch.Generator().manual_seed(0)
+    start = torch.rand(300, generator=g) * 100
+    seg = Segments(
+        torch.stack([start, start + 1 + torch.rand(300, generator=g) * 20], 1),
+        torch.rand(300, generator=g),
+        torch.randint(0, 4, (300,), generator=g),
     )
-    assert iou.tolist() == pytest.approx([5 / 15, 0.0, 1.0])
+    full = soft_nms(seg, min_score=0.001, max_segments=300)
+    stopped = soft_nms(seg, min_score=0.3, max_segments=300)
+    strong = full.scores >= 0.3
+    assert torch.equal(stopped.bounds, full.bounds[strong])
+    assert torch.equal(stopped.labels, full.labels[strong])
+    assert torch.allclose(stopped.scores, full.scores[strong])
 
 
 def test_soft_nms_decays_overlapping_same_class_segments_by_a_gaussian():
