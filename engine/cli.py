@@ -381,16 +381,13 @@ def _load_backend(config):
     from models.action_model import build_model
 
     e = config.engine
+    options = dict(
+        device=e.device, torch_compile=e.torch_compile, cuda_graphs=e.cuda_graphs, threads=e.threads
+    )
     if e.engine_dir:
         if config.weights:
             raise BackendError("give --engine or --weights, not both")
-        backend, manifest = load_engine(
-            e.engine_dir,
-            device=e.device,
-            torch_compile=e.torch_compile,
-            cuda_graphs=e.cuda_graphs,
-            threads=e.threads,
-        )
+        backend, manifest = load_engine(e.engine_dir, **options)
         for key, wanted, actual in (
             ("backend", e.backend, manifest.backend),
             ("precision", e.precision, manifest.precision),
@@ -419,11 +416,8 @@ def _load_backend(config):
         config.model,
         backend=e.backend,
         precision=e.precision,
-        device=e.device,
         max_batch=e.max_batch,
-        torch_compile=e.torch_compile,
-        cuda_graphs=e.cuda_graphs,
-        threads=e.threads,
+        **options,
     )
     logger.info("backend: %s", backend.describe())
     return config, backend

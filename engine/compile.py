@@ -9,6 +9,7 @@ in a cache directory keyed by the weights' SHA-256, so the next start is immedia
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import os
 import shutil
@@ -292,14 +293,16 @@ def prepare_backend(
         )
     digest = weights_sha256(model.state_dict())
     target = cache_root() / f"{name}-{precision}-b{max_batch}-{digest[:20]}"
+    load = functools.partial(
+        load_engine,
+        target,
+        device=device,
+        torch_compile=torch_compile,
+        cuda_graphs=cuda_graphs,
+        threads=threads,
+    )
     try:
-        backend_obj, manifest = load_engine(
-            target,
-            device=device,
-            torch_compile=torch_compile,
-            cuda_graphs=cuda_graphs,
-            threads=threads,
-        )
+        backend_obj, manifest = load()
         if manifest.weights_sha256 == digest and manifest.model == config:
             logger.info("using the cached %s engine %s", name, target)
             return backend_obj
@@ -312,6 +315,4 @@ def prepare_backend(
     compile_engine(
         model, config, target, backend=name, precision=precision, max_batch=max_batch, device=device
     )
-    return load_engine(
-        target, device=device, torch_compile=torch_compile, cuda_graphs=cuda_graphs, threads=threads
-    )[0]
+    return load()[0]

@@ -175,6 +175,13 @@ def live_detector(sources: list[str], head, run_id: str):
     return detector, sub, metrics_port
 
 
+def shut_down(stop, loop, detector, server) -> None:
+    stop.set()
+    loop.join(10)
+    detector.close()
+    server.stop()
+
+
 def test_detector_closes_open_actions_on_disconnect_and_reports_the_reconnect():
     port = free_port()
     server = RtspServer("--source", "testsrc", port=port)
@@ -189,10 +196,7 @@ def test_detector_closes_open_actions_on_disconnect_and_reports_the_reconnect():
         time.sleep(2.0)
         metrics = scrape(metrics_port)
     finally:
-        stop.set()
-        loop.join(10)
-        detector.close()
-        server.stop()
+        shut_down(stop, loop, detector, server)
     messages = drain(sub)
     sub.close()
     kinds = [(m["type"], m.get("state") or m.get("reason")) for m in messages]
@@ -227,10 +231,7 @@ def test_five_server_restarts_each_reconnect_while_the_other_stream_keeps_flowin
         time.sleep(2.0)
         metrics = scrape(metrics_port)
     finally:
-        stop.set()
-        loop.join(10)
-        detector.close()
-        server.stop()
+        shut_down(stop, loop, detector, server)
     cam = [m["state"] for m in drain(sub) if m["type"] == "status" and m["stream"] == "cam"]
     drops = sum(
         1 for a, b in zip(cam, cam[1:], strict=False) if (a, b) == ("connected", "disconnected")
