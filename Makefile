@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -c $(CONSTRAINTS) -e '.[dev,onnx]'
+	$(PY) -m pip install -q -c $(CONSTRAINTS) -e '.[dev,onnx,backbones]'
 	touch $(STAMP)
 
 run: $(STAMP)

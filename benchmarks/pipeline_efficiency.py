@@ -7,6 +7,13 @@ throughput), all three measured in the same run on the same files (4 streams by 
   publisher) over those frames already in memory;
 * end to end: the detector on the files with reader threads, `--fast` (no pacing).
 
+It also records each phase's CPU use (process CPU time ÷ wall time, in cores) and the
+shared-CPU bound: when decoding and the model both keep every core busy on their own (as on a
+CPU-only host), running them together can reach at most 1 / (1/decode + 1/model) frames/s, so
+efficiency cannot exceed bound ÷ min(decode, model) there; `efficiency_vs_bound` says how
+close the pipeline comes to it. On a GPU host the model leaves the cores to the decoders and
+the bound no longer applies.
+
     python -m benchmarks.pipeline_efficiency [--streams 4] [--video-s 60] [--backend auto]
 """
 
@@ -14,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import tempfile
 import threading
@@ -63,6 +71,17 @@ def decode_only(specs, options: ReaderOptions) -> tuple[list[list], float]:
     return frames, time.perf_counter() - t
 
 
+class CpuUse:
+    """Cores this process kept busy between `start` and `stop` (CPU time ÷ wall time)."""
+
+    def __enter__(self):
+        self.cpu, self.wall = time.process_time(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.cores = (time.process_time() - self.cpu) / (time.perf_counter() - self.wall)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.pipeline_efficiency", description=__doc__
@@ -92,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         # decode-only
         det, specs = detector_for(files, backend, model_config, buffer_frames=64)
         det.close(publish=False)
-        decoded, decode_s = decode_only(specs, options)
+        with CpuUse() as decode_cpu:
+            decoded, decode_s = decode_only(specs, options)
         total = sum(len(f) for f in decoded)
 
         # model-only: the detector loop over frames already in memory
@@ -103,15 +123,17 @@ def main(argv: list[str] | None = None) -> int:
                 st.buffer.put(frame)
             st.buffer.put(StatusEvent(st.spec.stream_id, ReaderState.ENDED, time.time()))
         t = time.perf_counter()
-        det.run(threading.Event())
+        with CpuUse() as model_cpu:
+            det.run(threading.Event())
         model_s = time.perf_counter() - t
         det.close()
 
         # end to end
         det, specs = detector_for(files, backend, model_config, buffer_frames=32)
         t = time.perf_counter()
-        det.start()
-        det.run(threading.Event())
+        with CpuUse() as e2e_cpu:
+            det.start()
+            det.run(threading.Event())
         e2e_s = time.perf_counter() - t
         det.close()
     fps = {
@@ -119,20 +141,34 @@ def main(argv: list[str] | None = None) -> int:
         "model_only": total / model_s,
         "end_to_end": total / e2e_s,
     }
-    efficiency = fps["end_to_end"] / min(fps["decode_only"], fps["model_only"])
+    slowest = min(fps["decode_only"], fps["model_only"])
+    efficiency = fps["end_to_end"] / slowest
+    bound = 1.0 / (1.0 / fps["decode_only"] + 1.0 / fps["model_only"])
+    cores = {"decode_only": decode_cpu.cores, "model_only": model_cpu.cores}
+    cores["end_to_end"] = e2e_cpu.cores
     print(
         f"{args.streams} streams x {args.video_s:g} s ({total} frames at "
         f"{model_config.fps:g} fps), {backend.describe()}"
     )
     for k, v in fps.items():
-        print(f"{k:<12} {v:>9.1f} frames/s")
+        print(f"{k:<12} {v:>9.1f} frames/s  ({cores[k]:.2f} of {os.cpu_count()} cores busy)")
     print(f"pipeline efficiency: {efficiency:.3f} (target >= 0.9)")
+    print(
+        f"shared-CPU bound 1/(1/decode + 1/model) = {bound:.1f} frames/s, efficiency "
+        f"<= {bound / slowest:.3f} when both stages fill the cores; end to end reaches "
+        f"{fps['end_to_end'] / bound:.3f} of it"
+    )
     result = {
         "streams": args.streams,
         "frames": total,
         "backend": backend.describe(),
         "throughput_fps": fps,
         "efficiency": efficiency,
+        "cores_busy": cores,
+        "cpu_count": os.cpu_count(),
+        "shared_cpu_bound_fps": bound,
+        "efficiency_bound": bound / slowest,
+        "efficiency_vs_bound": fps["end_to_end"] / bound,
         "target": 0.9,
         "met": efficiency >= 0.9,
     }

@@ -7,6 +7,7 @@ import os
 import pickle
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +70,9 @@ def save_checkpoint(
     atomic_save(payload, path)
 
 
-def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[ActionModel, ModelConfig, int]:
-    """Reads a checkpoint and builds its model; raises `CheckpointError` naming the file."""
+def read_payload(path: str | Path, device: str = "cpu") -> dict:
+    """A checkpoint file's contents, checked for the required keys; raises `CheckpointError`
+    naming the file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(
@@ -94,13 +96,33 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[ActionModel,
         raise CheckpointError(
             f"{path}: not an actstream checkpoint (needs keys {list(REQUIRED_KEYS)})"
         )
+    return payload
+
+
+def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[ActionModel, ModelConfig, int]:
+    """Reads a detection checkpoint and builds its model; raises `CheckpointError` naming
+    the file."""
+    payload = read_payload(path, device)
+    if payload.get("task", "detection") != "detection":
+        raise CheckpointError(
+            f"{path}: a {payload['task']} checkpoint (clip recognition); the detector needs a "
+            "detection checkpoint from actstream train"
+        )
+    return build_from_payload(path, payload, ModelConfig, build_model, device)
+
+
+def build_from_payload(
+    path: str | Path, payload: dict, config_type: type, build: Callable, device: str = "cpu"
+) -> tuple[Any, Any, int]:
+    """(model, config, step) from a checkpoint's contents: `config_type` parsed strictly from
+    its config, `build(config)` loaded with its weights; `CheckpointError` naming `path`."""
     try:
-        config = from_dict(ModelConfig, payload["config"], "config")
+        config = from_dict(config_type, payload["config"], "config")
     except ConfigError as exc:
         raise CheckpointError(f"{path}: bad model config in checkpoint: {exc}") from None
     if list(config.classes) != list(payload["classes"]):
         raise CheckpointError(f"{path}: class list disagrees with the model config")
-    model = build_model(config)
+    model = build(config)
     try:
         model.load_state_dict(payload["model"])
     except RuntimeError as exc:

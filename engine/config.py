@@ -243,6 +243,9 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
             if type(None) in args:
                 return None
             raise ConfigError(f"{path}: must not be null")
+        kinds = _tagged(args)
+        if kinds:
+            return _convert_tagged(kinds, value, path)
         errors = []
         for arg in args:
             if arg is type(None):
@@ -282,6 +285,31 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected a string, got {_kind(value)}")
         return value
     raise AssertionError(f"{path}: config type {tp!r} not handled by the loader")
+
+
+def _tagged(args: tuple) -> dict[str, type]:
+    """A union of dataclasses told apart by a `type: Literal[...]` field: {tag: class}
+    (first = default); empty otherwise."""
+    kinds: dict[str, type] = {}
+    for arg in args:
+        if arg is type(None):
+            continue
+        hint = typing.get_type_hints(arg).get("type") if dataclasses.is_dataclass(arg) else None
+        if hint is None or typing.get_origin(hint) is not Literal:
+            return {}
+        kinds[typing.get_args(hint)[0]] = arg
+    return kinds
+
+
+def _convert_tagged(kinds: dict[str, type], value: Any, path: str) -> Any:
+    """A mapping with an optional `type` (default: the first kind), or just the tag."""
+    tag = value if isinstance(value, str) else None
+    if isinstance(value, dict):
+        tag = value.get("type", next(iter(kinds)))
+    if tag not in kinds:
+        where = path if isinstance(value, str) else _join(path, "type")
+        raise ConfigError(f"{where}: expected one of {list(kinds)}, got {tag!r}")
+    return from_dict(kinds[tag], value if isinstance(value, dict) else {}, path)
 
 
 def _kind(value: Any) -> str:
@@ -330,6 +358,24 @@ def _deepcopy(data: Any) -> Any:
     return data
 
 
+def read_yaml_mapping(path: str | Path) -> dict:
+    """A YAML file's top-level mapping (empty file: {}); `ConfigError` naming the file."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: invalid YAML{where}") from None
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {_kind(data)}")
+    return data
+
+
 def load_config(
     path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
 ) -> AppConfig:
@@ -338,19 +384,7 @@ def load_config(
     source = "defaults"
     if path is not None:
         source = str(path)
-        try:
-            text = Path(path).read_text()
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{path}: invalid YAML{where}") from None
-        data = {} if data is None else data
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level, got {_kind(data)}")
+        data = read_yaml_mapping(path)
     try:
         data = apply_overrides(data, overrides)
         return from_dict(AppConfig, data)

@@ -288,7 +288,10 @@ class Detector:
         window = Window(
             st.spec.stream_id, st.window, valid, end_s - T * self.period_s, self.period_s
         )
-        self._heads.append((st, window, st.newest))
+        # The decision is taken on the newest frame received: with lookahead, frames the
+        # window does not reach yet (`pending`) were already seen by the encoder.
+        decision = st.pending[-1] if st.pending else st.newest
+        self._heads.append((st, window, decision))
 
     def _run_head(self, st: _StreamState) -> None:
         self._queue_head(st)
@@ -346,6 +349,7 @@ class Detector:
                     end_s=e.end_s,
                     end_wall_s=None if e.end_s is None else wall(e.end_s),
                     reason=e.reason,
+                    lookahead_frames=self.backend.delay_frames,
                 )
             )
 

@@ -27,7 +27,8 @@ class ActionEvent:
 
     Times are in the stream's own clock (`*_s`) and in wall-clock Unix time (`*_wall_s`).
     The decision was taken on the newest frame at stream time `frame_s`, decoded at
-    `frame_wall_s`.
+    `frame_wall_s`. `lookahead_frames`: future frames the model waits for (its output for a
+    frame comes that many frames later; 0 for a causal model).
     """
 
     type: Literal["onset", "offset"]
@@ -42,6 +43,7 @@ class ActionEvent:
     end_s: float | None = None
     end_wall_s: float | None = None
     reason: str | None = None
+    lookahead_frames: int = 0
 
     @property
     def topic(self) -> str:
@@ -60,6 +62,7 @@ class ActionEvent:
             "start_wall_s": round(self.start_wall_s, 6),
             "frame_s": round(self.frame_s, 6),
             "frame_wall_s": round(self.frame_wall_s, 6),
+            "lookahead_frames": self.lookahead_frames,
         }
         if self.type == "offset":
             assert self.end_s is not None and self.end_wall_s is not None and self.reason

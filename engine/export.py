@@ -5,8 +5,9 @@ export through `torch.export` (to ONNX, or on to TensorRT).
   → features (B, C_f). B is dynamic (1 .. max_batch).
 * temporal_step: one frame's features per stream plus the FastBack cache as plain tensors
   → the output and the new cache. The stream axis of the cache is dynamic.
-* head: window (B, T, C) and valid (B, T) bool → cls_logits (B, N, K), offsets (B, N, 2).
-  T is the head's `window_frames`; B is dynamic.
+* head: window (B, T, C) and valid (B, T) bool → ActionFormer: cls_logits (B, N, K),
+  offsets (B, N, 2); FAFormer: frame_logits (B, T, K) (its token outputs serve training
+  only). T is the head's `window_frames`; B is dynamic.
 
 The point mask (which points lie on padding) is computed on the host with
 `models.actionformer.point_valid`; it needs no network.
@@ -23,6 +24,8 @@ import torch
 from torch import nn
 
 from models.action_model import ActionModel, ModelConfig
+from models.actionformer import HeadOutput, point_valid
+from models.faformer import FAFormerConfig, FrameLabels
 from models.fastback import FastBackCache, FastBackEncoder
 
 # ONNX opset of the exported graphs: ≥ 17 (LayerNormalization), within what TensorRT 10's
@@ -67,7 +70,19 @@ class HeadGraph(nn.Module):
 
     def forward(self, window: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.head(window, valid)
+        if isinstance(out, FrameLabels):
+            return (out.frame_logits,)
         return out.cls_logits, out.offsets
+
+
+def wrap_head(
+    config: ModelConfig, outputs: tuple[torch.Tensor, ...], valid: torch.Tensor
+) -> HeadOutput | FrameLabels:
+    """The head graph's raw outputs (CPU float) as the head's output type; the masks are
+    computed here, on the host."""
+    if isinstance(config.head, FAFormerConfig):
+        return FrameLabels(outputs[0], None, None, valid)
+    return HeadOutput(outputs[0], outputs[1], point_valid(valid, config.head.strides))
 
 
 @dataclass(frozen=True)
@@ -105,7 +120,14 @@ def graph_io(config: ModelConfig, precision: str) -> dict[str, dict[str, list[Te
         TensorSpec("count", (None,), "int64"),
     ]
     T, K = config.head.window_frames, len(config.classes)
-    points = sum(T // stride for stride in config.head.strides)
+    if isinstance(config.head, FAFormerConfig):
+        head_out = [TensorSpec("frame_logits", (None, T, K), f)]
+    else:
+        points = sum(T // stride for stride in config.head.strides)
+        head_out = [
+            TensorSpec("cls_logits", (None, points, K), f),
+            TensorSpec("offsets", (None, points, 2), f),
+        ]
     return {
         "backbone": {
             "inputs": frames,
@@ -123,10 +145,7 @@ def graph_io(config: ModelConfig, precision: str) -> dict[str, dict[str, list[Te
                 TensorSpec("window", (None, T, t.dim), f),
                 TensorSpec("valid", (None, T), "bool"),
             ],
-            "outputs": [
-                TensorSpec("cls_logits", (None, points, K), f),
-                TensorSpec("offsets", (None, points, 2), f),
-            ],
+            "outputs": head_out,
         },
     }
 

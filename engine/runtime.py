@@ -17,9 +17,10 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from engine.export import GRAPHS, graph_io, graph_module
+from engine.export import GRAPHS, graph_io, graph_module, wrap_head
 from models.action_model import ActionModel, ModelConfig
-from models.actionformer import HeadOutput, make_points, point_valid
+from models.actionformer import HeadConfig, HeadOutput, make_points
+from models.faformer import FrameLabels
 from models.fastback import FastBackCache
 
 logger = logging.getLogger(__name__)
@@ -49,8 +50,8 @@ class Backend(Protocol):
         """(B, C_f) + cache → (B, C) + cache."""
         ...
 
-    def head(self, window: torch.Tensor, valid: torch.Tensor) -> HeadOutput:
-        """(B, T, C), (B, T) bool → HeadOutput."""
+    def head(self, window: torch.Tensor, valid: torch.Tensor) -> HeadOutput | FrameLabels:
+        """(B, T, C), (B, T) bool → HeadOutput (ActionFormer) or FrameLabels (FAFormer)."""
         ...
 
     def describe(self) -> str:
@@ -86,7 +87,8 @@ class _ModelFacts:
         self.feature_dim = config.temporal.dim
         self.delay_frames = config.temporal.delay_frames
         self.motion = config.backbone.motion_input
-        self.strides = config.head.strides
+        actionformer = isinstance(config.head, HeadConfig)
+        self.strides = config.head.strides if actionformer else (1,)
         self.points = make_points(config.head.window_frames, self.strides)
 
 
@@ -111,9 +113,9 @@ class TorchGraphs(_ModelFacts):
         return y.float().cpu(), FastBackCache(*new)
 
     @torch.inference_mode()
-    def head(self, window: torch.Tensor, valid: torch.Tensor) -> HeadOutput:
-        cls, off = self.graphs["head"](window.to(self.device, self.dtype), valid.to(self.device))
-        return HeadOutput(cls.float().cpu(), off.float().cpu(), point_valid(valid, self.strides))
+    def head(self, window: torch.Tensor, valid: torch.Tensor) -> HeadOutput | FrameLabels:
+        outs = self.graphs["head"](window.to(self.device, self.dtype), valid.to(self.device))
+        return wrap_head(self.model_config, tuple(t.float().cpu() for t in outs), valid)
 
 
 class CudaGraphs:
@@ -324,12 +326,12 @@ class OnnxRuntimeBackend(_ModelFacts):
             torch.from_numpy(new[4]),
         )
 
-    def head(self, window: torch.Tensor, valid: torch.Tensor) -> HeadOutput:
-        cls, off = self._run("head", self._float(window), valid.numpy())
-        return HeadOutput(
-            torch.from_numpy(cls.astype(np.float32, copy=False)),
-            torch.from_numpy(off.astype(np.float32, copy=False)),
-            point_valid(valid, self.strides),
+    def head(self, window: torch.Tensor, valid: torch.Tensor) -> HeadOutput | FrameLabels:
+        outs = self._run("head", self._float(window), valid.numpy())
+        return wrap_head(
+            self.model_config,
+            tuple(torch.from_numpy(a.astype(np.float32, copy=False)) for a in outs),
+            valid,
         )
 
 

@@ -1,5 +1,6 @@
 """What turns a stream's window of features into scored segments: the `Window`, the
-`Segmenter` interface, and `ModelSegmenter` (the head network, decoding and soft-NMS)."""
+`Segmenter` interface, and `ModelSegmenter` (the head network, then ActionFormer's decoding
+and soft-NMS, or FAFormer's per-frame labels read as runs)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 from engine.config import DecodeConfig
 from engine.runtime import Backend
 from engine.tracker import Detection
+from models.faformer import FrameLabels, frame_segments
 from models.postprocess import Segments, decode_segments, soft_nms
 
 
@@ -51,6 +53,8 @@ class ModelSegmenter:
         onset threshold: it ignores weaker segments, and the stronger ones are unchanged)."""
         self.backend, self.classes, self.config = backend, classes, config
         self.stop_below = stop_below
+        head = getattr(getattr(backend, "model_config", None), "head", None)
+        self.frame_threshold = getattr(head, "frame_threshold", 0.5)
 
     def __call__(self, window: Window) -> list[Detection]:
         return self.many([window])[0]
@@ -65,6 +69,19 @@ class ModelSegmenter:
     def _segments(self, window: Window, out, i: int) -> list[Detection]:
         T = window.features.shape[0]
         c = self.config
+        p = window.frame_period_s
+        if isinstance(out, FrameLabels):
+            runs = frame_segments(
+                out.frame_logits[i].sigmoid(),
+                out.valid[i],
+                self.frame_threshold,
+                max(1, round(c.min_duration_frames)),
+            )
+            return [
+                Detection(window.start_s + s * p, window.start_s + e * p, self.classes[k], score)
+                for s, e, k, score in runs
+                if score >= c.min_score
+            ]
         candidates = decode_segments(
             out.cls_logits[i],
             out.offsets[i],
@@ -81,7 +98,6 @@ class ModelSegmenter:
             min_score=max(c.min_score, self.stop_below),
             max_segments=c.max_segments,
         )
-        p = window.frame_period_s
         return [
             Detection(
                 window.start_s + float(b[0]) * p,

@@ -8,6 +8,7 @@ import torch
 
 from engine.runtime import Backend
 from models.action_model import ModelConfig
+from models.faformer import FrameLabels
 
 
 def backend_outputs(
@@ -43,12 +44,10 @@ def backend_outputs(
     for b in range(batch):
         valid[b, : (b * T) // (2 * batch)] = False  # streams of different ages
     out = backend.head(window, valid)
-    return {
-        "backbone": features,
-        "temporal_step": torch.stack(ys),
-        "head_cls": out.cls_logits[out.valid],
-        "head_offsets": out.offsets[out.valid],
-    }
+    result = {"backbone": features, "temporal_step": torch.stack(ys)}
+    if isinstance(out, FrameLabels):
+        return {**result, "head_frames": out.frame_logits[out.valid]}
+    return {**result, "head_cls": out.cls_logits[out.valid], "head_offsets": out.offsets[out.valid]}
 
 
 def compare_backends(

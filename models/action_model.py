@@ -1,4 +1,5 @@
-"""The whole detector network: frame backbone → FastBack temporal encoder → ActionFormer head.
+"""The whole detector network: frame backbone → FastBack temporal encoder → head
+(ActionFormer: scored segments; or FAFormer: labels per frame).
 
 Composition takes built parts, so tests inject tiny ones; `build_model` builds the parts from
 a `ModelConfig`. The streaming detector calls the parts one by one (backbone per batch of
@@ -15,6 +16,7 @@ from torch import nn
 
 from models.actionformer import ActionFormerHead, HeadConfig, HeadOutput
 from models.backbone import BackboneConfig, FrameBackbone, previous_frames
+from models.faformer import FAFormerConfig, FAFormerHead, FrameLabels
 from models.fastback import FastBackEncoder, TemporalConfig
 
 # The synthetic source's classes (stream/synthetic.py), the default until a checkpoint says.
@@ -27,7 +29,8 @@ class ModelConfig:
     classes: action class names, in the order of the classifier's outputs.
     fps: frame rate the model works at; sources are sampled to it.
     seed: seed of the random initialisation (used when no weights are given).
-    backbone, temporal, head: the parts' settings.
+    backbone, temporal, head: the parts' settings; `head.type` picks the head
+        ("actionformer" or "faformer"; `head: faformer` means FAFormer's defaults).
     """
 
     classes: tuple[str, ...] = DEFAULT_CLASSES
@@ -35,7 +38,7 @@ class ModelConfig:
     seed: int = 0
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     temporal: TemporalConfig = field(default_factory=TemporalConfig)
-    head: HeadConfig = field(default_factory=HeadConfig)
+    head: HeadConfig | FAFormerConfig = field(default_factory=HeadConfig)
 
     def __post_init__(self) -> None:
         if not self.classes:
@@ -49,13 +52,21 @@ class ModelConfig:
 class ActionModel(nn.Module):
     """backbone (B·T, 3, H, W) → (B·T, C_f); temporal (B, T, C_f) → (B, T, C); head → HeadOutput."""
 
-    def __init__(self, *, backbone: nn.Module, temporal: FastBackEncoder, head: ActionFormerHead):
+    def __init__(
+        self,
+        *,
+        backbone: nn.Module,
+        temporal: FastBackEncoder,
+        head: ActionFormerHead | FAFormerHead,
+    ):
         super().__init__()
         self.backbone = backbone
         self.temporal = temporal
         self.head = head
 
-    def forward(self, clips: torch.Tensor, valid: torch.Tensor | None = None) -> HeadOutput:
+    def forward(
+        self, clips: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> HeadOutput | FrameLabels:
         """Args: clips (B, T, 3, H, W) in [0, 1], T = head.window_frames; valid (B, T)."""
         B, T = clips.shape[:2]
         prev = previous_frames(clips, valid)
@@ -70,9 +81,8 @@ def build_model(config: ModelConfig) -> ActionModel:
     try:
         backbone = FrameBackbone(config.backbone)
         temporal = FastBackEncoder(config.temporal, in_dim=backbone.feature_dim)
-        head = ActionFormerHead(
-            config.head, in_dim=temporal.out_dim, num_classes=len(config.classes)
-        )
+        kind = FAFormerHead if isinstance(config.head, FAFormerConfig) else ActionFormerHead
+        head = kind(config.head, in_dim=temporal.out_dim, num_classes=len(config.classes))
     finally:
         torch.random.set_rng_state(generator_state)
     return ActionModel(backbone=backbone, temporal=temporal, head=head)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 from torch import nn
@@ -24,6 +24,7 @@ from torch.nn import functional as F
 @dataclass(frozen=True, kw_only=True)
 class HeadConfig:
     """Attributes:
+    type: "actionformer" (selects this head; FAFormer's config says "faformer").
     window_frames: T, feature steps the head sees (a multiple of 2 ** (num_levels - 1)).
     stride_frames: S, the head runs every S frames of a stream.
     dim: width of the transformer and heads.
@@ -35,6 +36,7 @@ class HeadConfig:
     prior_prob: initial probability of every class (sets the classifier's bias).
     """
 
+    type: Literal["actionformer"] = "actionformer"
     window_frames: int = 128
     stride_frames: int = 2
     dim: int = 128

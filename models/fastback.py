@@ -10,9 +10,16 @@ sides, and every layer has a streaming entry point:
 * `step(x_t, cache)` encodes one new frame per stream with a fixed-size cache of keys and
   values, so its cost does not grow with the stream's length.
 
-With `lookahead_frames = A > 0` each layer sees A future frames, so `step` returns the output
-for the frame `num_layers * A` steps in the past (`delay_frames`); with A = 0 (the streaming
-default) the output is for the frame just given.
+With `lookahead_frames = A > 0` the encoder as a whole sees exactly A future frames: the A
+frames are split over the layers (layer l looks `layer_lookahead(l)` frames ahead, earlier
+layers first, the shares summing to A), so `step` returns the output for the frame exactly A
+steps in the past (`delay_frames` = A); with A = 0 (the streaming default) the output is for
+the frame just given.
+
+The attention mask is built per block of heads: the lookback block is a band over the past,
+the lookahead block a band over the future; an optional end CLS frame (`end_cls=True`, used by
+clip recognition, `models/fastback_clip.py`) adds a block in which the last position sees
+every frame and no frame sees it.
 """
 
 from __future__ import annotations
@@ -33,7 +40,8 @@ class TemporalConfig:
     num_lookback_heads: heads that attend to the past `lookback_frames` (current included).
     num_lookahead_heads: heads that attend to the next `lookahead_frames` (current included).
     lookback_frames: L, the lookback window, current frame included.
-    lookahead_frames: A, future frames each layer may see (0: fully causal).
+    lookahead_frames: A, future frames the encoder sees in total (0: fully causal); the
+        stream's output is delayed by exactly A frames.
     mlp_ratio: hidden size of the feed-forward network, as a multiple of dim.
     dropout: dropout in attention output and feed-forward (training only).
     """
@@ -63,7 +71,16 @@ class TemporalConfig:
 
     @property
     def delay_frames(self) -> int:
-        return self.num_layers * self.lookahead_frames
+        return self.lookahead_frames
+
+    def layer_lookahead(self, layer: int) -> int:
+        """Future frames layer `layer` looks ahead: A split over the layers, earlier first."""
+        base, extra = divmod(self.lookahead_frames, self.num_layers)
+        return base + (layer < extra)
+
+    def layer_delay(self, layer: int) -> int:
+        """Frames by which the input of layer `layer` lags the encoder's input."""
+        return sum(self.layer_lookahead(m) for m in range(layer))
 
 
 class FastBackCache(NamedTuple):
@@ -87,9 +104,9 @@ class BidirectionalTemporalAttention(nn.Module):
     """Multi-head attention with lookback heads (past window) and lookahead heads (future).
 
     Lookback head h at time i attends to j in [i - L + 1, i]; lookahead heads to j in
-    [i, i + A]. Each head adds a learned bias per relative offset. Masked scores are set to
-    the dtype's most negative finite value, so a fully masked row gives finite (unused)
-    outputs instead of NaN.
+    [i, i + A] (A: this layer's lookahead). Each head adds a learned bias per relative
+    offset. Masked scores are set to the dtype's most negative finite value, so a fully
+    masked row gives finite (unused) outputs instead of NaN.
     """
 
     def __init__(
@@ -120,22 +137,35 @@ class BidirectionalTemporalAttention(nn.Module):
         shape = (*x.shape[:-1], self.heads, self.head_dim)
         return q.view(shape), k.view(shape), v.view(shape)
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-        """Args: x (B, T, C); valid (B, T) bool, True = a real frame. Returns (B, T, C)."""
+    def forward(
+        self, x: torch.Tensor, valid: torch.Tensor | None = None, *, end_cls: bool = False
+    ) -> torch.Tensor:
+        """Args: x (B, T, C); valid (B, T) bool, True = a real frame; end_cls: position T - 1 is
+        an end CLS frame that attends to every position and that no other position sees.
+        Returns (B, T, C)."""
         B, T, C = x.shape
         q, k, v = (t.transpose(1, 2) for t in self.project(x))  # (B, H, T, D)
         scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)  # (B, H, T, T)
         pos = torch.arange(T, device=x.device)
         off = pos[:, None] - pos[None, :]  # (T, T): i - j
         allowed_b = (off >= 0) & (off < self.lookback)
+        if end_cls:
+            cls_row = torch.arange(T, device=x.device) == T - 1
+            allowed_b = (allowed_b | (cls_row[:, None] & (off >= 0))) & ~(
+                cls_row[None, :] & ~cls_row[:, None]
+            )
         bias_b = self.bias_back[:, off.clamp(0, self.lookback - 1)]  # (Hb, T, T)
         allowed = allowed_b.expand(self.hb, T, T)
         bias = bias_b
         if self.ha:
             allowed_a = (off <= 0) & (off >= -self.lookahead)
+            if end_cls:
+                allowed_a = allowed_a & ~(cls_row[None, :] & ~cls_row[:, None])
             bias_a = self.bias_ahead[:, (-off).clamp(0, self.lookahead)]  # (Ha, T, T)
             allowed = torch.cat([allowed, allowed_a.expand(self.ha, T, T)], dim=0)
             bias = torch.cat([bias_b, bias_a], dim=0)
+        if end_cls:  # the end CLS frame's view is global: no relative-position bias
+            bias = bias.masked_fill(cls_row[None, :, None], 0.0)
         allowed = allowed.unsqueeze(0)  # (1, H, T, T)
         if valid is not None:
             allowed = allowed & valid[:, None, None, :]
@@ -179,9 +209,11 @@ class BTTransformer(nn.Module):
             nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim), nn.Dropout(dropout)
         )
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, valid: torch.Tensor | None = None, *, end_cls: bool = False
+    ) -> torch.Tensor:
         """(B, T, C) → (B, T, C)."""
-        x = x + self.attn(self.norm1(x), valid)
+        x = x + self.attn(self.norm1(x), valid, end_cls=end_cls)
         return x + self.mlp(self.norm2(x))
 
     def step(
@@ -197,8 +229,11 @@ class BTTransformer(nn.Module):
 
         Args: x_t (B, C); keys, values (B, H, W, D); queries (B, H, A + 1, D);
         inputs (B, A + 1, C); num_valid (B,) real inputs given to this layer, x_t included.
-        Returns the output (B, C) for the input A steps back, and the updated cache parts.
+        W = L + A, A being the encoder's total lookahead; this layer uses the newest
+        L + a slots (a = its own lookahead).
+        Returns the output (B, C) for the input a steps back, and the updated cache parts.
         """
+        a = self.attn.lookahead
         q, k, v = self.attn.project(self.norm1(x_t))  # (B, H, D) each
         keys = torch.cat([keys[:, :, 1:], k.unsqueeze(2)], dim=2)
         values = torch.cat([values[:, :, 1:], v.unsqueeze(2)], dim=2)
@@ -207,7 +242,10 @@ class BTTransformer(nn.Module):
         W = keys.shape[2]
         slots = torch.arange(W, device=x_t.device)
         key_valid = slots[None, :] >= (W - num_valid)[:, None]  # (B, W)
-        y = inputs[:, 0] + self.attn.attend_window(queries[:, :, 0], keys, values, key_valid)
+        used = slice(W - self.attn.lookback - a, W)
+        y = inputs[:, -1 - a] + self.attn.attend_window(
+            queries[:, :, -1 - a], keys[:, :, used], values[:, :, used], key_valid[:, used]
+        )
         y = y + self.mlp(self.norm2(y))
         return y, keys, values, queries, inputs
 
@@ -230,9 +268,9 @@ class FastBackEncoder(nn.Module):
                 num_lookback_heads=config.num_lookback_heads,
                 num_lookahead_heads=config.num_lookahead_heads,
                 lookback_frames=config.lookback_frames,
-                lookahead_frames=config.lookahead_frames,
+                lookahead_frames=config.layer_lookahead(layer),
             )
-            for _ in range(config.num_layers)
+            for layer in range(config.num_layers)
         )
         self.norm = nn.LayerNorm(config.dim)
 
@@ -246,9 +284,14 @@ class FastBackEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         """Args: x (B, T, C_in); valid (B, T) bool or None. Returns (B, T, C)."""
-        h = self.in_proj(x)
+        return self.encode_hidden(self.in_proj(x), valid)
+
+    def encode_hidden(
+        self, h: torch.Tensor, valid: torch.Tensor | None = None, *, end_cls: bool = False
+    ) -> torch.Tensor:
+        """The blocks and final norm over already projected inputs h (B, T, C)."""
         for block in self.blocks:
-            h = block(h, valid)
+            h = block(h, valid, end_cls=end_cls)
         return self.norm(h)
 
     def init_cache(
@@ -280,12 +323,17 @@ class FastBackEncoder(nn.Module):
         Returns: y (B, C), the output for the frame `delay_frames` steps back (meaningless
         while fewer than `delay_frames + 1` frames have been given), and the new cache.
         """
+        return self.step_hidden(self.in_proj(x_t), cache)
+
+    def step_hidden(
+        self, h: torch.Tensor, cache: FastBackCache
+    ) -> tuple[torch.Tensor, FastBackCache]:
+        """`step` for an already projected input h (B, C)."""
         count = cache.count + 1
-        h = self.in_proj(x_t)
         keys, values, queries, inputs = [], [], [], []
         for layer, block in enumerate(self.blocks):
-            # Layer l's first l * A inputs are outputs for frames before the stream began.
-            num_valid = (count - layer * self.config.lookahead_frames).clamp(min=0)
+            # Layer l's first inputs (its delay) are outputs for frames before the stream began.
+            num_valid = (count - self.config.layer_delay(layer)).clamp(min=0)
             h, k, v, q, i = block.step(
                 h,
                 cache.keys[layer],

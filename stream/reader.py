@@ -22,6 +22,7 @@ from typing import Any
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from stream.buffer import BufferClosed, FrameBuffer
 from stream.frames import FpsSampler, Frame, stream_time_s
@@ -320,6 +321,9 @@ class _PyAVFrames(_FrameSource):
         )
         self.spec, self.options = spec, options
         self.finite = not spec.live
+        # One scaler per source: `VideoFrame.reformat` builds a new one per frame, which
+        # costs about a third of a small frame's decode time.
+        self.scaler = VideoReformatter()
         # PyAV's own timeout guards open and every read, in addition to FFmpeg's socket one.
         timeout = (options.timeout_s * 2, options.timeout_s * 2) if spec.live else None
         self.container = av.open(spec.url, format=fmt, options=av_options, timeout=timeout)
@@ -361,8 +365,8 @@ class _PyAVFrames(_FrameSource):
 
     def image(self, raw: av.VideoFrame) -> np.ndarray:
         # Resize and convert inside PyAV (libswscale), in one pass.
-        return raw.reformat(
-            width=self.options.width, height=self.options.height, format="rgb24"
+        return self.scaler.reformat(
+            raw, width=self.options.width, height=self.options.height, format="rgb24"
         ).to_ndarray()
 
     def close(self) -> None:

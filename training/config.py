@@ -7,9 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import yaml
-
-from engine.config import ConfigError, DecodeConfig, apply_overrides, from_dict
+from engine.config import (
+    ConfigError,
+    DecodeConfig,
+    apply_overrides,
+    from_dict,
+    read_yaml_mapping,
+)
 from models.action_model import ModelConfig
 
 
@@ -53,7 +57,9 @@ class OptimConfig:
     ema_decay: decay of the exponential moving average of the weights (None = off); the
         checkpoint holds the EMA weights.
     amp: mixed precision on CUDA.
-    reg_weight: weight of the DIoU loss against the focal loss.
+    reg_weight: weight of the DIoU loss against the focal loss (ActionFormer).
+    smooth_weight, token_weight: weights of FAFormer's temporal smoothing loss and of its
+        action-token losses against the per-frame classification loss.
     center_radius: centre-sampling radius, in strides.
     regression_ranges: per pyramid level, the [lo, hi] reach (frames) of its positives.
     eval_every, checkpoint_every: steps between validations and checkpoints.
@@ -73,6 +79,8 @@ class OptimConfig:
     ema_decay: float | None = 0.999
     amp: bool = True
     reg_weight: float = 1.0
+    smooth_weight: float = 0.15
+    token_weight: float = 1.0
     center_radius: float = 1.5
     regression_ranges: tuple[tuple[float, float], ...] = (
         (0.0, 8.0),
@@ -105,7 +113,8 @@ class TrainConfig:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
 
     def __post_init__(self) -> None:
-        if len(self.optim.regression_ranges) != self.model.head.num_levels:
+        head = self.model.head
+        if head.type == "actionformer" and len(self.optim.regression_ranges) != head.num_levels:
             raise ValueError(
                 f"optim.regression_ranges has {len(self.optim.regression_ranges)} levels, "
                 f"model.head.num_levels is {self.model.head.num_levels}"
@@ -116,14 +125,7 @@ class TrainConfig:
 
 def load_train_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
     """Loads a training config; relative data paths are resolved against the current folder."""
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from None
-    except yaml.YAMLError:
-        raise ConfigError(f"{path}: invalid YAML") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+    data = read_yaml_mapping(path)
     try:
         return from_dict(TrainConfig, apply_overrides(data, overrides))
     except ConfigError as exc:

@@ -100,16 +100,22 @@ def _cached_frames(path: Path, cache_dir: str | None, *, fps: float, size: int) 
 @dataclass(frozen=True)
 class Batch:
     """inputs: (B, C + T, ...) frames (uint8) or features; valid: (B, C + T) bool;
-    targets for the last T steps (the head's window), each with a leading batch dim."""
+    targets for the last T steps (the head's window), each with a leading batch dim:
+    ActionFormer's point targets (None for frame-labelling heads), frame_labels (B, T, K)
+    multi-hot per frame, and segments: per window a (N, 3) float tensor (start, end, class)
+    in frames of the window."""
 
     inputs: torch.Tensor
     valid: torch.Tensor
-    targets: Targets
+    targets: Targets | None
+    frame_labels: torch.Tensor
+    segments: list[torch.Tensor]
 
 
 class WindowSampler:
     """Draws random windows: `context` steps for the temporal encoder to warm up on, then the
-    head's `window` steps, with targets for the window (actions clipped to it)."""
+    head's `window` steps, with targets for the window (actions clipped to it). With
+    `strides` None (a frame-labelling head) ActionFormer's point targets are not made."""
 
     def __init__(
         self,
@@ -117,7 +123,7 @@ class WindowSampler:
         *,
         window: int,
         context: int,
-        strides: tuple[int, ...],
+        strides: tuple[int, ...] | None,
         regression_ranges: tuple[tuple[float, float], ...],
         num_classes: int,
         center_radius: float,
@@ -125,14 +131,14 @@ class WindowSampler:
     ) -> None:
         self.videos, self.window, self.context = videos, window, context
         self.num_classes, self.center_radius = num_classes, center_radius
-        self.points = make_points(window, strides)
-        self.ranges = point_ranges(self.points, regression_ranges)
+        self.points = make_points(window, strides) if strides else None
+        self.ranges = point_ranges(self.points, regression_ranges) if strides else None
         self.rng = np.random.default_rng(seed)
         lengths = np.array([len(v.data) for v in videos], float)
         self.weights = lengths / lengths.sum()
 
     def sample(self, batch_size: int) -> Batch:
-        inputs, valid, cls, reg, pos = [], [], [], [], []
+        inputs, valid, cls, reg, pos, frames, segments = [], [], [], [], [], [], []
         total = self.context + self.window
         for _ in range(batch_size):
             video = self.videos[self.rng.choice(len(self.videos), p=self.weights)]
@@ -149,9 +155,16 @@ class WindowSampler:
             b = video.bounds - win0
             inside = (b[:, 1] > 0.5) & (b[:, 0] < self.window - 0.5)
             b = np.clip(b[inside], 0, self.window)
+            labels = video.labels[inside]
+            inputs.append(torch.from_numpy(x))
+            valid.append(torch.from_numpy(v))
+            frames.append(frame_labels(b, labels, self.window, self.num_classes))
+            segments.append(torch.from_numpy(np.column_stack([b, labels]).astype(np.float32)))
+            if self.points is None:
+                continue
             t = make_targets(
                 torch.from_numpy(b).float(),
-                torch.from_numpy(video.labels[inside]),
+                torch.from_numpy(labels),
                 self.points,
                 self.ranges,
                 num_classes=self.num_classes,
@@ -159,15 +172,26 @@ class WindowSampler:
             )
             head_valid = torch.from_numpy(v[-self.window :])
             pos.append(t.positive & _points_valid(head_valid, self.points))
-            inputs.append(torch.from_numpy(x))
-            valid.append(torch.from_numpy(v))
             cls.append(t.cls)
             reg.append(t.reg)
-        return Batch(
-            torch.stack(inputs),
-            torch.stack(valid),
-            Targets(torch.stack(cls), torch.stack(reg), torch.stack(pos)),
+        targets = (
+            Targets(torch.stack(cls), torch.stack(reg), torch.stack(pos))
+            if self.points is not None
+            else None
         )
+        return Batch(
+            torch.stack(inputs), torch.stack(valid), targets, torch.stack(frames), segments
+        )
+
+
+def frame_labels(bounds: np.ndarray, labels: np.ndarray, length: int, num_classes: int):
+    """Actions (N, 2) in grid units (frame i covers [i, i + 1)) → (length, K) multi-hot: frame
+    i shows class k when its centre lies inside an action of class k."""
+    out = torch.zeros(length, num_classes)
+    centres = np.arange(length) + 0.5
+    for (s, e), k in zip(bounds, labels, strict=True):
+        out[torch.from_numpy((centres >= s) & (centres < e)), int(k)] = 1.0
+    return out
 
 
 def _points_valid(valid: torch.Tensor, points: torch.Tensor) -> torch.Tensor:

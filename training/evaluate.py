@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,10 +26,12 @@ from engine.runtime import TorchBackend
 from models.action_model import ActionModel
 from models.actionformer import make_points
 from models.backbone import previous_frames
+from models.faformer import FAFormerHead, frame_segments
 from models.postprocess import decode_segments, soft_nms
 from stream.sources import parse_source
 from training.data import VideoItem
 from training.metrics import MapResult, Segment, detection_map, match_detections
+from training.seg_metrics import segmentation_scores
 
 
 def _images(frames: torch.Tensor) -> torch.Tensor:
@@ -73,6 +76,33 @@ def encode_video(
 
 
 @torch.inference_mode()
+def offline_frame_probs(
+    model: ActionModel, item: VideoItem, *, from_features: bool, device: str
+) -> np.ndarray:
+    """(T_v, K) per-frame class probabilities of a frame-labelling head (FAFormer) over a
+    whole video: its windows (hop T / 2; the first padded at the front, as a young stream's)
+    averaged where they overlap. Its action tokens attend to the whole window, so unlike
+    ActionFormer's local head it runs window by window."""
+    h = encode_video(model, item, from_features=from_features, device=device)
+    n, T = len(h), model.head.window_frames
+    hop = max(1, T // 2)
+    total = torch.zeros(n, model.head.num_classes, device=h.device)
+    count = torch.zeros(n, 1, device=h.device)
+    ends = list(range(min(n, hop), n + 1, hop))
+    if ends[-1] != n:
+        ends.append(n)
+    for end in ends:
+        lo = max(0, end - T)
+        window = torch.zeros(T, h.shape[1], device=h.device)
+        window[T - (end - lo) :] = h[lo:end]
+        valid = torch.arange(T, device=h.device) >= T - (end - lo)
+        probs = model.head(window[None], valid[None]).frame_logits[0].sigmoid()
+        total[lo:end] += probs[T - (end - lo) :]
+        count[lo:end] += 1
+    return (total / count.clamp(min=1)).cpu().numpy()
+
+
+@torch.inference_mode()
 def offline_detections(
     model: ActionModel,
     item: VideoItem,
@@ -85,6 +115,20 @@ def offline_detections(
     """Detections in a whole video. The head is local (convolutions, windowed attention): as
     in ActionFormer's offline inference, it runs once over the whole video, padded to a
     multiple of its coarsest stride."""
+    if isinstance(model.head, FAFormerHead):
+        probs = offline_frame_probs(model, item, from_features=from_features, device=device)
+        runs = frame_segments(
+            torch.from_numpy(probs),
+            torch.ones(len(probs), dtype=torch.bool),
+            model.head.config.frame_threshold,
+            max(1, round(decode.min_duration_frames)),
+        )
+        return [
+            Segment(
+                item.video_id, float(item.to_seconds(s)), float(item.to_seconds(e)), classes[k], sc
+            )
+            for s, e, k, sc in runs
+        ]
     h = encode_video(model, item, from_features=from_features, device=device)
     n = len(h)
     strides = model.head.config.strides
@@ -120,6 +164,53 @@ def offline_detections(
         )
         for b, sc, lab in zip(merged.bounds, merged.scores, merged.labels, strict=True)
     ]
+
+
+def offline_segmentation(
+    model: ActionModel, videos: list[VideoItem], classes: tuple[str, ...], from_features: bool
+) -> dict[str, float]:
+    """Frame accuracy, edit score and F1@10/25/50 of a frame-labelling head's offline labels."""
+    probs = {
+        v.video_id: offline_frame_probs(model, v, from_features=from_features, device="cpu")
+        for v in videos
+    }
+    threshold = model.head.config.frame_threshold
+    pred = {}
+    for v in videos:
+        runs = frame_segments(
+            torch.from_numpy(probs[v.video_id]),
+            torch.ones(len(v.data), dtype=torch.bool),
+            threshold,
+        )
+        pred[v.video_id] = [
+            Segment(v.video_id, float(v.to_seconds(s)), float(v.to_seconds(e)), classes[k], sc)
+            for s, e, k, sc in runs
+        ]
+    return segmentation_scores(
+        pred,
+        {v.video_id: ground_truth([v], classes) for v in videos},
+        classes,
+        {v.video_id: len(v.data) for v in videos},
+        videos[0].step_s,
+        scores=probs,
+    )
+
+
+@torch.inference_mode()
+def head_latency_ms(model: ActionModel, repeats: int = 30) -> float:
+    """Median time of one head run on one window (torch eager, CPU, this process)."""
+    T = model.head.window_frames
+    window = torch.randn(1, T, model.temporal.out_dim)
+    valid = torch.ones(1, T, dtype=torch.bool)
+    model.eval()
+    for _ in range(3):
+        model.head(window, valid)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model.head(window, valid)
+        times.append(time.perf_counter() - t0)
+    return 1000 * float(np.median(times))
 
 
 def ground_truth(videos: list[VideoItem], classes: tuple[str, ...]) -> list[Segment]:
@@ -175,9 +266,11 @@ class EventSink:
         return False
 
 
-def replay(model: ActionModel, video_path: str, config: AppConfig) -> list[ActionEvent]:
-    """Runs one video file through the real detector, as fast as it goes; returns its
-    action events in emission order."""
+def replay(
+    model: ActionModel, video_path: str, config: AppConfig, *, segmenter=None
+) -> list[ActionEvent]:
+    """Runs one video file (stream id "v") through the real detector, as fast as it goes;
+    returns its action events in emission order. `segmenter`: instead of the model's head."""
     app = dataclasses.replace(
         config,
         stream=dataclasses.replace(config.stream, realtime=False),
@@ -186,7 +279,12 @@ def replay(model: ActionModel, video_path: str, config: AppConfig) -> list[Actio
     backend = TorchBackend(model, app.engine.device)
     sink = EventSink()  # in-process: the replay needs no sockets
     detector: Detector = build_detector(
-        [parse_source(video_path, stream_id="v")], app, backend, run_id="eval", publisher=sink
+        [parse_source(video_path, stream_id="v")],
+        app,
+        backend,
+        run_id="eval",
+        publisher=sink,
+        segmenter=segmenter,
     )
     detector.start()
     try:

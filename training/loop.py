@@ -8,6 +8,7 @@ holds what resuming needs (raw weights, optimizer, schedule, EMA, step).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -25,12 +26,14 @@ from engine.config import config_to_dict
 from models.action_model import ActionModel, build_model
 from models.actionformer import HeadOutput
 from models.backbone import previous_frames
+from models.faformer import FrameLabels
 from training.config import TrainConfig
 from training.data import VideoItem, WindowSampler, load_videos
 from training.evaluate import _images, backbone_features, evaluate_offline
 from training.losses import compute_losses
 from training.plots import plot_curves
 from training.progress import Progress
+from training.seg_losses import faformer_losses
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +167,19 @@ def train(
     if init_from:
         model, init_config, _ = load_checkpoint(init_from)
         if init_config != config.model:
-            raise CheckpointError(f"{init_from}: its model config differs from this config's model")
+            if dataclasses.replace(init_config, head=config.model.head) != config.model:
+                raise CheckpointError(
+                    f"{init_from}: its model config differs from this config's model (only the "
+                    "head may differ: then the backbone and temporal encoder are taken)"
+                )
+            source, model = model, build_model(config.model)
+            model.backbone.load_state_dict(source.backbone.state_dict())
+            model.temporal.load_state_dict(source.temporal.state_dict())
+            logger.info(
+                "backbone and temporal encoder from %s; new %s head",
+                init_from,
+                config.model.head.type,
+            )
     else:
         model = build_model(config.model)
     model.to(device)
@@ -185,7 +200,7 @@ def train(
         train_videos,
         window=m.head.window_frames,
         context=context_frames(model),
-        strides=m.head.strides,
+        strides=m.head.strides if m.head.type == "actionformer" else None,
         regression_ranges=o.regression_ranges,
         num_classes=len(classes),
         center_radius=o.center_radius,
@@ -258,10 +273,21 @@ def train(
         batch = sampler.sample(o.batch_size)
         with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
             out = net(batch.inputs.to(device), batch.valid.to(device))
-        targets = type(batch.targets)(*(t.to(device) for t in batch.targets))
-        losses = compute_losses(
-            HeadOutput(*(t.float() for t in out[:2]), out.valid), targets, reg_weight=o.reg_weight
-        )
+        if isinstance(out, FrameLabels):
+            losses = faformer_losses(
+                FrameLabels(*(t.float() for t in out[:3]), out.valid),
+                batch.frame_labels.to(device),
+                batch.segments,
+                smooth_weight=o.smooth_weight,
+                token_weight=o.token_weight,
+            )
+        else:
+            targets = type(batch.targets)(*(t.to(device) for t in batch.targets))
+            losses = compute_losses(
+                HeadOutput(*(t.float() for t in out[:2]), out.valid),
+                targets,
+                reg_weight=o.reg_weight,
+            )
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(losses["total"]).backward()
         if o.clip_grad_norm is not None:
@@ -272,20 +298,14 @@ def train(
         schedule.step()
         if ema is not None:
             ema.update(model, step)
-        record = {
-            "step": step + 1,
-            "loss": losses["total"].item(),
-            "cls": losses["cls"].item(),
-            "reg": losses["reg"].item(),
-            "lr": optimizer.param_groups[0]["lr"],
-        }
+        record = {"step": step + 1, "loss": losses["total"].item()}
+        record.update({k: v.item() for k, v in losses.items() if k != "total"})
+        record["lr"] = optimizer.param_groups[0]["lr"]
         if not math.isfinite(record["loss"]):
             raise FloatingPointError(f"loss is {record['loss']} at step {step + 1}; lower optim.lr")
         history.append(record)
         if bar is not None:
-            bar.update(
-                step + 1, loss=record["loss"], cls=record["cls"], reg=record["reg"], lr=record["lr"]
-            )
+            bar.update(step + 1, **{k: v for k, v in record.items() if k != "step"})
         last = step + 1 == o.steps
         if dist_info.main and ((step + 1) % o.eval_every == 0 or last):
             result = evaluate_offline(

@@ -11,11 +11,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def plot_curves(history: list[dict], path: str | Path) -> None:
-    """history: dicts with "step" and any of "loss", "cls", "reg", "lr", "val_loss", "map"."""
+    """history: dicts with "step" and "loss", "lr" and any loss parts ("cls", "reg", "seg",
+    "smooth", "token"), or "val_loss", or a validation metric ("map", "top1")."""
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
-    steps = [h["step"] for h in history if "loss" in h]
-    for key in ("loss", "cls", "reg"):
-        axes[0].plot(steps, [h[key] for h in history if "loss" in h], label=key, lw=1)
+    train = [h for h in history if "loss" in h]
+    steps = [h["step"] for h in train]
+    for key in ("loss", "cls", "reg", "seg", "smooth", "token"):
+        if train and key in train[0]:
+            axes[0].plot(steps, [h[key] for h in train], label=key, lw=1)
     val = [h for h in history if "val_loss" in h]
     if val:
         axes[0].plot([h["step"] for h in val], [h["val_loss"] for h in val], "o-", label="val loss")
@@ -24,11 +27,14 @@ def plot_curves(history: list[dict], path: str | Path) -> None:
     axes[0].legend()
     axes[1].plot(steps, [h["lr"] for h in history if "loss" in h])
     axes[1].set_title("learning rate")
-    maps = [h for h in history if "map" in h]
-    if maps:
-        axes[2].plot([h["step"] for h in maps], [h["map"] for h in maps], "o-")
+    metric = "top1" if any("top1" in h for h in history) else "map"
+    points = [h for h in history if metric in h]
+    if points:
+        axes[2].plot([h["step"] for h in points], [h[metric] for h in points], "o-")
     axes[2].set_ylim(0, 1)
-    axes[2].set_title("validation mAP (avg tIoU 0.3-0.7)")
+    axes[2].set_title(
+        "validation top-1" if metric == "top1" else "validation mAP (avg tIoU 0.3-0.7)"
+    )
     for ax in axes:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)

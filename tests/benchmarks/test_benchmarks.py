@@ -94,6 +94,11 @@ def test_pipeline_efficiency(tmp_path):
     for fps in result["throughput_fps"].values():
         assert math.isfinite(fps) and fps > 0
     assert 0 < result["efficiency"] <= 1.5
+    assert all(0 < c <= result["cpu_count"] + 0.5 for c in result["cores_busy"].values())
+    fps = result["throughput_fps"]
+    bound = 1 / (1 / fps["decode_only"] + 1 / fps["model_only"])
+    assert result["shared_cpu_bound_fps"] == pytest.approx(bound)
+    assert 0 < result["efficiency_bound"] <= 1.0
 
 
 def test_quick_subset_prints_the_table(tmp_path, capsys):

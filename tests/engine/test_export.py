@@ -24,6 +24,7 @@ from engine.runtime import OnnxRuntimeBackend, TorchBackend
 from engine.verify import compare_backends
 from models.action_model import ModelConfig, build_model
 from models.actionformer import HeadConfig
+from models.faformer import FAFormerConfig
 from models.fastback import TemporalConfig
 
 TRT_OPS = json.loads((Path(__file__).parents[2] / "engine" / "tensorrt_onnx_ops.json").read_text())
@@ -40,6 +41,11 @@ CONFIGS = {
             lookback_frames=8,
         ),
         head=HeadConfig(window_frames=32, dim=64, num_levels=3, num_heads=2),
+    ),
+    # the FAFormer head: frame branch, action tokens, segment-level (U) blocks
+    "faformer": ModelConfig(
+        temporal=TemporalConfig(dim=64, num_lookback_heads=4, lookback_frames=8),
+        head=FAFormerConfig(window_frames=32, dim=32, num_tokens=4, num_heads=2),
     ),
 }
 

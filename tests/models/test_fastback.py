@@ -41,15 +41,28 @@ def test_step_equals_forward_on_sequences_longer_than_the_lookback():
     torch.testing.assert_close(steps, ref, atol=1e-5, rtol=1e-5)
 
 
-def test_lookahead_k_delays_step_outputs_by_layers_times_k_and_matches_forward():
-    model = make(lookback=6, lookahead=2, ahead_heads=2, layers=2)
-    assert model.delay_frames == 4
+@pytest.mark.parametrize(("lookahead", "layers"), [(1, 1), (2, 2), (3, 2), (5, 3)])
+def test_lookahead_k_delays_step_outputs_by_exactly_k_and_matches_forward(lookahead, layers):
+    model = make(lookback=6, lookahead=lookahead, ahead_heads=2, layers=layers)
+    assert model.delay_frames == lookahead
+    assert sum(model.config.layer_lookahead(i) for i in range(layers)) == lookahead
     x = torch.randn(2, 40, 16)
     with torch.no_grad():
         ref = model(x)
     steps, _ = run_steps(model, x)
-    d = model.delay_frames
+    d = lookahead
     torch.testing.assert_close(steps[:, d:], ref[:, : 40 - d], atol=1e-5, rtol=1e-5)
+
+
+def test_lookahead_k_sees_exactly_k_future_frames():
+    model = make(lookback=6, lookahead=3, ahead_heads=2, layers=2)
+    x = torch.randn(1, 30, 16)
+    y = x.clone()
+    y[:, 20] = torch.randn(16)  # frame 20 may change outputs 17.. (3 frames of lookahead)
+    with torch.no_grad():
+        a, b = model(x), model(y)
+    torch.testing.assert_close(a[:, :17], b[:, :17])
+    assert not torch.allclose(a[:, 17], b[:, 17])
 
 
 def test_outputs_do_not_depend_on_frames_beyond_the_lookahead():

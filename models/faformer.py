@@ -1,0 +1,251 @@
+"""FAFormer head: a frame branch and an action branch coupled through cross-attention.
+
+After FAFormer (frame–action transformers for temporal action segmentation): the frame
+branch is ASFormer-style — each layer a dilated temporal convolution, then attention over a
+dilated local neighbourhood (dilation doubling layer by layer), then a feed-forward — and the
+action branch is a set of learned action tokens. Blocks couple them:
+
+* **i** (input): projects the frame features, runs the first frame layer, initialises the
+  action tokens by cross-attending to the frames, and couples back (frames attend to tokens);
+* **u** (update): frame layer, tokens ← frames cross-attention, token self-attention and
+  feed-forward, frames ← tokens cross-attention, frame feed-forward;
+* **U** (update at segment level): the frames are down-sampled by `segment_frames` (average
+  over each segment), the same update runs over the segments (so attention spans a wider
+  stretch), and the change is up-sampled back onto the frames.
+
+The block sequence is configured (`blocks: [i, u, U, u, U]`; it starts with one `i`).
+
+Outputs: per-frame class logits from the frame branch (sigmoid per class, so the
+overlapping actions of several actors can both be on), and per token a class (K classes +
+"no action") and a mask over the window's frames — what the action-token losses supervise
+(`training/seg_losses.py`). The detector turns the per-frame labels into segments
+(`frame_segments`), which become the same onset/offset events as ActionFormer's.
+
+What differs: windows are the live stream's last T features, masks use the dtype's most
+negative finite value, and everything is plain tensor ops that export to ONNX / TensorRT.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True, kw_only=True)
+class FAFormerConfig:
+    """Attributes:
+    type: "faformer" (selects this head; `head: faformer` in a config is short for the
+        defaults).
+    window_frames: T, feature steps the head sees (a multiple of segment_frames).
+    stride_frames: S, the head runs every S frames of a stream.
+    dim: width of both branches.
+    num_tokens: M, learned action tokens.
+    num_heads: attention heads.
+    blocks: the block sequence, "i" first, then any of "u" and "U".
+    attn_radius: each frame attends to frames at i + k * dilation for |k| <= attn_radius.
+    segment_frames: the down-sampling factor of "U" blocks.
+    mlp_ratio: feed-forward width as a multiple of dim.
+    dropout: in attention outputs and feed-forward (training only).
+    frame_threshold: a frame shows class k when its probability reaches this.
+    """
+
+    type: Literal["faformer"] = "faformer"
+    window_frames: int = 128
+    stride_frames: int = 2
+    dim: int = 96
+    num_tokens: int = 8
+    num_heads: int = 4
+    blocks: tuple[str, ...] = ("i", "u", "U", "u", "U")
+    attn_radius: int = 2
+    segment_frames: int = 4
+    mlp_ratio: float = 2.0
+    dropout: float = 0.0
+    frame_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not self.blocks or self.blocks[0] != "i" or set(self.blocks[1:]) - {"u", "U"}:
+            raise ValueError(f"blocks must be 'i' followed by 'u' / 'U', got {list(self.blocks)}")
+        if self.window_frames % self.segment_frames:
+            raise ValueError(
+                f"window_frames {self.window_frames} must be a multiple of segment_frames "
+                f"{self.segment_frames}"
+            )
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
+        if self.stride_frames < 1 or self.num_tokens < 1 or self.attn_radius < 1:
+            raise ValueError("stride_frames, num_tokens and attn_radius must be >= 1")
+        if not 0 < self.frame_threshold < 1:
+            raise ValueError(f"frame_threshold must be in (0, 1), got {self.frame_threshold}")
+
+
+class FrameLabels(NamedTuple):
+    """frame_logits: (B, T, K) per frame and class (sigmoid); token_logits: (B, M, K + 1),
+    the last class "no action"; token_masks: (B, M, T) logits; valid: (B, T) bool."""
+
+    frame_logits: torch.Tensor
+    token_logits: torch.Tensor
+    token_masks: torch.Tensor
+    valid: torch.Tensor
+
+
+class Attention(nn.Module):
+    """Multi-head attention with an optional key mask (B, Tk) or full mask (B, Tq, Tk)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads, self.head_dim = heads, dim // heads
+        self.q, self.kv, self.out = (
+            nn.Linear(dim, dim),
+            nn.Linear(dim, 2 * dim),
+            nn.Linear(dim, dim),
+        )
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, ctx: torch.Tensor, allowed: torch.Tensor | None):
+        B, Tq, C = x.shape
+        q = self.q(x).view(B, Tq, self.heads, self.head_dim).transpose(1, 2)
+        k, v = (
+            t.view(B, -1, self.heads, self.head_dim).transpose(1, 2)
+            for t in self.kv(ctx).chunk(2, -1)
+        )
+        scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)  # (B, H, Tq, Tk)
+        if allowed is not None:
+            mask = allowed[:, None] if allowed.dim() == 3 else allowed[:, None, None]
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        out = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, Tq, C)
+        return self.drop(self.out(out))
+
+
+def mlp(dim: int, ratio: float, dropout: float) -> nn.Sequential:
+    hidden = int(dim * ratio)
+    return nn.Sequential(
+        nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim), nn.Dropout(dropout)
+    )
+
+
+class FrameLayer(nn.Module):
+    """ASFormer-style frame layer: dilated conv feed-forward, dilated local attention, MLP."""
+
+    def __init__(self, c: FAFormerConfig, dilation: int) -> None:
+        super().__init__()
+        self.dilation, self.radius = dilation, c.attn_radius
+        self.conv = nn.Conv1d(c.dim, c.dim, 3, padding=dilation, dilation=dilation)
+        self.norm1, self.norm2 = nn.LayerNorm(c.dim), nn.LayerNorm(c.dim)
+        self.attn = Attention(c.dim, c.num_heads, c.dropout)
+        self.mlp = mlp(c.dim, c.mlp_ratio, c.dropout)
+
+    def forward(self, f: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        T = f.shape[1]
+        keep = valid[..., None].to(f.dtype)
+        f = f + F.gelu(self.conv((f * keep).transpose(1, 2))).transpose(1, 2)
+        pos = torch.arange(T, device=f.device)
+        off = pos[None, :] - pos[:, None]
+        band = (off % self.dilation == 0) & (off.abs() <= self.radius * self.dilation)
+        allowed = band[None] & valid[:, None, :]
+        h = self.norm1(f)
+        f = f + self.attn(h, h, allowed)
+        return f + self.mlp(self.norm2(f))
+
+
+class Coupling(nn.Module):
+    """Frames ↔ action tokens: tokens ← frames, token self-attention and MLP, frames ← tokens,
+    frame MLP."""
+
+    def __init__(self, c: FAFormerConfig) -> None:
+        super().__init__()
+        d, h, p = c.dim, c.num_heads, c.dropout
+        self.norms = nn.ModuleList(nn.LayerNorm(d) for _ in range(6))
+        self.tok_from_frames = Attention(d, h, p)
+        self.tok_self = Attention(d, h, p)
+        self.tok_mlp = mlp(d, c.mlp_ratio, p)
+        self.frames_from_tok = Attention(d, h, p)
+        self.frame_mlp = mlp(d, c.mlp_ratio, p)
+
+    def forward(self, f, a, valid, *, tokens_only_cross: bool = False):
+        n = self.norms
+        a = a + self.tok_from_frames(n[0](a), n[1](f), valid)
+        if not tokens_only_cross:
+            a = a + self.tok_self(n[2](a), n[2](a), None)
+            a = a + self.tok_mlp(n[3](a))
+        f = f + self.frames_from_tok(n[4](f), a, None)
+        return f + self.frame_mlp(n[5](f)), a
+
+
+class Block(nn.Module):
+    """One of i / u / U (module docstring)."""
+
+    def __init__(self, c: FAFormerConfig, kind: str, dilation: int) -> None:
+        super().__init__()
+        self.kind, self.segment = kind, c.segment_frames
+        self.frame = FrameLayer(c, dilation)
+        self.couple = Coupling(c)
+
+    def forward(self, f, a, valid):
+        if self.kind == "U":
+            B, T, C = f.shape
+            s = self.segment
+            keep = valid.view(B, T // s, s, 1).to(f.dtype)
+            seg = (f.view(B, T // s, s, C) * keep).sum(2) / keep.sum(2).clamp(min=1.0)
+            seg_valid = valid.view(B, T // s, s).any(2)
+            new, a = self.couple(self.frame(seg, seg_valid), a, seg_valid)
+            return f + (new - seg).repeat_interleave(s, dim=1), a
+        f = self.frame(f, valid)
+        return self.couple(f, a, valid, tokens_only_cross=self.kind == "i")
+
+
+class FAFormerHead(nn.Module):
+    """(B, T, C_in) window + valid (B, T) → `FrameLabels`."""
+
+    def __init__(self, config: FAFormerConfig, *, in_dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.config, self.num_classes = config, num_classes
+        self.window_frames, self.stride_frames = config.window_frames, config.stride_frames
+        d = config.dim
+        self.in_proj = nn.Linear(in_dim, d)
+        self.tokens = nn.Parameter(torch.randn(config.num_tokens, d) * 0.02)
+        self.blocks = nn.ModuleList(
+            Block(config, kind, 2 ** (i % 6)) for i, kind in enumerate(config.blocks)
+        )
+        self.frame_norm, self.token_norm = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.frame_cls = nn.Linear(d, num_classes)
+        nn.init.constant_(self.frame_cls.bias, -math.log((1 - 0.01) / 0.01))
+        self.token_cls = nn.Linear(d, num_classes + 1)
+        self.mask_frame, self.mask_token = nn.Linear(d, d), nn.Linear(d, d)
+
+    def forward(self, window: torch.Tensor, valid: torch.Tensor) -> FrameLabels:
+        B = window.shape[0]
+        f = self.in_proj(window)
+        a = self.tokens.expand(B, -1, -1)
+        for block in self.blocks:
+            f, a = block(f, a, valid)
+        f, a = self.frame_norm(f), self.token_norm(a)
+        masks = self.mask_token(a) @ self.mask_frame(f).transpose(1, 2) / math.sqrt(f.shape[-1])
+        return FrameLabels(self.frame_cls(f), self.token_cls(a), masks, valid)
+
+
+def frame_segments(
+    probs: torch.Tensor, valid: torch.Tensor, threshold: float, min_frames: int = 1
+) -> list[tuple[int, int, int, float]]:
+    """Per-frame class probabilities (T, K) → segments (start, end, class, score): each run of
+    valid frames where a class's probability reaches `threshold`, [start, end) in frames,
+    scored by its mean probability."""
+    on = (probs >= threshold) & valid[:, None]
+    edges = torch.diff(
+        on.to(torch.int8),
+        dim=0,
+        prepend=torch.zeros_like(on[:1], dtype=torch.int8),
+        append=torch.zeros_like(on[:1], dtype=torch.int8),
+    )
+    out = []
+    for k in range(probs.shape[1]):
+        starts = torch.nonzero(edges[:, k] == 1).flatten().tolist()
+        ends = torch.nonzero(edges[:, k] == -1).flatten().tolist()
+        for s, e in zip(starts, ends, strict=True):
+            if e - s >= min_frames:
+                out.append((s, e, k, float(probs[s:e, k].mean())))
+    return out

@@ -1,0 +1,47 @@
+"""FastBack lookahead in the detector: a model with k frames of lookahead delays every
+decision by exactly k frames, and its events say so."""
+
+import pytest
+
+from engine.events import ActionEvent
+from models.action_model import build_model
+from tests.integration.helpers import ScriptedHead, small_config
+from tests.media import scene_frames, write_h264_mp4
+from training.evaluate import replay
+
+FPS = 10
+ACTIONS = [(1.5, 3.0, "jump", 0.9), (4.2, 5.5, "wave", 0.8)]
+
+
+def onsets_and_offsets(video: str, lookahead: int) -> list[ActionEvent]:
+    heads = 2 if lookahead else 0
+    config = small_config(
+        "stream.realtime=false",
+        f"model.fps={FPS}",
+        "model.head.stride_frames=1",
+        f"model.temporal.num_lookahead_heads={heads}",
+        f"model.temporal.num_lookback_heads={4 - heads}",
+        f"model.temporal.lookahead_frames={lookahead}",
+    )
+    return replay(build_model(config.model), video, config, segmenter=ScriptedHead({"v": ACTIONS}))
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    path = tmp_path_factory.mktemp("lookahead") / "v.mp4"
+    write_h264_mp4(path, scene_frames(70, fps=FPS, width=64, height=64), fps=FPS)
+    return str(path)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_lookahead_delays_every_decision_by_exactly_k_frames(video, k):
+    causal = onsets_and_offsets(video, 0)
+    ahead = onsets_and_offsets(video, k)
+    assert [e.type for e in causal] == ["onset", "offset", "onset", "offset"]
+    assert [(e.type, e.label, e.start_s) for e in ahead] == [
+        (e.type, e.label, e.start_s) for e in causal
+    ]
+    for a, c in zip(ahead, causal, strict=True):
+        assert a.frame_s == pytest.approx(c.frame_s + k / FPS, abs=1e-6)
+        assert a.lookahead_frames == k and c.lookahead_frames == 0
+        assert a.body()["lookahead_frames"] == k

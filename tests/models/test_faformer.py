@@ -1,0 +1,99 @@
+import pytest
+import torch
+
+from engine.config import ConfigError, from_dict
+from models.action_model import ModelConfig, build_model
+from models.faformer import FAFormerConfig, FAFormerHead, frame_segments
+
+
+def make(**kw):
+    torch.manual_seed(0)
+    config = FAFormerConfig(window_frames=32, dim=32, num_tokens=4, num_heads=2, **kw)
+    return FAFormerHead(config, in_dim=16, num_classes=3).eval()
+
+
+def test_outputs_per_frame_and_per_token():
+    head = make()
+    valid = torch.ones(2, 32, dtype=torch.bool)
+    out = head(torch.randn(2, 32, 16), valid)
+    assert out.frame_logits.shape == (2, 32, 3)
+    assert out.token_logits.shape == (2, 4, 4)  # 3 classes + "no action"
+    assert out.token_masks.shape == (2, 4, 32)
+    assert [b.kind for b in head.blocks] == ["i", "u", "U", "u", "U"]
+
+
+def test_padding_content_never_reaches_real_frames():
+    head = make(blocks=("i", "U", "u", "U"))
+    x = torch.randn(1, 32, 16)
+    y = x.clone()
+    y[:, :13] = torch.randn(1, 13, 16) * 100  # 13: not a multiple of segment_frames
+    valid = torch.arange(32)[None] >= 13
+    with torch.no_grad():
+        a, b = head(x, valid), head(y, valid)
+    torch.testing.assert_close(a.frame_logits[:, 13:], b.frame_logits[:, 13:], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(a.token_logits, b.token_logits, atol=1e-4, rtol=1e-4)
+
+
+def test_fully_padded_window_gives_finite_outputs():
+    head = make()
+    out = head(torch.randn(1, 32, 16), torch.zeros(1, 32, dtype=torch.bool))
+    assert all(torch.isfinite(t).all() for t in out[:3])
+
+
+def test_u_blocks_see_further_than_frame_layers():
+    """A U block attends over segments: one frame's change reaches frames further away than a
+    u block's dilated neighbourhood does."""
+    reach = {}
+    for blocks in (("i", "u"), ("i", "U")):
+        head = make(blocks=blocks, attn_radius=1)
+        for block in head.blocks:  # isolate the frame branch's reach
+            block.couple.frames_from_tok.out.weight.data.zero_()
+            block.couple.frames_from_tok.out.bias.data.zero_()
+        x = torch.randn(1, 32, 16)
+        y = x.clone()
+        y[:, 16] += 5.0
+        with torch.no_grad():
+            d = (
+                (
+                    head(x, torch.ones(1, 32, dtype=torch.bool)).frame_logits
+                    - head(y, torch.ones(1, 32, dtype=torch.bool)).frame_logits
+                )
+                .abs()
+                .sum(-1)[0]
+            )
+        reach[blocks[1]] = int((d > 1e-6).nonzero().max() - (d > 1e-6).nonzero().min())
+    assert reach["U"] > reach["u"]
+
+
+@pytest.mark.parametrize(
+    ("blocks", "message"),
+    [(("u", "U"), "blocks must be 'i'"), (("i", "x"), "blocks must be 'i'")],
+)
+def test_config_checks_the_block_sequence(blocks, message):
+    with pytest.raises(ValueError, match=message):
+        FAFormerConfig(blocks=blocks)
+
+
+def test_head_faformer_in_a_model_config():
+    config = from_dict(ModelConfig, {"head": "faformer"})
+    assert isinstance(config.head, FAFormerConfig)
+    config = from_dict(ModelConfig, {"head": {"type": "faformer", "blocks": ["i", "U"]}})
+    assert config.head.blocks == ("i", "U")
+    assert isinstance(build_model(config).head, FAFormerHead)
+    with pytest.raises(ConfigError, match="head.type: expected one of"):
+        from_dict(ModelConfig, {"head": {"type": "nope"}})
+    with pytest.raises(ConfigError, match="head.num_levels: unknown key"):
+        from_dict(ModelConfig, {"head": {"type": "faformer", "num_levels": 3}})
+
+
+def test_frame_segments_are_the_runs_above_the_threshold():
+    probs = torch.zeros(12, 2)
+    probs[2:5, 0] = 0.9
+    probs[4:11, 1] = torch.tensor([0.6, 0.8, 0.3, 0.7, 0.7, 0.9, 0.6])
+    valid = torch.ones(12, dtype=torch.bool)
+    runs = frame_segments(probs, valid, 0.5)
+    assert [(s, e, k) for s, e, k, _ in runs] == [(2, 5, 0), (4, 6, 1), (7, 11, 1)]
+    assert runs[0][3] == pytest.approx(0.9)
+    assert frame_segments(probs, valid, 0.5, min_frames=3) == [runs[0], runs[2]]
+    valid[:3] = False
+    assert frame_segments(probs, valid, 0.5)[0][:3] == (3, 5, 0)

@@ -1,0 +1,141 @@
+import pytest
+import torch
+
+from models.backbone import BackboneConfig
+from models.fastback_clip import AddCLSFrames, ClipClassifier, FastBack, FastBackConfig
+from models.frame_encoder import BackboneError, BackboneFrameEncoder
+
+SMALL = BackboneConfig(image_size=16, channels=(8, 8), feature_dim=24)
+
+
+def make(lookahead=0, ahead_heads=0, layers=2, seed=0, **kw):
+    torch.manual_seed(seed)
+    model = FastBack(
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_lookahead_heads=ahead_heads,
+        num_lookback_heads=4 - ahead_heads,
+        image_size=16,
+        backbone_name=kw.pop("backbone_name", "builtin"),
+        hidden_size=32,
+        lookback_frames=6,
+        lookahead_frames=lookahead,
+        backbone=SMALL,
+        **kw,
+    ).eval()
+    with torch.no_grad():
+        for block in model.encoder.blocks:
+            block.attn.bias_back.normal_()
+            block.attn.bias_ahead.normal_()
+    return model
+
+
+def video(B=2, T=20, H=24, W=20, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (B, T, H, W, 3), generator=g, dtype=torch.uint8)
+
+
+def stream(model, clip):
+    state = model.init_stream(clip.shape[0])
+    outs = []
+    with torch.no_grad():
+        for t in range(clip.shape[1]):
+            y, state = model.step(clip[:, t], state)
+            outs.append(y)
+    return torch.stack(outs, 1)
+
+
+def test_forward_shapes_and_frame_resizing():
+    model = make()
+    with torch.no_grad():
+        out, cls = model(video(B=3, T=7, H=30, W=17))
+    assert out.shape == (3, 7, 32) and cls.shape == (3, 32)
+    assert torch.isfinite(out).all() and torch.isfinite(cls).all()
+
+
+def test_step_equals_forward_without_lookahead():
+    model = make()
+    clip = video()
+    with torch.no_grad():
+        ref, _ = model(clip)
+    torch.testing.assert_close(stream(model, clip), ref, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_lookahead_k_delays_step_outputs_by_k_and_matches_forward(k):
+    model = make(lookahead=k, ahead_heads=2)
+    assert model.delay_frames == k
+    clip = video()
+    with torch.no_grad():
+        ref, _ = model(clip)
+    steps = stream(model, clip)
+    torch.testing.assert_close(steps[:, k:], ref[:, :-k], atol=1e-4, rtol=1e-4)
+
+
+def test_cls_token_sees_the_whole_clip_and_frames_never_see_the_end_cls():
+    model = make()
+    clip = video(B=1, T=30)
+    other = clip.clone()
+    other[:, 0] = 255 - other[:, 0]  # far outside every frame's lookback from the end
+    with torch.no_grad():
+        out_a, cls_a = model(clip)
+        out_b, cls_b = model(other)
+        model.add_cls.end.add_(1.0)  # a different end CLS frame changes no frame's output
+        out_c, _ = model(clip)
+    assert not torch.allclose(cls_a, cls_b)
+    torch.testing.assert_close(out_a[:, 20:], out_b[:, 20:])
+    torch.testing.assert_close(out_a, out_c)
+
+
+def test_padding_is_invisible_to_frames_and_cls_token():
+    model = make()
+    clip = video(B=1, T=10)
+    padded = torch.cat([clip, video(B=1, T=4, seed=9)], dim=1)
+    valid = torch.tensor([[True] * 10 + [False] * 4])
+    with torch.no_grad():
+        out, cls = model(clip)
+        out_p, cls_p = model(padded, valid)
+    torch.testing.assert_close(out_p[:, :10], out, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(cls_p, cls, atol=1e-5, rtol=1e-5)
+
+
+def test_add_cls_frames_wraps_the_sequence():
+    add = AddCLSFrames(8)
+    x, valid = add(torch.zeros(2, 5, 8), torch.zeros(2, 5, dtype=torch.bool))
+    assert x.shape == (2, 7, 8) and valid[:, 0].all() and valid[:, -1].all()
+    torch.testing.assert_close(x[0, 0], add.start.detach())
+    torch.testing.assert_close(x[1, -1], add.end.detach())
+
+
+def test_config_checks_the_head_split():
+    with pytest.raises(ValueError, match="must equal num_attention_heads"):
+        FastBackConfig(num_attention_heads=4, num_lookahead_heads=1, num_lookback_heads=2)
+
+
+def test_hugging_face_backbone_from_a_local_folder(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.ResNetConfig(
+        num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic"
+    )
+    torch.manual_seed(0)
+    transformers.ResNetModel(cfg).save_pretrained(tmp_path / "tiny")
+    encoder = BackboneFrameEncoder(backbone_name=f"hf:{tmp_path / 'tiny'}", image_size=32)
+    assert encoder.kind == "hf" and encoder.feature_dim == 16
+    # a plain folder is recognised from its config.json
+    model = make(backbone_name=str(tmp_path / "tiny"))
+    assert model.frames.kind == "hf"
+    clip = video(B=2, T=6)
+    with torch.no_grad():
+        ref, cls = model(clip)
+    assert ref.shape == (2, 6, 32) and cls.shape == (2, 32)
+    torch.testing.assert_close(stream(model, clip), ref, atol=1e-4, rtol=1e-4)
+    # trainable end to end: gradients reach the Hugging Face weights
+    clf = ClipClassifier(model.config, num_classes=3)
+    clf(clip).sum().backward()
+    assert any(p.grad is not None for p in clf.fastback.frames.net.parameters())
+
+
+@pytest.mark.parametrize("name", ["facebook/resnet-18", "/no/such/folder", "timm:/nope"])
+def test_backbone_names_that_are_not_local_folders_are_refused(name):
+    with pytest.raises(BackboneError, match="local"):
+        BackboneFrameEncoder(backbone_name=name)

@@ -1,0 +1,284 @@
+"""Clip-level action recognition with FastBack and CLS pooling: trimmed synthetic clips,
+`actstream train` (configs with `task: clips`) and `actstream eval` (top-1 accuracy).
+
+A clip dataset is a folder of mp4 files, one action each, from its first frame to its last,
+plus `annotations.json` in the ActivityNet layout (one segment per clip, its label).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from engine.checkpoint import (
+    CheckpointError,
+    atomic_save,
+    build_from_payload,
+    read_payload,
+    versions,
+)
+from engine.config import apply_overrides, config_to_dict, from_dict
+from models.action_model import DEFAULT_CLASSES
+from models.fastback_clip import ClipClassifier, FastBackConfig
+from stream.synthetic import SyntheticScene
+from training.annotations import VideoAnnotation, load_annotations, write_annotations
+from training.data import _cached_frames
+from training.loop import lr_factor, param_groups
+from training.plots import plot_curves
+from training.progress import Progress
+from training.synth import subset_of, write_video
+
+logger = logging.getLogger(__name__)
+TASK = "clips"
+
+
+def write_clip_dataset(
+    out_dir: str | Path,
+    *,
+    clips: int,
+    seed: int = 0,
+    fps: int = 10,
+    size: int = 64,
+    classes: tuple[str, ...] = DEFAULT_CLASSES,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Writes `clips` trimmed clips (classes in turn, each clip exactly one action of one
+    actor, with distractors) and `annotations.json`; returns the JSON path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    annotations = []
+    for i in range(clips):
+        label = classes[i % len(classes)]
+        scene = SyntheticScene(
+            seed=rng.getrandbits(31),
+            width=size,
+            height=size,
+            num_actors=1,
+            num_distractors=rng.choice((0, 1, 2)),
+            classes=(label,),
+            duration_s=30.0,
+        )
+        action = scene.segments(30.0)[0]
+        duration = round((action.end_s - action.start_s) * fps) / fps
+        cid = f"clip_{seed}_{i:05d}"
+        write_video(
+            out / f"{cid}.mp4", _Shifted(scene, action.start_s), duration_s=duration, fps=fps
+        )
+        annotations.append(
+            VideoAnnotation(
+                cid, subset_of(i, clips), duration, float(fps), ((0.0, duration),), (label,)
+            )
+        )
+        if progress is not None:
+            progress(i + 1, clips)
+    path = out / "annotations.json"
+    write_annotations(path, annotations, classes)
+    return path
+
+
+class _Shifted:
+    """A scene seen from `start_s` on (what `write_video` renders from time 0)."""
+
+    def __init__(self, scene: SyntheticScene, start_s: float) -> None:
+        self.scene, self.start_s = scene, start_s
+        self.width, self.height = scene.width, scene.height
+
+    def render(self, t_s: float) -> np.ndarray:
+        return self.scene.render(self.start_s + t_s)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClipModelConfig:
+    """Attributes: classes; fps clips are sampled at; seed of the initialisation;
+    max_frames: longer clips are cut to this many frames around their middle;
+    fastback: the network."""
+
+    classes: tuple[str, ...] = DEFAULT_CLASSES
+    fps: float = 10.0
+    seed: int = 0
+    max_frames: int = 32
+    fastback: FastBackConfig = field(default_factory=FastBackConfig)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClipOptimConfig:
+    """AdamW with warm-up and cosine decay; eval_every steps between validations."""
+
+    steps: int = 600
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 50
+    min_lr: float = 1e-6
+    clip_grad_norm: float | None = 1.0
+    eval_every: int = 200
+    seed: int = 0
+    device: str = "cpu"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClipTrainConfig:
+    """`actstream train` config for clip recognition (`task: clips`)."""
+
+    task: str = TASK
+    out_dir: str = "runs/clips"
+    model: ClipModelConfig = field(default_factory=ClipModelConfig)
+    root: str = "data/clips"
+    train_subset: str = "train"
+    val_subset: str = "validation"
+    cache_dir: str | None = "runs/cache"
+    optim: ClipOptimConfig = field(default_factory=ClipOptimConfig)
+
+
+def load_clip_config(data: dict, overrides: list[str] | tuple[str, ...] = ()) -> ClipTrainConfig:
+    return from_dict(ClipTrainConfig, apply_overrides(data, overrides))
+
+
+@dataclass
+class ClipSet:
+    """Clips as (N, T_max, H, W, 3) uint8 with a valid mask (N, T_max) and labels (N,)."""
+
+    ids: list[str]
+    frames: torch.Tensor
+    valid: torch.Tensor
+    labels: torch.Tensor
+
+
+def load_clips(
+    root: str | Path, subset: str, model: ClipModelConfig, cache_dir: str | None = None
+) -> ClipSet:
+    root = Path(root)
+    anns, _ = load_annotations(root / "annotations.json")
+    index = {c: i for i, c in enumerate(model.classes)}
+    chosen = [a for a in anns if a.subset == subset and a.labels and a.labels[0] in index]
+    if not chosen:
+        raise ValueError(f"{root / 'annotations.json'}: no clips of known classes in {subset!r}")
+    T, size = model.max_frames, model.fastback.image_size
+    frames = torch.zeros(len(chosen), T, size, size, 3, dtype=torch.uint8)
+    valid = torch.zeros(len(chosen), T, dtype=torch.bool)
+    for i, a in enumerate(chosen):
+        x = _cached_frames(root / f"{a.video_id}.mp4", cache_dir, fps=model.fps, size=size)
+        lo = max(0, (len(x) - T) // 2)
+        x = torch.from_numpy(x[lo : lo + T])
+        frames[i, T - len(x) :] = x  # padded at the front, as a young stream is
+        valid[i, T - len(x) :] = True
+    labels = torch.tensor([index[a.labels[0]] for a in chosen])
+    return ClipSet([a.video_id for a in chosen], frames, valid, labels)
+
+
+@torch.inference_mode()
+def predict(model: ClipClassifier, clips: ClipSet, device: str, batch: int = 32) -> torch.Tensor:
+    model.eval()
+    out = [
+        model(clips.frames[i : i + batch].to(device), clips.valid[i : i + batch].to(device))
+        for i in range(0, len(clips.labels), batch)
+    ]
+    return torch.cat(out).argmax(-1).cpu()
+
+
+def accuracy_report(pred: torch.Tensor, clips: ClipSet, classes: tuple[str, ...]) -> dict:
+    correct = pred == clips.labels
+    per_class = {
+        c: float(correct[clips.labels == k].float().mean())
+        for k, c in enumerate(classes)
+        if (clips.labels == k).any()
+    }
+    confusion = np.zeros((len(classes), len(classes)), int)
+    for t, p in zip(clips.labels.tolist(), pred.tolist(), strict=True):
+        confusion[t, p] += 1
+    return {
+        "top1": float(correct.float().mean()),
+        "clips": len(pred),
+        "per_class_top1": per_class,
+        "confusion": confusion.tolist(),
+    }
+
+
+def save_clip_checkpoint(path: Path, model: ClipClassifier, config: ClipModelConfig, step: int):
+    atomic_save(
+        {
+            "model": model.state_dict(),
+            "config": config_to_dict(config),
+            "classes": list(config.classes),
+            "step": step,
+            "versions": versions(),
+            "task": TASK,
+        },
+        path,
+    )
+
+
+def load_clip_checkpoint(path: str | Path, device: str = "cpu"):
+    payload = read_payload(path, device)
+    if payload.get("task") != TASK:
+        raise CheckpointError(f"{path}: not a clip-recognition checkpoint")
+    return build_from_payload(
+        path, payload, ClipModelConfig, lambda c: ClipClassifier(c.fastback, len(c.classes)), device
+    )
+
+
+def train_clips(config: ClipTrainConfig, *, progress: bool = True) -> Path:
+    """Trains FastBack + CLS pooling on trimmed clips; returns OUT_DIR/last.pt."""
+    o, m = config.optim, config.model
+    torch.manual_seed(m.seed)
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.json").write_text(json.dumps(config_to_dict(config), indent=1))
+    train_set = load_clips(config.root, config.train_subset, m, config.cache_dir)
+    val_set = load_clips(config.root, config.val_subset, m, config.cache_dir)
+    model = ClipClassifier(m.fastback, len(m.classes)).to(o.device)
+    optimizer = torch.optim.AdamW(param_groups(model, o.weight_decay), lr=o.lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: lr_factor(s, warmup=o.warmup_steps, total=o.steps, floor=o.min_lr / o.lr),
+    )
+    rng = np.random.default_rng(o.seed)
+    bar = Progress(o.steps) if progress else None
+    history: list[dict] = []
+    t0 = time.monotonic()
+    for step in range(o.steps):
+        model.train()
+        idx = torch.from_numpy(rng.choice(len(train_set.labels), o.batch_size))
+        frames, valid = train_set.frames[idx], train_set.valid[idx]
+        if rng.random() < 0.5:  # mirrored clips show the same actions
+            frames = frames.flip(3)
+        logits = model(frames.to(o.device), valid.to(o.device))
+        loss = F.cross_entropy(logits, train_set.labels[idx].to(o.device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if o.clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), o.clip_grad_norm)
+        optimizer.step()
+        schedule.step()
+        history.append({"step": step + 1, "loss": loss.item(), "lr": schedule.get_last_lr()[0]})
+        if bar is not None:
+            bar.update(step + 1, loss=loss.item(), lr=schedule.get_last_lr()[0])
+        if (step + 1) % o.eval_every == 0 or step + 1 == o.steps:
+            top1 = accuracy_report(predict(model, val_set, o.device), val_set, m.classes)["top1"]
+            history.append({"step": step + 1, "top1": top1})
+            logger.info("step %d: validation top-1 %.3f", step + 1, top1)
+    save_clip_checkpoint(out_dir / "last.pt", model, m, o.steps)
+    plot_curves(history, out_dir / "curves.png")
+    logger.info("trained %d steps in %.0f s", o.steps, time.monotonic() - t0)
+    return out_dir / "last.pt"
+
+
+def evaluate_clips(checkpoint: str, data: str, subset: str, out: Path) -> dict:
+    model, config, step = load_clip_checkpoint(checkpoint)
+    root = Path(data).parent if Path(data).is_file() else Path(data)
+    clips = load_clips(root, subset, config)
+    report = accuracy_report(predict(model, clips, "cpu"), clips, config.classes)
+    report.update(checkpoint=checkpoint, step=step, subset=subset)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(report, indent=1))
+    return report

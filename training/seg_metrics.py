@@ -1,0 +1,115 @@
+"""Action segmentation metrics: frame accuracy, segmental edit score, F1@{10, 25, 50}.
+
+As in MS-TCN / ASFormer evaluations, extended to several actors whose actions overlap:
+
+* frame accuracy — each frame's prediction is one label (the most probable class at or above
+  the threshold, else background); it is right when the frame shows that class (or nothing,
+  for background);
+* edit score — 100 · (1 − Levenshtein distance / longer length) between the predicted and
+  true sequences of segment labels, in start-time order;
+* F1@τ — a predicted segment is a true positive when its IoU with a not yet matched true
+  segment of the same class reaches τ; F1 = 2PR / (P + R), in percent.
+
+Inputs are segments in seconds (`training.metrics.Segment`) per video, so the same scores
+apply to offline frame labels, to ActionFormer's segments and to the detector's events.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from training.metrics import Segment
+
+F1_THRESHOLDS = (0.10, 0.25, 0.50)
+
+
+def edit_distance(a: list[str], b: list[str]) -> int:
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
+    return row[-1]
+
+
+def edit_score(pred: list[Segment], gt: list[Segment]) -> float:
+    p = [s.label for s in sorted(pred, key=lambda s: s.start_s)]
+    g = [s.label for s in sorted(gt, key=lambda s: s.start_s)]
+    if not p and not g:
+        return 100.0
+    return 100.0 * (1 - edit_distance(p, g) / max(len(p), len(g)))
+
+
+def f1_counts(pred: list[Segment], gt: list[Segment], tau: float) -> tuple[int, int, int]:
+    """(true positives, false positives, false negatives) at IoU threshold tau."""
+    tp = fp = 0
+    used: set[int] = set()
+    for s in sorted(pred, key=lambda s: s.start_s):
+        best, best_iou = None, tau
+        for j, g in enumerate(gt):
+            if j in used or g.label != s.label:
+                continue
+            inter = min(s.end_s, g.end_s) - max(s.start_s, g.start_s)
+            union = max(s.end_s, g.end_s) - min(s.start_s, g.start_s)
+            iou = inter / union if union > 0 else 0.0
+            if iou >= best_iou:
+                best, best_iou = j, iou
+        if best is None:
+            fp += 1
+        else:
+            tp += 1
+            used.add(best)
+    return tp, fp, len(gt) - len(used)
+
+
+def frame_labels_of(segments: list[Segment], classes: tuple[str, ...], n: int, step_s: float):
+    """(n, K) bool: frame i (centre (i + 0.5) · step_s) lies in a segment of class k."""
+    out = np.zeros((n, len(classes)), bool)
+    centres = (np.arange(n) + 0.5) * step_s
+    index = {c: k for k, c in enumerate(classes)}
+    for s in segments:
+        out[(centres >= s.start_s) & (centres < s.end_s), index[s.label]] = True
+    return out
+
+
+def segmentation_scores(
+    pred: dict[str, list[Segment]],
+    gt: dict[str, list[Segment]],
+    classes: tuple[str, ...],
+    lengths: dict[str, int],
+    step_s: float,
+    scores: dict[str, np.ndarray] | None = None,
+) -> dict[str, float]:
+    """Frame accuracy, edit score and F1@10/25/50 (percent) over videos. `scores` (per video
+    (n, K) frame probabilities) picks each frame's one label; without it a frame takes the
+    class of its highest-scoring covering segment."""
+    correct = total = 0
+    edits = []
+    counts = {t: np.zeros(3, int) for t in F1_THRESHOLDS}
+    for vid, g in gt.items():
+        p = pred.get(vid, [])
+        n = lengths[vid]
+        truth = frame_labels_of(g, classes, n, step_s)
+        if scores is not None:
+            prob = scores[vid]
+        else:
+            prob = np.zeros((n, len(classes)))
+            centres = (np.arange(n) + 0.5) * step_s
+            for s in p:
+                inside = (centres >= s.start_s) & (centres < s.end_s)
+                k = classes.index(s.label)
+                prob[inside, k] = np.maximum(prob[inside, k], max(s.score, 1e-6))
+        best = prob.argmax(1)
+        on = prob.max(1) > 0 if scores is None else prob.max(1) >= 0.5
+        right = np.where(on, truth[np.arange(n), best], ~truth.any(1))
+        correct += int(right.sum())
+        total += n
+        edits.append(edit_score(p, g))
+        for t in F1_THRESHOLDS:
+            counts[t] += f1_counts(p, g, t)
+    out = {"frame_accuracy": 100.0 * correct / max(total, 1), "edit": float(np.mean(edits))}
+    for t, (tp, fp, fn) in counts.items():
+        precision, recall = tp / max(tp + fp, 1), tp / max(tp + fn, 1)
+        f1 = 2 * precision * recall / max(precision + recall, 1e-12)
+        out[f"f1@{round(t * 100)}"] = 100.0 * f1
+    return out
