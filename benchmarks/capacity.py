@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
                 backend_name=args.backend,
                 weights=args.weights,
                 fps=args.fps,
+                threads=args.threads,
             )
             r.pop("_f2e")
             trials[n] = r

@@ -80,13 +80,23 @@ def onset_delays(onsets: list[dict], truth: dict[str, list], max_gap_s: float = 
 
 
 def run(
-    *, streams: int, duration_s: float, backend_name: str, weights: str, fps: float = 10.0
+    *,
+    streams: int,
+    duration_s: float,
+    backend_name: str,
+    weights: str,
+    fps: float = 10.0,
+    threads: int = 0,
 ) -> dict:
     config = load_config(None, ["publisher.heartbeat_s=0.5", "metrics.port=null"])
     model, model_config, _ = load_checkpoint(weights)
     config = dataclasses.replace(config, model=dataclasses.replace(model_config, fps=fps))
     backend = prepare_backend(
-        model, model_config, backend=backend_name, max_batch=config.engine.max_batch
+        model,
+        model_config,
+        backend=backend_name,
+        max_batch=config.engine.max_batch,
+        threads=threads,
     )
     sources = [f"s{i}=synthetic://?seed={100 + i}&fps={fps:g}" for i in range(streams)]
     specs = parse_sources(sources)
@@ -186,6 +196,9 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
         "--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"]
     )
     parser.add_argument("--weights", default=str(ROOT / "configs" / "weights" / "demo.pt"))
+    parser.add_argument(
+        "--threads", type=int, default=0, help="ONNX Runtime threads (0: cores - 1)"
+    )
     parser.add_argument("--out", default=str(RESULTS), help="results folder (default results/)")
 
 
@@ -200,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         backend_name=args.backend,
         weights=args.weights,
         fps=args.fps,
+        threads=args.threads,
     )
     f2e = result.pop("_f2e")
     r = result

@@ -94,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"]
     )
-    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: per core)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="ONNX Runtime threads (0: cores - 1)"
+    )
     parser.add_argument("--weights", default=str(ROOT / "configs" / "weights" / "demo.pt"))
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)

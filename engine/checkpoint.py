@@ -92,6 +92,10 @@ def read_payload(path: str | Path, device: str = "cpu") -> dict:
         raise CheckpointError(
             f"{path}: not a readable checkpoint (corrupt or truncated: {exc})"
         ) from None
+    except Exception as exc:  # garbage bytes fail deep inside the unpickler in many ways
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (corrupt: {type(exc).__name__})"
+        ) from None
     if not isinstance(payload, dict) or any(k not in payload for k in REQUIRED_KEYS):
         raise CheckpointError(
             f"{path}: not an actstream checkpoint (needs keys {list(REQUIRED_KEYS)})"

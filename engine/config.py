@@ -36,6 +36,8 @@ class StreamConfig:
         reconnect_initial_s, reconnect_max_s, reconnect_jitter: capped exponential back-off.
         retry_first_open: keep retrying a live source unreachable at start-up instead of
             refusing to start.
+        reader_nice: added to the reader threads' nice value (Linux; 0-19): decoding yields the
+            cores to the model when both want them, and fills them when the model waits.
     """
 
     buffer_frames: int = 32
@@ -46,9 +48,12 @@ class StreamConfig:
     reconnect_max_s: float = 10.0
     reconnect_jitter: float = 0.2
     retry_first_open: bool = False
+    reader_nice: int = 5
 
     def __post_init__(self) -> None:
         _positive(self, "buffer_frames", "timeout_s", "reconnect_initial_s", "reconnect_max_s")
+        if not 0 <= self.reader_nice <= 19:
+            raise ValueError(f"reader_nice must be in [0, 19], got {self.reader_nice}")
         if not 0 <= self.reconnect_jitter < 1:
             raise ValueError(f"reconnect_jitter must be in [0, 1), got {self.reconnect_jitter}")
         if self.reconnect_max_s < self.reconnect_initial_s:
@@ -157,7 +162,8 @@ class EngineConfig:
     engine_dir: a compiled engine directory (actstream compile) to run instead of weights.
     torch_compile: run the torch backend through torch.compile.
     cuda_graphs: CUDA graphs for the torch backend (null: on when the device is CUDA).
-    threads: ONNX Runtime intra-op threads (0: its default, one per core).
+    threads: ONNX Runtime intra-op threads (0: on the CPU every core but one, which is left
+        to the readers; on CUDA ONNX Runtime's default).
     """
 
     device: str = "cpu"

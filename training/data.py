@@ -71,7 +71,7 @@ def load_videos(
             step_s = config.feature_stride / ann.fps
             offset_s = 0.5 * config.num_frames / ann.fps
         else:
-            data = _cached_frames(path, config.cache_dir, fps=fps, size=image_size)
+            data = decoded_frames(path, config.cache_dir, fps=fps, size=image_size)
             step_s, offset_s = 1.0 / fps, 0.0
         bounds, labels = _to_grid(ann, classes, offset_s, step_s)
         items.append(VideoItem(ann.video_id, data, offset_s, step_s, bounds, labels, ann))
@@ -80,7 +80,9 @@ def load_videos(
     return items, classes
 
 
-def _cached_frames(path: Path, cache_dir: str | None, *, fps: float, size: int) -> np.ndarray:
+def decoded_frames(path: Path, cache_dir: str | None, *, fps: float, size: int) -> np.ndarray:
+    """(T, size, size, 3) uint8 frames of a video file at `fps`, decoded as a reader does;
+    kept in `cache_dir` (keyed by path, mtime, fps and size) when given."""
     options = ReaderOptions(width=size, height=size, fps=fps, realtime=False)
     cache = None
     if cache_dir is not None:

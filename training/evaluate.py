@@ -199,7 +199,7 @@ def offline_segmentation(
 @torch.inference_mode()
 def head_latency_ms(model: ActionModel, repeats: int = 30) -> float:
     """Median time of one head run on one window (torch eager, CPU, this process)."""
-    T = model.head.window_frames
+    T = model.head.config.window_frames
     window = torch.randn(1, T, model.temporal.out_dim)
     valid = torch.ones(1, T, dtype=torch.bool)
     model.eval()

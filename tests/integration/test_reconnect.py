@@ -32,8 +32,10 @@ FAST_RETRY = Backoff(initial_s=0.2, max_s=0.5, jitter=0.1)
 class Watch:
     """Runs a reader and records (time, item) for everything it delivers."""
 
-    def __init__(self, spec, options):
-        self.buf = FrameBuffer(64, DropPolicy.DROP_OLDEST, is_frame=lambda i: isinstance(i, Frame))
+    def __init__(self, spec, options, capacity=64):
+        self.buf = FrameBuffer(
+            capacity, DropPolicy.DROP_OLDEST, is_frame=lambda i: isinstance(i, Frame)
+        )
         self.reader = StreamReader(spec, self.buf, options)
         self.log: list[tuple[float, object]] = []
         self._stop = threading.Event()
@@ -135,7 +137,9 @@ def test_http_source_streams_a_file_served_over_http(clip_mp4):
     try:
         url = f"http://127.0.0.1:{httpd.server_address[1]}/{clip_mp4.name}"
         spec = parse_source(url)
-        watch = Watch(spec, ReaderOptions(fps=25.0, timeout_s=2.0, backoff=FAST_RETRY))
+        # The file arrives as fast as it decodes: room for all of it, so that none is dropped
+        # between two drains.
+        watch = Watch(spec, ReaderOptions(fps=25.0, timeout_s=2.0, backoff=FAST_RETRY), 256)
         try:
             watch.wait_for(ReaderState.CONNECTED)
             # The whole file arrives, then the live HTTP stream ends: a disconnect.

@@ -1,9 +1,10 @@
 import pytest
 import torch
 
+from engine.backbones import BackboneError, load_backbone
 from models.backbone import BackboneConfig
 from models.fastback_clip import AddCLSFrames, ClipClassifier, FastBack, FastBackConfig
-from models.frame_encoder import BackboneError, BackboneFrameEncoder
+from models.frame_encoder import BackboneFrameEncoder
 
 SMALL = BackboneConfig(image_size=16, channels=(8, 8), feature_dim=24)
 
@@ -11,6 +12,7 @@ SMALL = BackboneConfig(image_size=16, channels=(8, 8), feature_dim=24)
 def make(lookahead=0, ahead_heads=0, layers=2, seed=0, **kw):
     torch.manual_seed(seed)
     model = FastBack(
+        backbone_loader=load_backbone,
         num_hidden_layers=layers,
         num_attention_heads=4,
         num_lookahead_heads=ahead_heads,
@@ -119,7 +121,9 @@ def test_hugging_face_backbone_from_a_local_folder(tmp_path):
     )
     torch.manual_seed(0)
     transformers.ResNetModel(cfg).save_pretrained(tmp_path / "tiny")
-    encoder = BackboneFrameEncoder(backbone_name=f"hf:{tmp_path / 'tiny'}", image_size=32)
+    encoder = BackboneFrameEncoder(
+        backbone_name=f"hf:{tmp_path / 'tiny'}", image_size=32, loader=load_backbone
+    )
     assert encoder.kind == "hf" and encoder.feature_dim == 16
     # a plain folder is recognised from its config.json
     model = make(backbone_name=str(tmp_path / "tiny"))
@@ -130,7 +134,7 @@ def test_hugging_face_backbone_from_a_local_folder(tmp_path):
     assert ref.shape == (2, 6, 32) and cls.shape == (2, 32)
     torch.testing.assert_close(stream(model, clip), ref, atol=1e-4, rtol=1e-4)
     # trainable end to end: gradients reach the Hugging Face weights
-    clf = ClipClassifier(model.config, num_classes=3)
+    clf = ClipClassifier(model.config, num_classes=3, backbone_loader=load_backbone)
     clf(clip).sum().backward()
     assert any(p.grad is not None for p in clf.fastback.frames.net.parameters())
 
@@ -138,4 +142,6 @@ def test_hugging_face_backbone_from_a_local_folder(tmp_path):
 @pytest.mark.parametrize("name", ["facebook/resnet-18", "/no/such/folder", "timm:/nope"])
 def test_backbone_names_that_are_not_local_folders_are_refused(name):
     with pytest.raises(BackboneError, match="local"):
+        BackboneFrameEncoder(backbone_name=name, loader=load_backbone)
+    with pytest.raises(ValueError, match="give a loader"):  # models/ itself reads no files
         BackboneFrameEncoder(backbone_name=name)

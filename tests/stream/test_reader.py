@@ -1,5 +1,7 @@
 """Readers on generated media: timestamps, sampling, pacing, ends, failures, clean stops."""
 
+import os
+import threading
 import time
 
 import numpy as np
@@ -143,3 +145,22 @@ def test_transition_table_has_no_way_out_of_final_states():
     for state, targets in ALLOWED_TRANSITIONS.items():
         if targets:
             assert ReaderState.STOPPED in targets, state
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="thread priorities are Linux-only")
+def test_reader_thread_runs_at_its_own_nice_value():
+    """Readers yield the cores to the model: their thread (not the process) is re-niced."""
+    buf = FrameBuffer(4, DropPolicy.BLOCK)
+    reader = StreamReader(
+        parse_source("synthetic://n?duration_s=60"), buf, ReaderOptions(realtime=False, nice=7)
+    )
+    reader.start()
+    try:
+        assert reader.first_open_done.wait(10)
+        base = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, reader._thread.native_id) == min(19, base + 7)
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
+    finally:
+        reader.stop()
+        buf.close()
+        reader.join(5)

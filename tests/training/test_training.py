@@ -124,6 +124,14 @@ def test_eval_command_reports_offline_and_streaming_results(tiny_data, tmp_path)
     for key in ("offline_average_map", "streaming_average_map", "streaming_over_offline"):
         assert 0.0 <= results[key] or np.isnan(results[key])
     assert list(results["offline_map"]) == ["0.3", "0.4", "0.5", "0.6", "0.7"]
+    assert results["head"] == "actionformer" and results["head_ms_per_window"] > 0
+    assert set(results["streaming_segmentation"]) == {
+        "frame_accuracy",
+        "edit",
+        "f1@10",
+        "f1@25",
+        "f1@50",
+    }
     assert len(list(out.glob("timeline_*.png"))) == 1
 
 
