@@ -31,6 +31,7 @@ def test_checkpoint_round_trip_restores_weights_config_and_step(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch on random bytes
 def test_missing_and_corrupt_checkpoints_are_refused_by_name(tmp_path):
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         load_checkpoint(tmp_path / "none.pt")
