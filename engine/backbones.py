@@ -93,4 +93,13 @@ def load_backbone(name: str) -> ExternalBackbone:
     kind, folder = backbone_kind(name)
     if kind == "builtin":
         raise BackboneError("the built-in backbone is built by models/, not loaded")
-    return _hf_model(folder) if kind == "hf" else _timm_model(folder)
+    try:
+        return _hf_model(folder) if kind == "hf" else _timm_model(folder)
+    except BackboneError:
+        raise
+    except Exception as exc:  # the libraries' own errors for broken folders vary
+        first = (str(exc).splitlines() or [""])[0][:200]
+        raise BackboneError(
+            f"backbone {name!r}: cannot load the {kind} model in {folder} "
+            f"({type(exc).__name__}: {first})"
+        ) from None

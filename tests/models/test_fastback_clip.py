@@ -145,3 +145,12 @@ def test_backbone_names_that_are_not_local_folders_are_refused(name):
         BackboneFrameEncoder(backbone_name=name, loader=load_backbone)
     with pytest.raises(ValueError, match="give a loader"):  # models/ itself reads no files
         BackboneFrameEncoder(backbone_name=name)
+
+
+def test_a_broken_model_folder_is_one_clear_error(tmp_path):
+    pytest.importorskip("transformers")
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "resnet"}')  # and no weights
+    with pytest.raises(BackboneError, match="cannot load the hf model"):
+        load_backbone(str(folder))
