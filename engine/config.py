@@ -71,6 +71,9 @@ class DecodeConfig:
         nms_sigma: Gaussian soft-NMS width (score *= exp(-IoU² / sigma)).
         min_score: segments whose (decayed) score falls below this are dropped.
         max_segments: most segments per window after NMS.
+        frame_threshold, frame_threshold_off: frame-labelling heads (FAFormer): an action of
+            a class is on where its per-frame probability reaches frame_threshold, and stays
+            on until it falls below frame_threshold_off (hysteresis).
     """
 
     pre_nms_threshold: float = 0.05
@@ -79,10 +82,17 @@ class DecodeConfig:
     nms_sigma: float = 0.5
     min_score: float = 0.01
     max_segments: int = 50
+    frame_threshold: float = 0.5
+    frame_threshold_off: float = 0.5
 
     def __post_init__(self) -> None:
         _positive(self, "pre_nms_topk", "nms_sigma", "max_segments")
         _unit(self, "pre_nms_threshold", "min_score")
+        if not 0 < self.frame_threshold_off <= self.frame_threshold < 1:
+            raise ValueError(
+                "need 0 < frame_threshold_off <= frame_threshold < 1, got "
+                f"{self.frame_threshold_off} and {self.frame_threshold}"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -53,8 +53,6 @@ class ModelSegmenter:
         onset threshold: it ignores weaker segments, and the stronger ones are unchanged)."""
         self.backend, self.classes, self.config = backend, classes, config
         self.stop_below = stop_below
-        head = getattr(getattr(backend, "model_config", None), "head", None)
-        self.frame_threshold = getattr(head, "frame_threshold", 0.5)
 
     def __call__(self, window: Window) -> list[Detection]:
         return self.many([window])[0]
@@ -74,8 +72,9 @@ class ModelSegmenter:
             runs = frame_segments(
                 out.frame_logits[i].sigmoid(),
                 out.valid[i],
-                self.frame_threshold,
+                c.frame_threshold,
                 max(1, round(c.min_duration_frames)),
+                c.frame_threshold_off,
             )
             return [
                 Detection(window.start_s + s * p, window.start_s + e * p, self.classes[k], score)

@@ -51,7 +51,8 @@ class FAFormerConfig:
     segment_frames: the down-sampling factor of "U" blocks.
     mlp_ratio: feed-forward width as a multiple of dim.
     dropout: in attention outputs and feed-forward (training only).
-    frame_threshold: a frame shows class k when its probability reaches this.
+    (How frame probabilities become segments is the detector's decode setting:
+    `decode.frame_threshold`, `decode.frame_threshold_off`.)
     """
 
     type: Literal["faformer"] = "faformer"
@@ -65,7 +66,6 @@ class FAFormerConfig:
     segment_frames: int = 4
     mlp_ratio: float = 2.0
     dropout: float = 0.0
-    frame_threshold: float = 0.5
 
     def __post_init__(self) -> None:
         if not self.blocks or self.blocks[0] != "i" or set(self.blocks[1:]) - {"u", "U"}:
@@ -79,8 +79,6 @@ class FAFormerConfig:
             raise ValueError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
         if self.stride_frames < 1 or self.num_tokens < 1 or self.attn_radius < 1:
             raise ValueError("stride_frames, num_tokens and attn_radius must be >= 1")
-        if not 0 < self.frame_threshold < 1:
-            raise ValueError(f"frame_threshold must be in (0, 1), got {self.frame_threshold}")
 
 
 class FrameLabels(NamedTuple):
@@ -229,12 +227,18 @@ class FAFormerHead(nn.Module):
 
 
 def frame_segments(
-    probs: torch.Tensor, valid: torch.Tensor, threshold: float, min_frames: int = 1
+    probs: torch.Tensor,
+    valid: torch.Tensor,
+    threshold: float,
+    min_frames: int = 1,
+    off_threshold: float | None = None,
 ) -> list[tuple[int, int, int, float]]:
-    """Per-frame class probabilities (T, K) → segments (start, end, class, score): each run of
-    valid frames where a class's probability reaches `threshold`, [start, end) in frames,
-    scored by its mean probability."""
-    on = (probs >= threshold) & valid[:, None]
+    """Per-frame class probabilities (T, K) → segments (start, end, class, score), [start,
+    end) in frames, scored by their mean probability. A segment is a run of valid frames whose
+    probability stays at or above `off_threshold` (default: `threshold`) and reaches
+    `threshold` somewhere (hysteresis: a dip below `threshold` does not split an action)."""
+    off = threshold if off_threshold is None else min(off_threshold, threshold)
+    on = (probs >= off) & valid[:, None]
     edges = torch.diff(
         on.to(torch.int8),
         dim=0,
@@ -246,6 +250,7 @@ def frame_segments(
         starts = torch.nonzero(edges[:, k] == 1).flatten().tolist()
         ends = torch.nonzero(edges[:, k] == -1).flatten().tolist()
         for s, e in zip(starts, ends, strict=True):
-            if e - s >= min_frames:
-                out.append((s, e, k, float(probs[s:e, k].mean())))
+            run = probs[s:e, k]
+            if e - s >= min_frames and float(run.max()) >= threshold:
+                out.append((s, e, k, float(run.mean())))
     return out

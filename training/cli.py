@@ -277,7 +277,7 @@ def eval_command(args: argparse.Namespace) -> int:
     lines.append(f"head per window: {results['head_ms_per_window']:.2f} ms (torch, 1 window)")
     if model_config.head.type == "faformer":
         results["offline_segmentation"] = offline_segmentation(
-            model, videos, classes, from_features
+            model, videos, classes, app.decode, from_features
         )
         lines.append(_seg_line("offline", results["offline_segmentation"]))
     streaming = None

@@ -117,18 +117,7 @@ def offline_detections(
     multiple of its coarsest stride."""
     if isinstance(model.head, FAFormerHead):
         probs = offline_frame_probs(model, item, from_features=from_features, device=device)
-        runs = frame_segments(
-            torch.from_numpy(probs),
-            torch.ones(len(probs), dtype=torch.bool),
-            model.head.config.frame_threshold,
-            max(1, round(decode.min_duration_frames)),
-        )
-        return [
-            Segment(
-                item.video_id, float(item.to_seconds(s)), float(item.to_seconds(e)), classes[k], sc
-            )
-            for s, e, k, sc in runs
-        ]
+        return label_segments(item, probs, classes, decode)
     h = encode_video(model, item, from_features=from_features, device=device)
     n = len(h)
     strides = model.head.config.strides
@@ -167,33 +156,43 @@ def offline_detections(
 
 
 def offline_segmentation(
-    model: ActionModel, videos: list[VideoItem], classes: tuple[str, ...], from_features: bool
+    model: ActionModel,
+    videos: list[VideoItem],
+    classes: tuple[str, ...],
+    decode: DecodeConfig,
+    from_features: bool,
 ) -> dict[str, float]:
     """Frame accuracy, edit score and F1@10/25/50 of a frame-labelling head's offline labels."""
     probs = {
         v.video_id: offline_frame_probs(model, v, from_features=from_features, device="cpu")
         for v in videos
     }
-    threshold = model.head.config.frame_threshold
-    pred = {}
-    for v in videos:
-        runs = frame_segments(
-            torch.from_numpy(probs[v.video_id]),
-            torch.ones(len(v.data), dtype=torch.bool),
-            threshold,
-        )
-        pred[v.video_id] = [
-            Segment(v.video_id, float(v.to_seconds(s)), float(v.to_seconds(e)), classes[k], sc)
-            for s, e, k, sc in runs
-        ]
     return segmentation_scores(
-        pred,
+        {v.video_id: label_segments(v, probs[v.video_id], classes, decode) for v in videos},
         {v.video_id: ground_truth([v], classes) for v in videos},
         classes,
         {v.video_id: len(v.data) for v in videos},
         videos[0].step_s,
         scores=probs,
+        threshold=decode.frame_threshold,
     )
+
+
+def label_segments(
+    item: VideoItem, probs: np.ndarray, classes: tuple[str, ...], decode: DecodeConfig
+) -> list[Segment]:
+    """A video's (T, K) frame probabilities → its segments, as the detector reads them."""
+    runs = frame_segments(
+        torch.from_numpy(probs),
+        torch.ones(len(probs), dtype=torch.bool),
+        decode.frame_threshold,
+        max(1, round(decode.min_duration_frames)),
+        decode.frame_threshold_off,
+    )
+    return [
+        Segment(item.video_id, float(item.to_seconds(s)), float(item.to_seconds(e)), classes[k], sc)
+        for s, e, k, sc in runs
+    ]
 
 
 @torch.inference_mode()

@@ -79,10 +79,11 @@ def segmentation_scores(
     lengths: dict[str, int],
     step_s: float,
     scores: dict[str, np.ndarray] | None = None,
+    threshold: float = 0.5,
 ) -> dict[str, float]:
     """Frame accuracy, edit score and F1@10/25/50 (percent) over videos. `scores` (per video
-    (n, K) frame probabilities) picks each frame's one label; without it a frame takes the
-    class of its highest-scoring covering segment."""
+    (n, K) frame probabilities) picks each frame's one label (background below `threshold`);
+    without it a frame takes the class of its highest-scoring covering segment."""
     correct = total = 0
     edits = []
     counts = {t: np.zeros(3, int) for t in F1_THRESHOLDS}
@@ -100,7 +101,7 @@ def segmentation_scores(
                 k = classes.index(s.label)
                 prob[inside, k] = np.maximum(prob[inside, k], max(s.score, 1e-6))
         best = prob.argmax(1)
-        on = prob.max(1) > 0 if scores is None else prob.max(1) >= 0.5
+        on = prob.max(1) > 0 if scores is None else prob.max(1) >= threshold
         right = np.where(on, truth[np.arange(n), best], ~truth.any(1))
         correct += int(right.sum())
         total += n

@@ -97,3 +97,11 @@ def test_frame_segments_are_the_runs_above_the_threshold():
     assert frame_segments(probs, valid, 0.5, min_frames=3) == [runs[0], runs[2]]
     valid[:3] = False
     assert frame_segments(probs, valid, 0.5)[0][:3] == (3, 5, 0)
+
+
+def test_hysteresis_keeps_an_action_whole_through_a_dip():
+    probs = torch.tensor([[0.1], [0.7], [0.8], [0.4], [0.9], [0.35], [0.2], [0.45], [0.1]])
+    valid = torch.ones(9, dtype=torch.bool)
+    assert [r[:2] for r in frame_segments(probs, valid, 0.5)] == [(1, 3), (4, 5)]
+    # on at 0.5, off below 0.3: the dip to 0.4 does not split it; 0.45 alone never starts one
+    assert [r[:2] for r in frame_segments(probs, valid, 0.5, off_threshold=0.3)] == [(1, 6)]
