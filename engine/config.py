@@ -83,7 +83,7 @@ class DecodeConfig:
     min_score: float = 0.01
     max_segments: int = 50
     frame_threshold: float = 0.5
-    frame_threshold_off: float = 0.5
+    frame_threshold_off: float = 0.2
 
     def __post_init__(self) -> None:
         _positive(self, "pre_nms_topk", "nms_sigma", "max_segments")
