@@ -103,10 +103,12 @@ def read_payload(path: str | Path, device: str = "cpu") -> dict:
     return payload
 
 
-def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[ActionModel, ModelConfig, int]:
-    """Reads a detection checkpoint and builds its model; raises `CheckpointError` naming
-    the file."""
-    payload = read_payload(path, device)
+def load_checkpoint(
+    path: str | Path, device: str = "cpu", payload: dict | None = None
+) -> tuple[ActionModel, ModelConfig, int]:
+    """Reads a detection checkpoint (or uses its already read `payload`) and builds its
+    model; raises `CheckpointError` naming the file."""
+    payload = read_payload(path, device) if payload is None else payload
     if payload.get("task", "detection") != "detection":
         raise CheckpointError(
             f"{path}: a {payload['task']} checkpoint (clip recognition); the detector needs a "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import sys
 from pathlib import Path
@@ -124,33 +125,22 @@ def synth_command(args: argparse.Namespace) -> int:
 
     if args.videos < 1 or args.duration_s <= 0 or args.fps < 1 or args.size < 16:
         return _fail("synth: need --videos >= 1, --duration-s > 0, --fps >= 1, --size >= 16")
+    common = {"seed": args.seed, "fps": args.fps, "size": args.size}
     if args.clips is not None:
         from training.clips import write_clip_dataset
 
         if args.clips < 1:
             return _fail("synth: need --clips >= 1")
-        bar = Progress(args.clips, every=50)
-        path = write_clip_dataset(
-            args.out_dir,
-            clips=args.clips,
-            seed=args.seed,
-            fps=args.fps,
-            size=args.size,
-            progress=lambda i, n: bar.update(i),
+        count, what, every = args.clips, "clips", 50
+        write = functools.partial(write_clip_dataset, clips=args.clips, **common)
+    else:
+        count, what, every = args.videos, "videos", 10
+        write = functools.partial(
+            write_synthetic_dataset, videos=args.videos, duration_s=args.duration_s, **common
         )
-        print(f"wrote {args.clips} clips and {path}")
-        return 0
-    bar = Progress(args.videos, every=10)
-    path = write_synthetic_dataset(
-        args.out_dir,
-        videos=args.videos,
-        seed=args.seed,
-        duration_s=args.duration_s,
-        fps=args.fps,
-        size=args.size,
-        progress=lambda i, n: bar.update(i),
-    )
-    print(f"wrote {args.videos} videos and {path}")
+    bar = Progress(count, every=every)
+    path = write(args.out_dir, progress=lambda i, n: bar.update(i))
+    print(f"wrote {count} {what} and {path}")
     return 0
 
 
@@ -190,13 +180,13 @@ def _task_of(path: str) -> str:
         return "detection"
 
 
-def clip_eval_command(args: argparse.Namespace) -> int:
+def clip_eval_command(args: argparse.Namespace, payload: dict) -> int:
     from engine.checkpoint import CheckpointError
     from training.annotations import AnnotationError
     from training.clips import evaluate_clips
 
     try:
-        report = evaluate_clips(args.checkpoint, args.data, args.subset, Path(args.out))
+        report = evaluate_clips(args.checkpoint, args.data, args.subset, Path(args.out), payload)
     except (CheckpointError, AnnotationError, ValueError) as exc:
         return _fail(str(exc))
     except FileNotFoundError as exc:
@@ -212,10 +202,11 @@ def eval_command(args: argparse.Namespace) -> int:
     from engine.checkpoint import CheckpointError, load_checkpoint, read_payload
 
     try:
-        if read_payload(args.checkpoint).get("task") == "clips":
-            return clip_eval_command(args)
+        payload = read_payload(args.checkpoint)
     except CheckpointError as exc:
         return _fail(str(exc))
+    if payload.get("task") == "clips":
+        return clip_eval_command(args, payload)
     from engine.config import ConfigError, load_config
     from training.annotations import AnnotationError
     from training.config import DataConfig
@@ -236,7 +227,7 @@ def eval_command(args: argparse.Namespace) -> int:
     ann = data / "annotations.json" if data.is_dir() else data
     root = args.features or str(ann.parent)
     try:
-        model, model_config, step = load_checkpoint(args.checkpoint)
+        model, model_config, step = load_checkpoint(args.checkpoint, payload=payload)
         app = load_config(args.config, args.overrides)
         app = dataclasses.replace(app, model=model_config)
         data_config = DataConfig(

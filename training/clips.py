@@ -220,8 +220,8 @@ def save_clip_checkpoint(path: Path, model: ClipClassifier, config: ClipModelCon
     )
 
 
-def load_clip_checkpoint(path: str | Path, device: str = "cpu"):
-    payload = read_payload(path, device)
+def load_clip_checkpoint(path: str | Path, device: str = "cpu", payload: dict | None = None):
+    payload = read_payload(path, device) if payload is None else payload
     if payload.get("task") != TASK:
         raise CheckpointError(f"{path}: not a clip-recognition checkpoint")
     return build_from_payload(
@@ -279,8 +279,10 @@ def train_clips(config: ClipTrainConfig, *, progress: bool = True) -> Path:
     return out_dir / "last.pt"
 
 
-def evaluate_clips(checkpoint: str, data: str, subset: str, out: Path) -> dict:
-    model, config, step = load_clip_checkpoint(checkpoint)
+def evaluate_clips(
+    checkpoint: str, data: str, subset: str, out: Path, payload: dict | None = None
+) -> dict:
+    model, config, step = load_clip_checkpoint(checkpoint, payload=payload)
     root = Path(data).parent if Path(data).is_file() else Path(data)
     clips = load_clips(root, subset, config)
     report = accuracy_report(predict(model, clips, "cpu"), clips, config.classes)
