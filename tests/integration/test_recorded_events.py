@@ -33,7 +33,9 @@ def events_on_generated_video(tmp_dir: Path) -> list[dict]:
     )
     video = tmp_dir / "recorded.mp4"
     write_video(video, scene, duration_s=60.0, fps=10)
-    config = load_config(ROOT / "configs" / "demo.yaml", ["engine.backend=torch", "engine.max_batch=1"])
+    config = load_config(
+        ROOT / "configs" / "demo.yaml", ["engine.backend=torch", "engine.max_batch=1"]
+    )
     model, _, _ = load_checkpoint(ROOT / config.weights, "cpu")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one reduction order: the same floats on any core count
