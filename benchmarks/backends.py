@@ -16,9 +16,10 @@ import numpy as np
 import torch
 
 from benchmarks.common import RESULTS, figure, save, stats_ms, time_calls
+from engine.backends.base import Backend
+from engine.backends.choice import backend_problem, default_precision
+from engine.backends.compile import compile_engine, load_engine
 from engine.checkpoint import load_checkpoint
-from engine.compile import backend_problem, compile_engine, default_precision, load_engine
-from engine.runtime import Backend
 from models.action_model import ModelConfig, build_model
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "weights" / "demo.pt"

@@ -18,12 +18,11 @@ import numpy as np
 import torch
 
 from benchmarks.common import RESULTS, figure, save, stats_ms, time_calls
+from engine.backends.cache import prepare_backend
 from engine.checkpoint import load_checkpoint
-from engine.compile import prepare_backend
-from engine.config import TrackerConfig
-from engine.events import ActionEvent
-from engine.publisher import Publisher
-from engine.tracker import Detection, Tracker
+from engine.tracker import Detection, Tracker, TrackerConfig
+from engine.wire.events import ActionEvent
+from engine.wire.publisher import Publisher
 from training.synth import write_synthetic_dataset
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "weights" / "demo.pt"

@@ -22,12 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import RESULTS, figure, save, stats_ms
+from engine.backends.cache import prepare_backend
 from engine.checkpoint import load_checkpoint
-from engine.compile import prepare_backend
 from engine.config import load_config
 from engine.detector import build_detector
 from engine.metrics import Metrics
-from stream.reader import ReaderOptions, synthetic_scene
+from stream.frame_sources import synthetic_scene
+from stream.settings import ReaderOptions
 from stream.sources import parse_sources
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _subscribe(endpoint: str, streams: int, limit_s: float, ready, conn) -> None:
     """Child process: receive every message until all streams report `stopped`."""
-    from engine.subscriber import Subscriber
+    from engine.wire.subscriber import Subscriber
 
     sub = Subscriber(endpoint)
     records, stopped, joined = [], set(), False

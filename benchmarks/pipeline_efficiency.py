@@ -29,11 +29,13 @@ import time
 from pathlib import Path
 
 from benchmarks.common import RESULTS, figure, save
+from engine.backends.cache import prepare_backend
 from engine.checkpoint import load_checkpoint
-from engine.compile import prepare_backend
 from engine.config import load_config
 from engine.detector import build_detector
-from stream.reader import ReaderOptions, ReaderState, StatusEvent, decode_file
+from stream.frame_sources import decode_file
+from stream.reader import ReaderState, StatusEvent
+from stream.settings import ReaderOptions
 from stream.sources import parse_sources
 from training.synth import write_synthetic_dataset
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from engine.config import ConfigError, config_to_dict, from_dict
+from engine.loader import ConfigError, config_to_dict, from_dict
 from models.action_model import ActionModel, ModelConfig, build_model
 
 REQUIRED_KEYS = ("model", "config", "classes", "step", "versions")

@@ -261,14 +261,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    from engine.backends.base import BackendError
+    from engine.backends.manifest import EngineError
     from engine.checkpoint import CheckpointError
-    from engine.config import ConfigError, load_config
+    from engine.config import load_config
     from engine.detector import StartupError, build_detector
-    from engine.manifest import EngineError
+    from engine.loader import ConfigError
     from engine.metrics import Metrics, MetricsPortError
-    from engine.publisher import PublisherError
-    from engine.runtime import BackendError
-    from engine.security import KeyFileError
+    from engine.wire.publisher import PublisherError
+    from engine.wire.security import KeyFileError
     from stream.sources import SourceError, parse_sources
 
     overrides = list(args.overrides)
@@ -375,9 +376,10 @@ def _load_backend(config):
     """The model's backend for `actstream run`: an engine directory, or weights (or the
     seeded random initialisation) on the chosen backend. Returns the config with the
     model section of what was loaded."""
+    from engine.backends.base import BackendError
+    from engine.backends.cache import prepare_backend
+    from engine.backends.compile import load_engine
     from engine.checkpoint import load_checkpoint
-    from engine.compile import load_engine, prepare_backend
-    from engine.runtime import BackendError
     from models.action_model import build_model
 
     e = config.engine
@@ -426,8 +428,8 @@ def _load_backend(config):
 def subscribe_command(args: argparse.Namespace) -> int:
     import zmq
 
-    from engine.security import KeyFileError
-    from engine.subscriber import Subscriber
+    from engine.wire.security import KeyFileError
+    from engine.wire.subscriber import Subscriber
 
     try:
         sub = Subscriber(

@@ -15,7 +15,7 @@ logger = logging.getLogger("actstream")
 
 
 def proxy_command(args: argparse.Namespace) -> int:
-    from engine.proxy import Proxy, ProxyError
+    from engine.wire.proxy import Proxy, ProxyError
 
     try:
         proxy = Proxy(args.upstream, args.bind)
@@ -39,7 +39,7 @@ def proxy_command(args: argparse.Namespace) -> int:
 
 
 def keys_command(args: argparse.Namespace) -> int:
-    from engine.security import KeyFileError, generate_keypair
+    from engine.wire.security import KeyFileError, generate_keypair
 
     try:
         public, secret = generate_keypair(args.directory, args.name)
@@ -53,11 +53,13 @@ def keys_command(args: argparse.Namespace) -> int:
 
 
 def compile_command(args: argparse.Namespace) -> int:
+    from engine.backends.base import BackendError
+    from engine.backends.choice import choose_backend, default_precision
+    from engine.backends.compile import compile_engine, load_engine
+    from engine.backends.manifest import EngineError
+    from engine.backends.torch_backend import TorchBackend
+    from engine.backends.verify import compare_backends
     from engine.checkpoint import CheckpointError, load_checkpoint
-    from engine.compile import choose_backend, compile_engine, default_precision, load_engine
-    from engine.manifest import EngineError
-    from engine.runtime import BackendError, TorchBackend
-    from engine.verify import compare_backends
 
     if args.max_batch < 1:
         return _fail(f"--max-batch must be >= 1, got {args.max_batch}")

@@ -16,18 +16,19 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from engine.backends.base import Backend
 from engine.config import AppConfig
-from engine.events import ActionEvent, StreamStatus
 from engine.metrics import Metrics
-from engine.publisher import Publisher
-from engine.runtime import Backend
-from engine.security import CurveServer
 from engine.segmenter import ModelSegmenter, Segmenter, Window
 from engine.tracker import Tracker, TrackEvent
+from engine.wire.events import ActionEvent, StreamStatus
+from engine.wire.publisher import Publisher
+from engine.wire.security import CurveServer
 from stream.buffer import DropPolicy, FrameBuffer
 from stream.frames import Frame
-from stream.reader import ReaderOptions, ReaderState, StatusEvent, StreamReader
+from stream.reader import ReaderState, StatusEvent, StreamReader
 from stream.reconnect import Backoff
+from stream.settings import ReaderOptions
 from stream.sources import SourceSpec
 
 logger = logging.getLogger(__name__)

@@ -9,8 +9,25 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetricsConfig:
+    """Attributes:
+    port: HTTP port of /metrics (None: no metrics endpoint).
+    host: address to bind (loopback by default).
+    """
+
+    port: int | None = 9400
+    host: str = "127.0.0.1"
+
+    def __post_init__(self) -> None:
+        if self.port is not None and not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in 0..65535, got {self.port}")
+
 
 logger = logging.getLogger(__name__)
 

@@ -9,11 +9,46 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.config import DecodeConfig
-from engine.runtime import Backend
+from engine.backends.base import Backend
+from engine.loader import check_positive, check_unit
 from engine.tracker import Detection
-from models.faformer import FrameLabels, frame_segments
-from models.postprocess import Segments, decode_segments, soft_nms
+from models.faformer import FrameLabels
+from models.postprocess import Segments, decode_segments, frame_segments, soft_nms
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecodeConfig:
+    """Head outputs → segments.
+
+    Attributes:
+        pre_nms_threshold: lowest class probability considered.
+        pre_nms_topk: most candidates per window before NMS.
+        min_duration_frames: shorter segments are dropped.
+        nms_sigma: Gaussian soft-NMS width (score *= exp(-IoU² / sigma)).
+        min_score: segments whose (decayed) score falls below this are dropped.
+        max_segments: most segments per window after NMS.
+        frame_threshold, frame_threshold_off: frame-labelling heads (FAFormer): an action of
+            a class is on where its per-frame probability reaches frame_threshold, and stays
+            on until it falls below frame_threshold_off (hysteresis).
+    """
+
+    pre_nms_threshold: float = 0.05
+    pre_nms_topk: int = 500
+    min_duration_frames: float = 2.0
+    nms_sigma: float = 0.5
+    min_score: float = 0.01
+    max_segments: int = 50
+    frame_threshold: float = 0.5
+    frame_threshold_off: float = 0.2
+
+    def __post_init__(self) -> None:
+        check_positive(self, "pre_nms_topk", "nms_sigma", "max_segments")
+        check_unit(self, "pre_nms_threshold", "min_score")
+        if not 0 < self.frame_threshold_off <= self.frame_threshold < 1:
+            raise ValueError(
+                "need 0 < frame_threshold_off <= frame_threshold < 1, got "
+                f"{self.frame_threshold_off} and {self.frame_threshold}"
+            )
 
 
 @dataclass(frozen=True, slots=True)

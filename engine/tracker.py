@@ -21,7 +21,33 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.config import TrackerConfig
+from engine.loader import check_positive, check_unit
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrackerConfig:
+    """Segments → one onset and one offset per action.
+
+    Attributes:
+        onset_threshold: a segment needs this score to open (or be) an action.
+        match_iou: a segment with at least this tIoU with a tracked action of the same label
+            is that action seen again.
+        open_tolerance_frames: a segment ending within this many frames of the window's end
+            is still open (the action goes on).
+        close_after_missed_runs: an open action not seen in this many head runs in a row is
+            closed (its score fell away).
+    """
+
+    onset_threshold: float = 0.3
+    match_iou: float = 0.3
+    open_tolerance_frames: float = 2.0
+    close_after_missed_runs: int = 2
+
+    def __post_init__(self) -> None:
+        check_unit(self, "onset_threshold", "match_iou")
+        check_positive(self, "close_after_missed_runs")
+        if self.open_tolerance_frames < 0:
+            raise ValueError("open_tolerance_frames must be >= 0")
 
 
 @dataclass(frozen=True, slots=True)

@@ -224,33 +224,3 @@ class FAFormerHead(nn.Module):
         f, a = self.frame_norm(f), self.token_norm(a)
         masks = self.mask_token(a) @ self.mask_frame(f).transpose(1, 2) / math.sqrt(f.shape[-1])
         return FrameLabels(self.frame_cls(f), self.token_cls(a), masks, valid)
-
-
-def frame_segments(
-    probs: torch.Tensor,
-    valid: torch.Tensor,
-    threshold: float,
-    min_frames: int = 1,
-    off_threshold: float | None = None,
-) -> list[tuple[int, int, int, float]]:
-    """Per-frame class probabilities (T, K) → segments (start, end, class, score), [start,
-    end) in frames, scored by their mean probability. A segment is a run of valid frames whose
-    probability stays at or above `off_threshold` (default: `threshold`) and reaches
-    `threshold` somewhere (hysteresis: a dip below `threshold` does not split an action)."""
-    off = threshold if off_threshold is None else min(off_threshold, threshold)
-    on = (probs >= off) & valid[:, None]
-    edges = torch.diff(
-        on.to(torch.int8),
-        dim=0,
-        prepend=torch.zeros_like(on[:1], dtype=torch.int8),
-        append=torch.zeros_like(on[:1], dtype=torch.int8),
-    )
-    out = []
-    for k in range(probs.shape[1]):
-        starts = torch.nonzero(edges[:, k] == 1).flatten().tolist()
-        ends = torch.nonzero(edges[:, k] == -1).flatten().tolist()
-        for s, e in zip(starts, ends, strict=True):
-            run = probs[s:e, k]
-            if e - s >= min_frames and float(run.max()) >= threshold:
-                out.append((s, e, k, float(run.mean())))
-    return out

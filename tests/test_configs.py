@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine.config import AppConfig, ConfigError, config_to_dict, from_dict, load_config
+from engine.config import AppConfig, load_config
+from engine.loader import ConfigError, config_to_dict, from_dict
 from models.fastback_clip import FastBackConfig
 from training.clips import load_clip_config
 from training.config import load_train_config

@@ -147,7 +147,7 @@ def synth_command(args: argparse.Namespace) -> int:
 def train_command(args: argparse.Namespace) -> int:
     from engine.backbones import BackboneError
     from engine.checkpoint import CheckpointError
-    from engine.config import ConfigError, read_yaml_mapping
+    from engine.loader import ConfigError, read_yaml_mapping
     from training.annotations import AnnotationError
     from training.config import load_train_config
     from training.loop import train
@@ -172,7 +172,7 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def _task_of(path: str) -> str:
-    from engine.config import ConfigError, read_yaml_mapping
+    from engine.loader import ConfigError, read_yaml_mapping
 
     try:
         return str(read_yaml_mapping(path).get("task", "detection"))
@@ -207,7 +207,8 @@ def eval_command(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     if payload.get("task") == "clips":
         return clip_eval_command(args, payload)
-    from engine.config import ConfigError, load_config
+    from engine.config import load_config
+    from engine.loader import ConfigError
     from training.annotations import AnnotationError
     from training.config import DataConfig
     from training.data import load_videos

@@ -28,7 +28,7 @@ from engine.checkpoint import (
     read_payload,
     versions,
 )
-from engine.config import apply_overrides, config_to_dict, from_dict
+from engine.loader import apply_overrides, config_to_dict, from_dict
 from models.action_model import DEFAULT_CLASSES
 from models.fastback_clip import ClipClassifier, FastBackConfig
 from stream.synthetic import SyntheticScene

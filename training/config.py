@@ -7,13 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from engine.config import (
-    ConfigError,
-    DecodeConfig,
-    apply_overrides,
-    from_dict,
-    read_yaml_mapping,
-)
+from engine.loader import ConfigError, apply_overrides, from_dict, read_yaml_mapping
+from engine.segmenter import DecodeConfig
 from models.action_model import ModelConfig
 
 

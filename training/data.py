@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from models.actionformer import make_points
-from stream.reader import ReaderOptions, decode_file
+from stream.frame_sources import decode_file
+from stream.settings import ReaderOptions
 from stream.sources import parse_source
 from training.annotations import VideoAnnotation, load_annotations
 from training.config import DataConfig

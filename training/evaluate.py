@@ -19,15 +19,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from engine.config import AppConfig, DecodeConfig
+from engine.backends.torch_backend import TorchBackend
+from engine.config import AppConfig
 from engine.detector import Detector, build_detector
-from engine.events import ActionEvent
-from engine.runtime import TorchBackend
+from engine.segmenter import DecodeConfig
+from engine.wire.events import ActionEvent
+from engine.wire.memory import MemoryPublisher
 from models.action_model import ActionModel
 from models.actionformer import make_points
 from models.backbone import previous_frames
-from models.faformer import FAFormerHead, frame_segments
-from models.postprocess import decode_segments, soft_nms
+from models.faformer import FAFormerHead
+from models.postprocess import decode_segments, frame_segments, soft_nms
 from stream.sources import parse_source
 from training.data import VideoItem
 from training.metrics import MapResult, Segment, detection_map, match_detections
@@ -240,31 +242,6 @@ def evaluate_offline(
     return detection_map(dets, ground_truth(videos, classes))
 
 
-class EventSink:
-    """Stands in for the ZeroMQ publisher (same methods): keeps every message in memory, in
-    order. Nothing may be published after `close`."""
-
-    def __init__(self) -> None:
-        self.messages: list = []
-        self.bound_endpoint = "memory"
-        self.stream_states = dict
-        self.closed = False
-
-    def publish(self, message) -> None:
-        if self.closed:
-            raise RuntimeError("publish after close")
-        self.messages.append(message)
-
-    def set_stream_states(self, states) -> None:
-        self.stream_states = states
-
-    def close(self, timeout_s: float = 0.0) -> None:
-        self.closed = True
-
-    def is_alive(self) -> bool:
-        return False
-
-
 def replay(
     model: ActionModel, video_path: str, config: AppConfig, *, segmenter=None
 ) -> list[ActionEvent]:
@@ -276,7 +253,7 @@ def replay(
         metrics=dataclasses.replace(config.metrics, port=None),
     )
     backend = TorchBackend(model, app.engine.device)
-    sink = EventSink()  # in-process: the replay needs no sockets
+    sink = MemoryPublisher()  # in-process: the replay needs no sockets
     detector: Detector = build_detector(
         [parse_source(video_path, stream_id="v")],
         app,

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from engine.checkpoint import CheckpointError, atomic_save, load_checkpoint, save_checkpoint
-from engine.config import config_to_dict
+from engine.loader import config_to_dict
 from models.action_model import ActionModel, build_model
 from models.actionformer import HeadOutput
 from models.backbone import previous_frames

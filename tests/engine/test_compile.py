@@ -13,13 +13,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from engine.backends.base import BackendError
+from engine.backends.cache import prepare_backend
+from engine.backends.choice import choose_backend
+from engine.backends.compile import compile_engine, load_engine
+from engine.backends.manifest import EngineError, read_manifest, weights_sha256
+from engine.backends.torch_backend import TorchBackend
+from engine.backends.verify import compare_backends
 from engine.checkpoint import load_checkpoint, save_checkpoint
-from engine.compile import choose_backend, compile_engine, load_engine, prepare_backend
 from engine.config import load_config
 from engine.detector import build_detector
-from engine.manifest import EngineError, read_manifest, weights_sha256
-from engine.runtime import BackendError, TorchBackend
-from engine.verify import compare_backends
 from models.action_model import build_model
 from stream.sources import parse_sources
 from tests.integration.helpers import small_model

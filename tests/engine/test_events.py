@@ -5,8 +5,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from engine.events import EVENT_SCHEMA, ActionEvent, Heartbeat, StreamStatus, decode, encode
-from engine.subscriber import GapDetector, matches, topic_prefixes
+from engine.wire.events import EVENT_SCHEMA, ActionEvent, Heartbeat, StreamStatus, decode, encode
+from engine.wire.subscriber import GapDetector, matches, topic_prefixes
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

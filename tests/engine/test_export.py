@@ -1,6 +1,6 @@
 """Export of the three runtime graphs: torch.export with a dynamic batch, ONNX files that pass
 the checker, ONNX Runtime equal to eager PyTorch, and only operators TensorRT's ONNX parser
-supports (the list kept in engine/tensorrt_onnx_ops.json)."""
+supports (the list kept in engine/backends/tensorrt_onnx_ops.json)."""
 
 import json
 import os
@@ -11,7 +11,7 @@ import onnx
 import pytest
 import torch
 
-from engine.export import (
+from engine.backends.graphs import (
     GRAPHS,
     ONNX_OPSET,
     example_inputs,
@@ -20,14 +20,17 @@ from engine.export import (
     graph_io,
     graph_module,
 )
-from engine.runtime import OnnxRuntimeBackend, TorchBackend
-from engine.verify import compare_backends
+from engine.backends.onnxruntime_backend import OnnxRuntimeBackend
+from engine.backends.torch_backend import TorchBackend
+from engine.backends.verify import compare_backends
 from models.action_model import ModelConfig, build_model
 from models.actionformer import HeadConfig
 from models.faformer import FAFormerConfig
 from models.fastback import TemporalConfig
 
-TRT_OPS = json.loads((Path(__file__).parents[2] / "engine" / "tensorrt_onnx_ops.json").read_text())
+TRT_OPS = json.loads(
+    (Path(__file__).parents[2] / "engine" / "backends" / "tensorrt_onnx_ops.json").read_text()
+)
 
 # The default (bundled model) shape, and one with lookahead heads, which add graph branches.
 CONFIGS = {

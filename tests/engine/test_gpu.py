@@ -4,9 +4,11 @@
 import pytest
 import torch
 
-from engine.compile import backend_problem, compile_engine, load_engine
-from engine.runtime import OnnxRuntimeBackend, TorchBackend
-from engine.verify import compare_backends, max_relative_error
+from engine.backends.choice import backend_problem
+from engine.backends.compile import compile_engine, load_engine
+from engine.backends.onnxruntime_backend import OnnxRuntimeBackend
+from engine.backends.torch_backend import TorchBackend
+from engine.backends.verify import compare_backends, max_relative_error
 from models.action_model import ModelConfig, build_model
 
 pytestmark = pytest.mark.gpu

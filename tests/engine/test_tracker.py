@@ -1,8 +1,7 @@
 """Tracker on hand-written timelines: a scripted head sees each true action clipped to the
 window that ends at `e` (the head runs every 0.2 s; frames are 0.1 s; tolerance 2 frames)."""
 
-from engine.config import TrackerConfig
-from engine.tracker import Detection, Tracker
+from engine.tracker import Detection, Tracker, TrackerConfig
 
 PERIOD = 0.1
 WINDOW_S = 12.8

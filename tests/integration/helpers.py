@@ -8,13 +8,13 @@ import time
 import urllib.request
 from dataclasses import dataclass
 
+from engine.backends.torch_backend import TorchBackend
 from engine.config import AppConfig, load_config
 from engine.detector import Detector, build_detector
 from engine.metrics import Metrics
-from engine.runtime import TorchBackend
 from engine.segmenter import Window
-from engine.subscriber import Subscriber
 from engine.tracker import Detection
+from engine.wire.subscriber import Subscriber
 from models.action_model import build_model
 from stream.sources import parse_sources
 

@@ -12,7 +12,8 @@ import av
 import numpy as np
 import pytest
 
-from stream.reader import ReaderOptions, decode_file
+from stream.frame_sources import decode_file
+from stream.settings import ReaderOptions
 from stream.sources import parse_source
 
 pytestmark = pytest.mark.integration

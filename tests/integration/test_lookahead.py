@@ -3,7 +3,7 @@ decision by exactly k frames, and its events say so."""
 
 import pytest
 
-from engine.events import ActionEvent
+from engine.wire.events import ActionEvent
 from models.action_model import build_model
 from tests.integration.helpers import ScriptedHead, small_config
 from tests.media import scene_frames, write_h264_mp4

@@ -9,10 +9,10 @@ import time
 import numpy as np
 import pytest
 
+from engine.backends.torch_backend import TorchBackend
 from engine.config import load_config
 from engine.detector import build_detector
 from engine.metrics import Metrics
-from engine.runtime import TorchBackend
 from engine.segmenter import ModelSegmenter
 from models.action_model import build_model
 from stream.sources import parse_sources

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.subscriber import Subscriber
+from engine.wire.subscriber import Subscriber
 from tests.conftest import free_port
 from tests.integration.helpers import ScriptedHead, drain, make_detector, small_config
 from tests.media import scene_frames, write_h264_mp4

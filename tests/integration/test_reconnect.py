@@ -11,8 +11,9 @@ import pytest
 
 from stream.buffer import DropPolicy, FrameBuffer
 from stream.frames import Frame
-from stream.reader import ReaderOptions, ReaderState, StatusEvent, StreamReader
+from stream.reader import ReaderState, StatusEvent, StreamReader
 from stream.reconnect import Backoff
+from stream.settings import ReaderOptions
 from stream.sources import parse_source
 from tests.conftest import RtspServer, free_port
 from tests.integration.helpers import (

@@ -6,7 +6,8 @@ import pytest
 
 from stream.buffer import DropPolicy, FrameBuffer
 from stream.frames import Frame
-from stream.reader import ReaderOptions, ReaderState, StatusEvent, StreamReader
+from stream.reader import ReaderState, StatusEvent, StreamReader
+from stream.settings import ReaderOptions
 from stream.sources import parse_source
 from tests.media import decode_all
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from engine.config import load_config
-from engine.publisher import Publisher
-from engine.security import CurveServer, KeyFileError, generate_keypair
-from engine.subscriber import Subscriber
+from engine.wire.publisher import Publisher
+from engine.wire.security import CurveServer, KeyFileError, generate_keypair
+from engine.wire.subscriber import Subscriber
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration

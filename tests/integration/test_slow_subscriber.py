@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.events import ActionEvent
-from engine.publisher import Publisher
+from engine.wire.events import ActionEvent
+from engine.wire.publisher import Publisher
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration

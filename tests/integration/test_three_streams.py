@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from engine.events import EVENT_SCHEMA
+from engine.wire.events import EVENT_SCHEMA
 from tests.conftest import free_port
 from tests.integration.helpers import (
     ScriptedHead,

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from engine.runtime import TorchBackend
+from engine.backends.torch_backend import TorchBackend
 from models.action_model import ModelConfig, build_model
 from models.backbone import BackboneConfig, FrameBackbone, previous_frames
 

@@ -1,9 +1,10 @@
 import pytest
 import torch
 
-from engine.config import ConfigError, from_dict
+from engine.loader import ConfigError, from_dict
 from models.action_model import ModelConfig, build_model
-from models.faformer import FAFormerConfig, FAFormerHead, frame_segments
+from models.faformer import FAFormerConfig, FAFormerHead
+from models.postprocess import frame_segments
 
 
 def make(**kw):

@@ -9,7 +9,8 @@ import pytest
 
 from stream.buffer import DropPolicy, FrameBuffer
 from stream.frames import Frame
-from stream.reader import ALLOWED_TRANSITIONS, ReaderOptions, ReaderState, StatusEvent, StreamReader
+from stream.reader import ALLOWED_TRANSITIONS, ReaderState, StatusEvent, StreamReader
+from stream.settings import ReaderOptions
 from stream.sources import parse_source
 from tests.media import scene_frames, write_h264_mp4
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from engine.runtime import Backend
+from engine.backends.base import Backend
 from models.action_model import ModelConfig
 from models.faformer import FrameLabels
 

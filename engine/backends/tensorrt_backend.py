@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.export import GRAPHS, example_inputs, export_program, graph_io
-from engine.runtime import BackendError, TorchGraphs, frames_to_tensor
+from engine.backends.base import BackendError, TorchGraphs, frames_to_tensor
+from engine.backends.graphs import GRAPHS, example_inputs, export_program, graph_io
 from models.action_model import ActionModel, ModelConfig
 
 logger = logging.getLogger(__name__)

@@ -9,8 +9,8 @@ from typing import Any
 
 import zmq
 
-from engine.events import MESSAGE_TYPES, decode
-from engine.security import KeyFileError, make_client
+from engine.wire.events import MESSAGE_TYPES, decode
+from engine.wire.security import KeyFileError, make_client
 
 LINGER_MS = 0
 

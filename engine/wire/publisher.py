@@ -12,12 +12,41 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import zmq
 
-from engine.events import ActionEvent, Heartbeat, Message, encode
+from engine.loader import check_positive
 from engine.metrics import Metrics
-from engine.security import CurveServer
+from engine.wire.events import ActionEvent, Heartbeat, Message, encode
+from engine.wire.security import CurveServer
+
+
+@dataclass(frozen=True, kw_only=True)
+class PublisherConfig:
+    """Attributes:
+    endpoint: ZeroMQ PUB endpoint to bind (loopback by default).
+    heartbeat_s: seconds between heartbeats (None: no heartbeats).
+    send_hwm: messages queued per subscriber before ZeroMQ drops (PUB never blocks).
+    curve_secret_key: the detector's CURVE key pair (NAME.key_secret from actstream keys):
+        events are encrypted and subscribers need the matching NAME.key (None: no CURVE).
+    curve_clients_dir: with CURVE, only subscribers whose public keys (*.key) are in this
+        directory may connect (None: any subscriber that has the detector's public key).
+    """
+
+    endpoint: str = "tcp://127.0.0.1:5556"
+    heartbeat_s: float | None = 1.0
+    send_hwm: int = 10000
+    curve_secret_key: str | None = None
+    curve_clients_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if "://" not in self.endpoint:
+            raise ValueError(f"endpoint must look like tcp://HOST:PORT, got {self.endpoint!r}")
+        check_positive(self, "heartbeat_s", "send_hwm")
+        if self.curve_clients_dir and not self.curve_secret_key:
+            raise ValueError("curve_clients_dir needs curve_secret_key (the detector's key pair)")
+
 
 logger = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from engine.config import ConfigError, config_to_dict, from_dict
-from engine.export import graph_io
+from engine.backends.graphs import graph_io
+from engine.loader import ConfigError, config_to_dict, from_dict
 from models.action_model import ModelConfig
 
 MANIFEST = "manifest.json"

@@ -1,0 +1,129 @@
+"""The backend contract: what the detector calls on every backend, and what they share.
+
+A backend runs the three parts of the model separately so the detector can batch frames
+across streams for the backbone, step the temporal encoder per frame with an explicit cache,
+and run the head on a window every S frames. Every backend offers the same methods and
+takes and returns CPU torch tensors at this interface.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from engine.backends.graphs import graph_io, wrap_head
+from models.action_model import ActionModel, ModelConfig
+from models.actionformer import HeadConfig, HeadOutput, make_points
+from models.faformer import FrameLabels
+from models.fastback import FastBackCache
+
+logger = logging.getLogger(__name__)
+
+
+class BackendError(RuntimeError):
+    """A backend that cannot run here; the message says what is missing and how to fix it."""
+
+
+class Backend(Protocol):
+    name: str
+    precision: str
+    feature_dim: int
+    delay_frames: int
+    points: torch.Tensor
+
+    def encode_frames(self, images: np.ndarray, previous: np.ndarray) -> torch.Tensor:
+        """(B, H, W, 3) uint8 RGB frames and each one's previous frame (itself at a stream's
+        start) → (B, C_f) features."""
+        ...
+
+    def init_cache(self, batch_size: int) -> FastBackCache: ...
+
+    def temporal_step(
+        self, x: torch.Tensor, cache: FastBackCache
+    ) -> tuple[torch.Tensor, FastBackCache]:
+        """(B, C_f) + cache → (B, C) + cache."""
+        ...
+
+    def head(self, window: torch.Tensor, valid: torch.Tensor) -> HeadOutput | FrameLabels:
+        """(B, T, C), (B, T) bool → HeadOutput (ActionFormer) or FrameLabels (FAFormer)."""
+        ...
+
+    def describe(self) -> str:
+        """One line: backend, precision, device and options."""
+        ...
+
+
+def frames_to_tensor(images: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(B, H, W, 3) uint8 → (B, 3, H, W) in [0, 1] on the device."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(device, non_blocking=True)
+    return x.permute(0, 3, 1, 2).to(dtype).div_(255.0)
+
+
+def empty_cache(config: ModelConfig, batch_size: int, dtype: torch.dtype) -> FastBackCache:
+    """A zero FastBack cache on the CPU, from the model config alone (no weights needed)."""
+    specs = graph_io(config, "fp32")["temporal_step"]["inputs"][1:]
+    tensors = [
+        torch.zeros(
+            tuple(batch_size if d is None else d for d in s.shape),
+            dtype=torch.long if s.dtype == "int64" else dtype,
+        )
+        for s in specs
+    ]
+    return FastBackCache(*tensors)
+
+
+class ModelFacts:
+    """What every backend derives from the model config."""
+
+    def _init_facts(self, config: ModelConfig, precision: str) -> None:
+        self.model_config = config
+        self.precision = precision
+        self.feature_dim = config.temporal.dim
+        self.delay_frames = config.temporal.delay_frames
+        self.motion = config.backbone.motion_input
+        actionformer = isinstance(config.head, HeadConfig)
+        self.strides = config.head.strides if actionformer else (1,)
+        self.points = make_points(config.head.window_frames, self.strides)
+
+
+class TorchGraphs(ModelFacts):
+    """A backend whose graphs are torch callables on `self.device` in `self.dtype` (the torch
+    and TensorRT backends): the temporal step and the head run the same way for both."""
+
+    graphs: dict[str, Callable]
+    device: torch.device
+    dtype: torch.dtype
+
+    def init_cache(self, batch_size: int) -> FastBackCache:
+        """The cache lives on the backend's device, in its precision."""
+        cache = empty_cache(self.model_config, batch_size, self.dtype)
+        return FastBackCache(*(t.to(self.device) for t in cache))
+
+    @torch.inference_mode()
+    def temporal_step(
+        self, x: torch.Tensor, cache: FastBackCache
+    ) -> tuple[torch.Tensor, FastBackCache]:
+        y, *new = self.graphs["temporal_step"](x.to(self.device, self.dtype), *cache)
+        return y.float().cpu(), FastBackCache(*new)
+
+    @torch.inference_mode()
+    def head(self, window: torch.Tensor, valid: torch.Tensor) -> HeadOutput | FrameLabels:
+        outs = self.graphs["head"](window.to(self.device, self.dtype), valid.to(self.device))
+        return wrap_head(self.model_config, tuple(t.float().cpu() for t in outs), valid)
+
+
+def model_config_of(model: ActionModel) -> ModelConfig:
+    """The shape-defining config of a built model, read from its parts (class names are
+    placeholders: backends need only their number)."""
+    head = model.head
+    classes = tuple(f"class{i}" for i in range(head.num_classes))
+    return ModelConfig(
+        classes=classes,
+        backbone=model.backbone.config,
+        temporal=model.temporal.config,
+        head=head.config,
+    )

@@ -1,0 +1,126 @@
+"""Which backend and precision run here: availability checks, `auto`'s order, and the
+library versions recorded with an engine.
+
+Backends, best first: TensorRT (CUDA GPU with torch-tensorrt), ONNX Runtime (measured 1.7-3x
+faster than eager PyTorch on this project's CPU machines: README, "Benchmarks"), PyTorch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from engine.backends.base import BackendError
+from engine.backends.manifest import (
+    BACKENDS,
+)
+from engine.backends.onnxruntime_backend import ORT_INSTALL
+from engine.backends.tensorrt_backend import tensorrt_problem
+from engine.checkpoint import versions
+from engine.loader import check_positive
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineConfig:
+    """Attributes:
+    device: torch device for the model ("cpu", "cuda", "cuda:1").
+    max_batch: most frames through the backbone at once (across streams).
+    backend: auto | tensorrt | onnxruntime | torch (auto: the best that runs here).
+    precision: auto | fp32 | fp16 (auto: fp16 for tensorrt, else fp32; fp16 needs CUDA).
+    engine_dir: a compiled engine directory (actstream compile) to run instead of weights.
+    torch_compile: run the torch backend through torch.compile.
+    cuda_graphs: CUDA graphs for the torch backend (null: on when the device is CUDA).
+    threads: ONNX Runtime intra-op threads (0: on the CPU every core but one, which is left
+        to the readers; on CUDA ONNX Runtime's default).
+    """
+
+    device: str = "cpu"
+    max_batch: int = 32
+    backend: Literal["auto", "tensorrt", "onnxruntime", "torch"] = "auto"
+    precision: Literal["auto", "fp32", "fp16"] = "auto"
+    engine_dir: str | None = None
+    torch_compile: bool = False
+    cuda_graphs: bool | None = None
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        check_positive(self, "max_batch")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0, got {self.threads}")
+
+
+def onnx_problem() -> str | None:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as exc:
+        return f"{exc.name} is not installed: {ORT_INSTALL}"
+    return None
+
+
+def backend_problem(name: str, device: str) -> str | None:
+    """Why backend `name` cannot run on `device` here (with how to fix it), or None."""
+    if name == "tensorrt":
+        return tensorrt_problem(device)
+    if name == "onnxruntime":
+        problem = onnx_problem()
+        if problem or torch.device(device).type != "cuda":
+            return problem
+        import onnxruntime
+
+        if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+            return (
+                "onnxruntime on a CUDA device needs onnxruntime-gpu (pip install onnxruntime-gpu)"
+            )
+        return None
+    if name == "torch":
+        if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+            return f"engine.device {device!r} but torch sees no CUDA GPU"
+        return None
+    return f"unknown backend {name!r} (choose from auto, {', '.join(BACKENDS)})"
+
+
+def choose_backend(requested: str, device: str) -> str:
+    """`requested` if it can run here, else `BackendError`; for "auto" the best that can:
+    tensorrt > torch on a CUDA device (ONNX Runtime's CUDA provider is not preferred over
+    CUDA graphs), onnxruntime > torch on the CPU."""
+    if requested != "auto":
+        problem = backend_problem(requested, device)
+        if problem:
+            raise BackendError(f"backend {requested} is unavailable: {problem}")
+        return requested
+    order = (
+        ("tensorrt", "torch") if torch.device(device).type == "cuda" else ("onnxruntime", "torch")
+    )
+    for name in order:
+        if backend_problem(name, device) is None:
+            return name
+    raise BackendError(f"no backend can run on {device}: {backend_problem('torch', device)}")
+
+
+def check_precision(precision: str, device: str) -> None:
+    if precision == "fp16" and torch.device(device).type != "cuda":
+        raise BackendError(
+            f"precision fp16 needs a CUDA device (device is {device!r}); use fp32 on the CPU"
+        )
+
+
+def default_precision(backend: str) -> str:
+    return "fp16" if backend == "tensorrt" else "fp32"
+
+
+def library_versions(backend: str) -> dict[str, str]:
+    out = versions()
+    if backend == "onnxruntime":
+        import onnx
+        import onnxruntime
+
+        out |= {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+    if backend == "tensorrt":
+        from engine.backends.tensorrt_backend import tensorrt_versions
+
+        out |= tensorrt_versions()
+    return out

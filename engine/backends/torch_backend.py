@@ -1,0 +1,116 @@
+"""The PyTorch backend: eager, `torch.compile`d, or CUDA graphs per batch size."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from engine.backends.base import BackendError, TorchGraphs, frames_to_tensor, model_config_of
+from engine.backends.graphs import GRAPHS, graph_module
+from models.action_model import ActionModel
+
+
+class CudaGraphs:
+    """Runs a module through CUDA graphs, one captured graph per input shape signature.
+
+    Inputs are copied into the graph's static buffers, the graph is replayed and its outputs
+    cloned; capture happens on the first call with a new signature (after warm-up runs on a
+    side stream, as CUDA graph capture requires).
+    """
+
+    def __init__(self, module: Callable[..., object], *, warmup: int = 3) -> None:
+        self.module, self.warmup = module, warmup
+        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, tuple, object]] = {}
+
+    def __call__(self, *args: torch.Tensor):
+        key = tuple((tuple(a.shape), a.dtype) for a in args)
+        if key not in self.graphs:
+            static_in = tuple(a.clone() for a in args)
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(self.warmup):
+                    self.module(*static_in)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_out = self.module(*static_in)
+            self.graphs[key] = (graph, static_in, static_out)
+        graph, static_in, static_out = self.graphs[key]
+        for buf, a in zip(static_in, args, strict=True):
+            buf.copy_(a)
+        graph.replay()
+        if isinstance(static_out, tuple):
+            return tuple(o.clone() for o in static_out)
+        return static_out.clone()
+
+
+def padded_batch(n: int, max_batch: int) -> int:
+    """The captured batch size that holds n frames: the next power of two (at most max_batch)."""
+    size = 1
+    while size < n:
+        size *= 2
+    return min(size, max(max_batch, n))
+
+
+class TorchBackend(TorchGraphs):
+    """PyTorch on CPU or CUDA: eager by default, optionally `torch.compile`d, and on a GPU
+    with CUDA graphs for fixed batch sizes (the backbone's batch is padded to a power of two
+    so a handful of graphs serve every batch)."""
+
+    name = "torch"
+
+    def __init__(
+        self,
+        model: ActionModel,
+        device: str = "cpu",
+        *,
+        precision: str = "fp32",
+        compile: bool = False,
+        cuda_graphs: bool | None = None,
+        max_batch: int = 32,
+    ) -> None:
+        self.device = torch.device(device)
+        if precision == "fp16" and self.device.type != "cuda":
+            raise BackendError(
+                "precision fp16 needs a CUDA device (engine.device cuda); use fp32 on the CPU"
+            )
+        self._init_facts(model_config_of(model), precision)
+        self.dtype = torch.float16 if precision == "fp16" else torch.float32
+        self.model = model.to(self.device, self.dtype).eval()
+        self.max_batch = max_batch
+        self.compiled = compile
+        self.cuda_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
+        if self.cuda_graphs and self.device.type != "cuda":
+            raise BackendError("CUDA graphs need a CUDA device (engine.device cuda)")
+        self.graphs = {name: graph_module(self.model, name) for name in GRAPHS}
+        if compile:
+            self.graphs = {k: torch.compile(g, dynamic=False) for k, g in self.graphs.items()}
+        if self.cuda_graphs:
+            self.graphs = {k: CudaGraphs(g) for k, g in self.graphs.items()}
+
+    def describe(self) -> str:
+        opts = [
+            o
+            for o, on in (("torch.compile", self.compiled), ("CUDA graphs", self.cuda_graphs))
+            if on
+        ]
+        return f"torch {self.precision} on {self.device}" + (
+            f" ({', '.join(opts)})" if opts else ""
+        )
+
+    @torch.inference_mode()
+    def encode_frames(self, images: np.ndarray, previous: np.ndarray) -> torch.Tensor:
+        n = images.shape[0]
+        if self.cuda_graphs:
+            size = padded_batch(n, self.max_batch)
+            if size > n:
+                pad = np.repeat(images[-1:], size - n, axis=0)
+                images = np.concatenate([images, pad])
+                previous = np.concatenate([previous, pad])
+        args = [frames_to_tensor(images, self.device, self.dtype)]
+        if self.motion:
+            args.append(frames_to_tensor(previous, self.device, self.dtype))
+        return self.graphs["backbone"](*args)[:n].float().cpu()
