@@ -1,342 +1,41 @@
-"""The `actstream` command: `run` and `subscribe` (engine/cli.py) plus the training commands
-`synth`, `train` and `eval`. It lives here because training/ may import engine/, not the
-reverse."""
+"""The `actstream` command: the table of every command, the composition root of the
+packages (it sits above engine/ and training/; each command module keeps its parser beside
+its handler and imports what it needs only when it runs)."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import functools
-import json
 import sys
-from pathlib import Path
 
-from engine.cli import _fail, dispatch, make_parser, setup_logging
+import engine.cli.compile as compile_cmd
+from engine.cli import keys, proxy, run, subscribe
+from engine.cli.common import setup_logging
+from training.commands import bench, evaluate, synth, train
+
+COMMANDS = (run, subscribe, compile_cmd, keys, proxy, synth, train, evaluate, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser, sub = make_parser()
-    synth = sub.add_parser(
-        "synth",
-        help="write synthetic action videos with annotations",
-        description="Write H.264 mp4 videos of synthetic actions (defined by motion) and one "
-        "annotations.json (ActivityNet layout) with train / validation / test subsets.",
+    parser = argparse.ArgumentParser(
+        prog="actstream",
+        description="Streaming action detection: live video in, onset/offset events out.",
     )
-    synth.add_argument("out_dir", metavar="OUT_DIR")
-    synth.add_argument("--videos", type=int, default=100, help="number of videos (default 100)")
-    synth.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
-    synth.add_argument("--duration-s", type=float, default=60.0, help="video length (default 60)")
-    synth.add_argument("--fps", type=int, default=10, help="frame rate (default 10)")
-    synth.add_argument("--size", type=int, default=64, help="frame width and height (default 64)")
-    synth.add_argument(
-        "--clips",
-        type=int,
-        metavar="N",
-        help="write N trimmed clips (one action each, for clip recognition) instead of videos",
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error"],
+        help="stderr log level (default: warning)",
     )
-
-    train = sub.add_parser(
-        "train",
-        help="train a model from a training config",
-        description="Train; writes OUT_DIR/last.pt, curves.png, config.json. A config with "
-        "task: clips trains FastBack clip recognition (configs/train_clips.yaml).",
-    )
-    train.add_argument(
-        "config", metavar="CONFIG", help="training YAML, e.g. configs/train_synthetic.yaml"
-    )
-    train.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value (repeatable)",
-    )
-    train.add_argument("--resume", action="store_true", help="continue from OUT_DIR/train_state.pt")
-    train.add_argument("--init", metavar="CHECKPOINT", help="start from these weights")
-
-    ev = sub.add_parser(
-        "eval",
-        help="offline and streaming evaluation of a checkpoint",
-        description="Offline mAP at tIoU 0.3-0.7, streaming mAP (replay through "
-        "the detector), onset/offset delays, and for frame-labelling heads (FAFormer) frame "
-        "accuracy, edit score and F1@10/25/50; writes results.json and timelines. A clip "
-        "checkpoint (task: clips) gets top-1 accuracy on the clips of DATA.",
-    )
-    ev.add_argument("checkpoint", metavar="CHECKPOINT")
-    ev.add_argument(
-        "data",
-        metavar="DATA",
-        help="annotations JSON, or a folder holding annotations.json and the videos",
-    )
-    ev.add_argument("--subset", default="test", help="subset to evaluate (default test)")
-    ev.add_argument("--config", help="detector config for the streaming replay (tracker, decode)")
-    ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    ev.add_argument("--out", default="runs/eval", help="results folder (default runs/eval)")
-    ev.add_argument("--no-streaming", action="store_true", help="offline mAP only")
-    ev.add_argument("--timelines", type=int, default=3, help="timeline PNGs to draw (default 3)")
-    ev.add_argument(
-        "--features", metavar="DIR", help="evaluate on precomputed features (offline only)"
-    )
-    ev.add_argument("--feature-stride", type=int, default=4)
-    ev.add_argument("--num-frames", type=int, default=16)
-    bench = sub.add_parser(
-        "bench",
-        help="quick latency/throughput benchmark (about a minute)",
-        description="Stage costs, FastBack step vs recompute, and live streams end to end "
-        "with a subscriber in another process; prints a table with the targets. The full "
-        "benchmarks are python -m benchmarks.<name> (README, Benchmarks).",
-    )
-    bench.add_argument("--out", default="results/quick", help="results folder")
-    bench.add_argument("--duration-s", type=float, default=30.0, help="end-to-end run length")
-    bench.add_argument("--streams", type=int, default=4, help="end-to-end live streams")
-    bench.add_argument(
-        "--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"]
-    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
-    if args.command in ("run", "subscribe", "compile", "keys", "proxy"):
-        return dispatch(args)
-    if args.command == "synth":
-        return synth_command(args)
-    if args.command == "train":
-        return train_command(args)
-    if args.command == "bench":
-        return bench_command(args)
-    return eval_command(args)
-
-
-def bench_command(args: argparse.Namespace) -> int:
-    from benchmarks.quick import main as quick
-
-    if args.duration_s <= 0 or args.streams < 1:
-        return _fail("bench: need --duration-s > 0 and --streams >= 1")
-    argv = ["--out", args.out, "--duration-s", str(args.duration_s)]
-    return quick([*argv, "--streams", str(args.streams), "--backend", args.backend])
-
-
-def synth_command(args: argparse.Namespace) -> int:
-    from training.progress import Progress
-    from training.synth import write_synthetic_dataset
-
-    if args.videos < 1 or args.duration_s <= 0 or args.fps < 1 or args.size < 16:
-        return _fail("synth: need --videos >= 1, --duration-s > 0, --fps >= 1, --size >= 16")
-    common = {"seed": args.seed, "fps": args.fps, "size": args.size}
-    if args.clips is not None:
-        from training.clips import write_clip_dataset
-
-        if args.clips < 1:
-            return _fail("synth: need --clips >= 1")
-        count, what, every = args.clips, "clips", 50
-        write = functools.partial(write_clip_dataset, clips=args.clips, **common)
-    else:
-        count, what, every = args.videos, "videos", 10
-        write = functools.partial(
-            write_synthetic_dataset, videos=args.videos, duration_s=args.duration_s, **common
-        )
-    bar = Progress(count, every=every)
-    path = write(args.out_dir, progress=lambda i, n: bar.update(i))
-    print(f"wrote {count} {what} and {path}")
-    return 0
-
-
-def train_command(args: argparse.Namespace) -> int:
-    from engine.backbones import BackboneError
-    from engine.checkpoint import CheckpointError
-    from engine.loader import ConfigError, read_yaml_mapping
-    from training.annotations import AnnotationError
-    from training.config import load_train_config
-    from training.loop import train
-
-    try:
-        if _task_of(args.config) == "clips":
-            from training.clips import load_clip_config, train_clips
-
-            if args.resume or args.init:
-                return _fail("train: --resume and --init are for detection configs")
-            config = load_clip_config(read_yaml_mapping(args.config), args.overrides)
-            path = train_clips(config)
-        else:
-            config = load_train_config(args.config, args.overrides)
-            path = train(config, resume=args.resume, init_from=args.init)
-    except (ConfigError, AnnotationError, CheckpointError, BackboneError) as exc:
-        return _fail(str(exc))
-    except FileNotFoundError as exc:
-        return _fail(f"{exc.filename}: no such file (run actstream synth first?)")
-    print(f"checkpoint: {path}")
-    return 0
-
-
-def _task_of(path: str) -> str:
-    from engine.loader import ConfigError, read_yaml_mapping
-
-    try:
-        return str(read_yaml_mapping(path).get("task", "detection"))
-    except ConfigError:  # the detection loader reports the problem with its own message
-        return "detection"
-
-
-def clip_eval_command(args: argparse.Namespace, payload: dict) -> int:
-    from engine.checkpoint import CheckpointError
-    from training.annotations import AnnotationError
-    from training.clips import evaluate_clips
-
-    try:
-        report = evaluate_clips(args.checkpoint, args.data, args.subset, Path(args.out), payload)
-    except (CheckpointError, AnnotationError, ValueError) as exc:
-        return _fail(str(exc))
-    except FileNotFoundError as exc:
-        return _fail(f"{exc.filename}: no such file")
-    per_class = "  ".join(f"{c}: {a:.2f}" for c, a in report["per_class_top1"].items())
-    print(f"clip top-1 accuracy: {report['top1']:.3f} on {report['clips']} clips")
-    print(f"per class: {per_class}")
-    print(f"results: {Path(args.out) / 'results.json'}")
-    return 0
-
-
-def eval_command(args: argparse.Namespace) -> int:
-    from engine.checkpoint import CheckpointError, load_checkpoint, read_payload
-
-    try:
-        payload = read_payload(args.checkpoint)
-    except CheckpointError as exc:
-        return _fail(str(exc))
-    if payload.get("task") == "clips":
-        return clip_eval_command(args, payload)
-    from engine.config import load_config
-    from engine.loader import ConfigError
-    from training.annotations import AnnotationError
-    from training.config import DataConfig
-    from training.data import load_videos
-    from training.evaluate import (
-        delay_stats,
-        evaluate_offline,
-        evaluate_streaming,
-        ground_truth,
-        head_latency_ms,
-        offline_detections,
-        offline_segmentation,
-    )
-    from training.plots import plot_timeline
-    from training.seg_metrics import segmentation_scores
-
-    data = Path(args.data)
-    ann = data / "annotations.json" if data.is_dir() else data
-    root = args.features or str(ann.parent)
-    try:
-        model, model_config, step = load_checkpoint(args.checkpoint, payload=payload)
-        app = load_config(args.config, args.overrides)
-        app = dataclasses.replace(app, model=model_config)
-        data_config = DataConfig(
-            kind="features" if args.features else "videos",
-            annotations=str(ann),
-            root=root,
-            file_ext=".npy" if args.features else ".mp4",
-            cache_dir=None,
-            feature_stride=args.feature_stride,
-            num_frames=args.num_frames,
-        )
-        videos, classes = load_videos(
-            data_config,
-            args.subset,
-            fps=model_config.fps,
-            image_size=model_config.backbone.image_size,
-            classes=model_config.classes,
-        )
-    except (CheckpointError, ConfigError, AnnotationError, ValueError) as exc:
-        return _fail(str(exc))
-    except FileNotFoundError as exc:
-        return _fail(f"{exc.filename}: no such file")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    from_features = bool(args.features)
-    offline = evaluate_offline(model, videos, classes, app.decode, from_features=from_features)
-    results: dict = {
-        "checkpoint": args.checkpoint,
-        "step": step,
-        "subset": args.subset,
-        "videos": len(videos),
-        "offline_map": offline.map_by_tiou,
-        "offline_average_map": offline.average_map,
-    }
-    lines = [_map_line("offline", offline)]
-    results["head"] = model_config.head.type
-    results["head_ms_per_window"] = head_latency_ms(model)
-    lines.append(f"head per window: {results['head_ms_per_window']:.2f} ms (torch, 1 window)")
-    if model_config.head.type == "faformer":
-        results["offline_segmentation"] = offline_segmentation(
-            model, videos, classes, app.decode, from_features
-        )
-        lines.append(_seg_line("offline", results["offline_segmentation"]))
-    streaming = None
-    if not args.no_streaming and not from_features:
-        paths = {v.video_id: str(Path(root) / f"{v.video_id}.mp4") for v in videos}
-        streaming = evaluate_streaming(model, videos, paths, classes, app)
-        ratio = streaming.map_result.average_map / max(offline.average_map, 1e-9)
-        onset, offset = (
-            delay_stats(streaming.onset_delays_s),
-            delay_stats(streaming.offset_delays_s),
-        )
-        results.update(
-            streaming_map=streaming.map_result.map_by_tiou,
-            streaming_average_map=streaming.map_result.average_map,
-            streaming_over_offline=ratio,
-            onset_delay=onset,
-            offset_delay=offset,
-        )
-        lines += [
-            _map_line("streaming", streaming.map_result),
-            f"streaming / offline mAP: {ratio:.3f}",
-            f"onset delay:  median {onset['median_s']:.2f} s, p90 {onset['p90_s']:.2f} s "
-            f"({onset['count']} actions found)",
-            f"offset delay: median {offset['median_s']:.2f} s, p90 {offset['p90_s']:.2f} s",
-        ]
-        results["streaming_segmentation"] = segmentation_scores(
-            streaming.segments,
-            {v.video_id: ground_truth([v], classes) for v in videos},
-            classes,
-            {v.video_id: len(v.data) for v in videos},
-            videos[0].step_s,
-        )
-        lines.append(_seg_line("streaming", results["streaming_segmentation"]))
-    for v in videos[: args.timelines]:
-        dets = offline_detections(
-            model, v, classes, app.decode, from_features=from_features, device="cpu"
-        )
-        plot_timeline(
-            out / f"timeline_{v.video_id}.png",
-            title=v.video_id,
-            classes=classes,
-            duration_s=v.annotation.duration_s,
-            ground_truth=[
-                (s, e, lab)
-                for (s, e), lab in zip(v.annotation.segments, v.annotation.labels, strict=True)
-            ],
-            offline=[(d.start_s, d.end_s, d.label, d.score) for d in dets if d.score >= 0.3],
-            streaming=[
-                (d.start_s, d.end_s, d.label, d.score)
-                for d in (streaming.segments[v.video_id] if streaming else [])
-            ],
-            onsets=streaming.onsets[v.video_id] if streaming else [],
-        )
-    (out / "results.json").write_text(json.dumps(results, indent=1))
-    print("\n".join(lines))
-    print(f"results: {out / 'results.json'}")
-    return 0
-
-
-def _seg_line(name: str, scores: dict) -> str:
-    parts = "  ".join(f"{k} {v:.1f}" for k, v in scores.items())
-    return f"{name} segmentation: {parts}"
-
-
-def _map_line(name: str, result) -> str:
-    parts = "  ".join(f"{t:.1f}: {m:.3f}" for t, m in result.map_by_tiou.items())
-    return f"{name} mAP  {parts}  avg: {result.average_map:.3f}"
+    return args.handler(args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,250 @@
+"""`actstream run`: the detector on one or more sources; events on ZeroMQ and stdout."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import signal
+import sys
+import threading
+import uuid
+
+from engine.cli.common import EXIT_INTERRUPTED, add_overrides, fail, logger, say
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    run = sub.add_parser(
+        "run",
+        help="run the detector on one or more sources",
+        description="Run the detector; publishes events over ZeroMQ and prints "
+        "them on stdout as 'TOPIC JSON' lines.",
+    )
+    run.add_argument(
+        "sources",
+        nargs="*",
+        metavar="SOURCE",
+        help="[ID=]file path, rtsp://, rtmp://, http(s)://, udp://, /dev/videoN, or "
+        "synthetic:// (default: the config's sources, synthetic://demo)",
+    )
+    run.add_argument(
+        "--config",
+        help="YAML config (default: built-in defaults; configs/demo.yaml adds the bundled weights)",
+    )
+    run.add_argument("--weights", help="checkpoint to load (default: seeded random weights)")
+    run.add_argument(
+        "--engine",
+        metavar="ENGINE_DIR",
+        help="compiled engine directory to run (from actstream compile) instead of --weights",
+    )
+    run.add_argument(
+        "--backend",
+        choices=["auto", "tensorrt", "onnxruntime", "torch"],
+        help="backend for --weights (default auto: tensorrt on a GPU if installed, else torch; "
+        "onnxruntime on the CPU if installed, else torch)",
+    )
+    run.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "fp16"],
+        help="model precision (default auto: fp16 for tensorrt, else fp32; fp16 needs CUDA)",
+    )
+    run.add_argument("--device", help="torch device: cpu (default), cuda, cuda:1")
+    run.add_argument(
+        "--zmq",
+        metavar="ENDPOINT",
+        help="ZeroMQ PUB endpoint to bind (default tcp://127.0.0.1:5556)",
+    )
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="port of http://127.0.0.1:PORT/metrics (default 9400; 0 = any free port)",
+    )
+    run.add_argument("--no-metrics", action="store_true", help="no metrics endpoint")
+    run.add_argument(
+        "--curve-secret-key",
+        metavar="NAME.key_secret",
+        help="encrypt events with ZeroMQ CURVE using this key pair (from actstream keys)",
+    )
+    run.add_argument(
+        "--curve-clients",
+        metavar="DIR",
+        help="with CURVE, accept only subscribers whose public keys (*.key) are in DIR",
+    )
+    add_overrides(run)
+    run.add_argument(
+        "--fast",
+        action="store_true",
+        help="decode files as fast as possible instead of at their own frame rate",
+    )
+    run.add_argument("--duration-s", type=float, metavar="S", help="stop after S seconds")
+    run.add_argument("--quiet", action="store_true", help="do not print published messages")
+    run.set_defaults(handler=run_command)
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """The command line's options as config overrides, after the user's own `--set`s."""
+    overrides = list(args.overrides)
+    if args.weights:
+        overrides.append(f"weights={json.dumps(args.weights)}")
+    if args.zmq:
+        overrides.append(f"publisher.endpoint={json.dumps(args.zmq)}")
+    if args.no_metrics:
+        overrides.append("metrics.port=null")
+    elif args.metrics_port is not None:
+        overrides.append(f"metrics.port={args.metrics_port}")
+    if args.fast:
+        overrides.append("stream.realtime=false")
+    for flag, key in (("engine", "engine_dir"), ("backend", "backend"), ("precision", "precision")):
+        if getattr(args, flag):
+            overrides.append(f"engine.{key}={json.dumps(getattr(args, flag))}")
+    if args.device:
+        overrides.append(f"engine.device={json.dumps(args.device)}")
+    if args.curve_secret_key:
+        overrides.append(f"publisher.curve_secret_key={json.dumps(args.curve_secret_key)}")
+    if args.curve_clients:
+        overrides.append(f"publisher.curve_clients_dir={json.dumps(args.curve_clients)}")
+    return overrides
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from engine.backends.base import BackendError
+    from engine.backends.manifest import EngineError
+    from engine.checkpoint import CheckpointError
+    from engine.config import load_config
+    from engine.detector import StartupError, build_detector
+    from engine.loader import ConfigError
+    from engine.metrics import Metrics, MetricsPortError
+    from engine.wire.publisher import PublisherError
+    from engine.wire.security import KeyFileError
+    from stream.sources import SourceError, parse_sources
+
+    try:
+        config = load_config(args.config, _overrides(args))
+        specs = parse_sources(args.sources or list(config.sources))
+    except (ConfigError, SourceError) as exc:
+        return fail(str(exc))
+    try:
+        config, backend = load_backend(config)
+    except (CheckpointError, EngineError, BackendError) as exc:
+        return fail(str(exc))
+    except KeyboardInterrupt:  # Ctrl-C while the weights compile on a first start
+        say("interrupted during start-up")
+        return EXIT_INTERRUPTED
+    except (RuntimeError, AssertionError) as exc:
+        return fail(f"engine.device {config.engine.device!r}: {str(exc).splitlines()[0]}")
+
+    metrics = Metrics()
+    if config.metrics.port is not None:
+        try:
+            metrics.serve(config.metrics.host, config.metrics.port)
+        except MetricsPortError as exc:
+            return fail(str(exc))
+
+    out_lock = threading.Lock()
+
+    def print_message(topic: str, payload: bytes, _message: object) -> None:
+        with out_lock:
+            sys.stdout.write(f"{topic} {payload.decode()}\n")
+            sys.stdout.flush()
+
+    try:
+        detector = build_detector(
+            specs,
+            config,
+            backend,
+            run_id=uuid.uuid4().hex[:8],
+            metrics=metrics,
+            on_sent=None if args.quiet else print_message,
+        )
+    except KeyFileError as exc:
+        metrics.close()
+        return fail(str(exc))
+    try:
+        endpoint = detector.publisher.start()
+    except PublisherError as exc:
+        metrics.close()
+        return fail(str(exc))
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        logger.info("%s: shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        detector.start()
+    except StartupError as exc:
+        return fail(str(exc))
+    metrics_url = f"http://{config.metrics.host}:{metrics.port}/metrics" if metrics.port else "off"
+    weights = (
+        config.engine.engine_dir
+        or config.weights
+        or f"none (seeded random init, seed {config.model.seed})"
+    )
+    say(
+        f"running {len(specs)} stream(s): "
+        f"{', '.join(f'{s.stream_id}={s.display}' for s in specs)}; weights: {weights}; "
+        f"backend: {backend.describe()}; "
+        f"events: {endpoint} (actstream subscribe --zmq {endpoint}); metrics: {metrics_url}; "
+        "Ctrl-C stops"
+    )
+    try:
+        detector.run(stop, duration_s=args.duration_s)
+    finally:
+        detector.close()
+    return 0
+
+
+def load_backend(config):
+    """The model's backend for `actstream run`: an engine directory, or weights (or the
+    seeded random initialisation) on the chosen backend. Returns the config with the
+    model section of what was loaded."""
+    from engine.backends.base import BackendError
+    from engine.backends.cache import prepare_backend
+    from engine.backends.compile import load_engine
+    from engine.checkpoint import load_checkpoint
+    from models.action_model import build_model
+
+    e = config.engine
+    options = dict(
+        device=e.device, torch_compile=e.torch_compile, cuda_graphs=e.cuda_graphs, threads=e.threads
+    )
+    if e.engine_dir:
+        if config.weights:
+            raise BackendError("give --engine or --weights, not both")
+        backend, manifest = load_engine(e.engine_dir, **options)
+        for key, wanted, actual in (
+            ("backend", e.backend, manifest.backend),
+            ("precision", e.precision, manifest.precision),
+        ):
+            if wanted not in ("auto", actual):
+                raise BackendError(
+                    f"{e.engine_dir}: compiled for {key} {actual}, but {key} {wanted} was asked "
+                    f"for; recompile with actstream compile --{key} {wanted}"
+                )
+        logger.info("loaded engine %s (%s)", e.engine_dir, backend.describe())
+        return dataclasses.replace(config, model=manifest.model), backend
+    if config.weights:
+        model, model_config, step = load_checkpoint(config.weights, "cpu")
+        config = dataclasses.replace(config, model=model_config)
+        logger.info(
+            "loaded %s (step %d, classes %s)", config.weights, step, ", ".join(model_config.classes)
+        )
+    else:
+        model = build_model(config.model)
+        logger.info(
+            "no --weights: model starts from a seeded random initialisation (seed %d)",
+            config.model.seed,
+        )
+    backend = prepare_backend(
+        model,
+        config.model,
+        backend=e.backend,
+        precision=e.precision,
+        max_batch=e.max_batch,
+        **options,
+    )
+    logger.info("backend: %s", backend.describe())
+    return config, backend

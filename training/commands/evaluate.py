@@ -1,0 +1,199 @@
+"""`actstream eval`: offline and streaming evaluation of a checkpoint (a clip checkpoint:
+top-1 accuracy on clips)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+from engine.cli.common import add_overrides, fail
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    ev = sub.add_parser(
+        "eval",
+        help="offline and streaming evaluation of a checkpoint",
+        description="Offline mAP at tIoU 0.3-0.7, streaming mAP (replay through "
+        "the detector), onset/offset delays, and for frame-labelling heads (FAFormer) frame "
+        "accuracy, edit score and F1@10/25/50; writes results.json and timelines. A clip "
+        "checkpoint (task: clips) gets top-1 accuracy on the clips of DATA.",
+    )
+    ev.add_argument("checkpoint", metavar="CHECKPOINT")
+    ev.add_argument(
+        "data",
+        metavar="DATA",
+        help="annotations JSON, or a folder holding annotations.json and the videos",
+    )
+    ev.add_argument("--subset", default="test", help="subset to evaluate (default test)")
+    ev.add_argument("--config", help="detector config for the streaming replay (tracker, decode)")
+    add_overrides(ev)
+    ev.add_argument("--out", default="runs/eval", help="results folder (default runs/eval)")
+    ev.add_argument("--no-streaming", action="store_true", help="offline mAP only")
+    ev.add_argument("--timelines", type=int, default=3, help="timeline PNGs to draw (default 3)")
+    ev.add_argument(
+        "--features", metavar="DIR", help="evaluate on precomputed features (offline only)"
+    )
+    ev.add_argument("--feature-stride", type=int, default=4)
+    ev.add_argument("--num-frames", type=int, default=16)
+    ev.set_defaults(handler=eval_command)
+
+
+def clip_eval_command(args: argparse.Namespace, payload: dict) -> int:
+    from engine.checkpoint import CheckpointError
+    from training.annotations import AnnotationError
+    from training.clips import evaluate_clips
+
+    try:
+        report = evaluate_clips(args.checkpoint, args.data, args.subset, Path(args.out), payload)
+    except (CheckpointError, AnnotationError, ValueError) as exc:
+        return fail(str(exc))
+    except FileNotFoundError as exc:
+        return fail(f"{exc.filename}: no such file")
+    per_class = "  ".join(f"{c}: {a:.2f}" for c, a in report["per_class_top1"].items())
+    print(f"clip top-1 accuracy: {report['top1']:.3f} on {report['clips']} clips")
+    print(f"per class: {per_class}")
+    print(f"results: {Path(args.out) / 'results.json'}")
+    return 0
+
+
+def eval_command(args: argparse.Namespace) -> int:
+    from engine.checkpoint import CheckpointError, load_checkpoint, read_payload
+
+    try:
+        payload = read_payload(args.checkpoint)
+    except CheckpointError as exc:
+        return fail(str(exc))
+    if payload.get("task") == "clips":
+        return clip_eval_command(args, payload)
+    from engine.config import load_config
+    from engine.loader import ConfigError
+    from training.annotations import AnnotationError
+    from training.config import DataConfig
+    from training.data import load_videos
+    from training.evaluate import (
+        delay_stats,
+        evaluate_offline,
+        evaluate_streaming,
+        ground_truth,
+        head_latency_ms,
+        offline_detections,
+        offline_segmentation,
+    )
+    from training.plots import plot_timeline
+    from training.seg_metrics import segmentation_scores
+
+    data = Path(args.data)
+    ann = data / "annotations.json" if data.is_dir() else data
+    root = args.features or str(ann.parent)
+    try:
+        model, model_config, step = load_checkpoint(args.checkpoint, payload=payload)
+        app = load_config(args.config, args.overrides)
+        app = dataclasses.replace(app, model=model_config)
+        data_config = DataConfig(
+            kind="features" if args.features else "videos",
+            annotations=str(ann),
+            root=root,
+            file_ext=".npy" if args.features else ".mp4",
+            cache_dir=None,
+            feature_stride=args.feature_stride,
+            num_frames=args.num_frames,
+        )
+        videos, classes = load_videos(
+            data_config,
+            args.subset,
+            fps=model_config.fps,
+            image_size=model_config.backbone.image_size,
+            classes=model_config.classes,
+        )
+    except (CheckpointError, ConfigError, AnnotationError, ValueError) as exc:
+        return fail(str(exc))
+    except FileNotFoundError as exc:
+        return fail(f"{exc.filename}: no such file")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    from_features = bool(args.features)
+    offline = evaluate_offline(model, videos, classes, app.decode, from_features=from_features)
+    results: dict = {
+        "checkpoint": args.checkpoint,
+        "step": step,
+        "subset": args.subset,
+        "videos": len(videos),
+        "offline_map": offline.map_by_tiou,
+        "offline_average_map": offline.average_map,
+    }
+    lines = [_map_line("offline", offline)]
+    results["head"] = model_config.head.type
+    results["head_ms_per_window"] = head_latency_ms(model)
+    lines.append(f"head per window: {results['head_ms_per_window']:.2f} ms (torch, 1 window)")
+    if model_config.head.type == "faformer":
+        results["offline_segmentation"] = offline_segmentation(
+            model, videos, classes, app.decode, from_features
+        )
+        lines.append(_seg_line("offline", results["offline_segmentation"]))
+    streaming = None
+    if not args.no_streaming and not from_features:
+        paths = {v.video_id: str(Path(root) / f"{v.video_id}.mp4") for v in videos}
+        streaming = evaluate_streaming(model, videos, paths, classes, app)
+        ratio = streaming.map_result.average_map / max(offline.average_map, 1e-9)
+        onset, offset = (
+            delay_stats(streaming.onset_delays_s),
+            delay_stats(streaming.offset_delays_s),
+        )
+        results.update(
+            streaming_map=streaming.map_result.map_by_tiou,
+            streaming_average_map=streaming.map_result.average_map,
+            streaming_over_offline=ratio,
+            onset_delay=onset,
+            offset_delay=offset,
+        )
+        lines += [
+            _map_line("streaming", streaming.map_result),
+            f"streaming / offline mAP: {ratio:.3f}",
+            f"onset delay:  median {onset['median_s']:.2f} s, p90 {onset['p90_s']:.2f} s "
+            f"({onset['count']} actions found)",
+            f"offset delay: median {offset['median_s']:.2f} s, p90 {offset['p90_s']:.2f} s",
+        ]
+        results["streaming_segmentation"] = segmentation_scores(
+            streaming.segments,
+            {v.video_id: ground_truth([v], classes) for v in videos},
+            classes,
+            {v.video_id: len(v.data) for v in videos},
+            videos[0].step_s,
+        )
+        lines.append(_seg_line("streaming", results["streaming_segmentation"]))
+    for v in videos[: args.timelines]:
+        dets = offline_detections(
+            model, v, classes, app.decode, from_features=from_features, device="cpu"
+        )
+        plot_timeline(
+            out / f"timeline_{v.video_id}.png",
+            title=v.video_id,
+            classes=classes,
+            duration_s=v.annotation.duration_s,
+            ground_truth=[
+                (s, e, lab)
+                for (s, e), lab in zip(v.annotation.segments, v.annotation.labels, strict=True)
+            ],
+            offline=[(d.start_s, d.end_s, d.label, d.score) for d in dets if d.score >= 0.3],
+            streaming=[
+                (d.start_s, d.end_s, d.label, d.score)
+                for d in (streaming.segments[v.video_id] if streaming else [])
+            ],
+            onsets=streaming.onsets[v.video_id] if streaming else [],
+        )
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    print("\n".join(lines))
+    print(f"results: {out / 'results.json'}")
+    return 0
+
+
+def _seg_line(name: str, scores: dict) -> str:
+    parts = "  ".join(f"{k} {v:.1f}" for k, v in scores.items())
+    return f"{name} segmentation: {parts}"
+
+
+def _map_line(name: str, result) -> str:
+    parts = "  ".join(f"{t:.1f}: {m:.3f}" for t, m in result.map_by_tiou.items())
+    return f"{name} mAP  {parts}  avg: {result.average_map:.3f}"
