@@ -14,10 +14,10 @@ from typing import Any
 from engine.backends.choice import EngineConfig
 from engine.loader import ConfigError, apply_overrides, from_dict, read_yaml_mapping
 from engine.metrics import MetricsConfig
-from engine.segmenter import DecodeConfig
 from engine.tracker import TrackerConfig
 from engine.wire.publisher import PublisherConfig
 from models.action_model import ModelConfig
+from models.postprocess import DecodeConfig
 from stream.settings import StreamConfig
 
 

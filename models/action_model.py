@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from models.actionformer import ActionFormerHead, HeadConfig, HeadOutput
+from models.actionformer import HeadConfig, HeadOutput
 from models.backbone import BackboneConfig, FrameBackbone, previous_frames
-from models.faformer import FAFormerConfig, FAFormerHead, FrameLabels
+from models.faformer import FAFormerConfig, FrameLabels
 from models.fastback import FastBackEncoder, TemporalConfig
+from models.heads import build_head
 
 # The synthetic source's classes (stream/synthetic.py), the default until a checkpoint says.
 DEFAULT_CLASSES: tuple[str, ...] = ("jump", "spin", "wave", "pulse", "flash", "dash")
@@ -57,7 +58,7 @@ class ActionModel(nn.Module):
         *,
         backbone: nn.Module,
         temporal: FastBackEncoder,
-        head: ActionFormerHead | FAFormerHead,
+        head: nn.Module,
     ):
         super().__init__()
         self.backbone = backbone
@@ -81,8 +82,7 @@ def build_model(config: ModelConfig) -> ActionModel:
     try:
         backbone = FrameBackbone(config.backbone)
         temporal = FastBackEncoder(config.temporal, in_dim=backbone.feature_dim)
-        kind = FAFormerHead if isinstance(config.head, FAFormerConfig) else ActionFormerHead
-        head = kind(config.head, in_dim=temporal.out_dim, num_classes=len(config.classes))
+        head = build_head(config.head, in_dim=temporal.out_dim, num_classes=len(config.classes))
     finally:
         torch.random.set_rng_state(generator_state)
     return ActionModel(backbone=backbone, temporal=temporal, head=head)

@@ -18,7 +18,7 @@ The block sequence is configured (`blocks: [i, u, U, u, U]`; it starts with one 
 Outputs: per-frame class logits from the frame branch (sigmoid per class, so the
 overlapping actions of several actors can both be on), and per token a class (K classes +
 "no action") and a mask over the window's frames — what the action-token losses supervise
-(`training/seg_losses.py`). The detector turns the per-frame labels into segments
+(`models/seg_losses.py`). The detector turns the per-frame labels into segments
 (`frame_segments`), which become the same onset/offset events as ActionFormer's.
 
 What differs: windows are the live stream's last T features, masks use the dtype's most

@@ -1,14 +1,55 @@
-"""Turning head outputs into scored segments: decoding and 1-D soft-NMS, as pure functions.
+"""Turning head outputs into scored segments: the decode settings, decoding and 1-D soft-NMS
+of points (ActionFormer), runs of per-frame labels (FAFormer), as pure functions.
 
 All positions are on the head window's frame grid (0 = the window's first frame).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 import torch
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecodeConfig:
+    """Head outputs → segments.
+
+    Attributes:
+        pre_nms_threshold: lowest class probability considered.
+        pre_nms_topk: most candidates per window before NMS.
+        min_duration_frames: shorter segments are dropped.
+        nms_sigma: Gaussian soft-NMS width (score *= exp(-IoU² / sigma)).
+        min_score: segments whose (decayed) score falls below this are dropped.
+        max_segments: most segments per window after NMS.
+        frame_threshold, frame_threshold_off: frame-labelling heads (FAFormer): an action of
+            a class is on where its per-frame probability reaches frame_threshold, and stays
+            on until it falls below frame_threshold_off (hysteresis).
+    """
+
+    pre_nms_threshold: float = 0.05
+    pre_nms_topk: int = 500
+    min_duration_frames: float = 2.0
+    nms_sigma: float = 0.5
+    min_score: float = 0.01
+    max_segments: int = 50
+    frame_threshold: float = 0.5
+    frame_threshold_off: float = 0.2
+
+    def __post_init__(self) -> None:
+        for name in ("pre_nms_topk", "nms_sigma", "max_segments"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("pre_nms_threshold", "min_score"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if not 0 < self.frame_threshold_off <= self.frame_threshold < 1:
+            raise ValueError(
+                "need 0 < frame_threshold_off <= frame_threshold < 1, got "
+                f"{self.frame_threshold_off} and {self.frame_threshold}"
+            )
 
 
 def frame_segments(
@@ -39,6 +80,21 @@ def frame_segments(
             if e - s >= min_frames and float(run.max()) >= threshold:
                 out.append((s, e, k, float(run.mean())))
     return out
+
+
+def frame_runs(
+    probs: torch.Tensor, valid: torch.Tensor, decode: DecodeConfig
+) -> list[tuple[int, int, int, float]]:
+    """`frame_segments` with the decode settings (hysteresis thresholds, shortest run, lowest
+    score): per-frame probabilities (T, K) → (start, end, class, score) runs."""
+    runs = frame_segments(
+        probs,
+        valid,
+        decode.frame_threshold,
+        max(1, round(decode.min_duration_frames)),
+        decode.frame_threshold_off,
+    )
+    return [run for run in runs if run[3] >= decode.min_score]
 
 
 class Segments(NamedTuple):

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Literal
 
 from engine.loader import ConfigError, apply_overrides, from_dict, read_yaml_mapping
-from engine.segmenter import DecodeConfig
 from models.action_model import ModelConfig
+from models.heads import head_family
+from models.postprocess import DecodeConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,11 +109,11 @@ class TrainConfig:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
 
     def __post_init__(self) -> None:
-        head = self.model.head
-        if head.type == "actionformer" and len(self.optim.regression_ranges) != head.num_levels:
+        strides = head_family(self.model.head).point_strides(self.model.head)
+        if strides is not None and len(self.optim.regression_ranges) != len(strides):
             raise ValueError(
                 f"optim.regression_ranges has {len(self.optim.regression_ranges)} levels, "
-                f"model.head.num_levels is {self.model.head.num_levels}"
+                f"model.head.num_levels is {len(strides)}"
             )
         if self.data.kind == "features" and self.optim.mode != "cached_features":
             raise ValueError('data.kind "features" needs optim.mode "cached_features"')

@@ -12,12 +12,12 @@ import numpy as np
 import torch
 
 from models.actionformer import make_points
+from models.targets import Targets, make_targets, point_ranges
 from stream.frame_sources import decode_file
 from stream.settings import ReaderOptions
 from stream.sources import parse_source
 from training.annotations import VideoAnnotation, load_annotations
 from training.config import DataConfig
-from training.targets import Targets, make_targets, point_ranges
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +113,11 @@ class Batch:
     targets: Targets | None
     frame_labels: torch.Tensor
     segments: list[torch.Tensor]
+
+    def to(self, device: str | torch.device) -> Batch:
+        """The targets on `device` (the segments stay on the CPU: they are matched there)."""
+        targets = None if self.targets is None else Targets(*(t.to(device) for t in self.targets))
+        return Batch(self.inputs, self.valid, targets, self.frame_labels.to(device), self.segments)
 
 
 class WindowSampler:

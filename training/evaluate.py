@@ -22,14 +22,12 @@ import torch
 from engine.backends.torch_backend import TorchBackend
 from engine.config import AppConfig
 from engine.detector import Detector, build_detector
-from engine.segmenter import DecodeConfig
 from engine.wire.events import ActionEvent
 from engine.wire.memory import MemoryPublisher
 from models.action_model import ActionModel
-from models.actionformer import make_points
 from models.backbone import previous_frames
-from models.faformer import FAFormerHead
-from models.postprocess import decode_segments, frame_segments, soft_nms
+from models.heads import head_family
+from models.postprocess import DecodeConfig, frame_runs
 from stream.sources import parse_source
 from training.data import VideoItem
 from training.metrics import MapResult, Segment, detection_map, match_detections
@@ -82,26 +80,11 @@ def offline_frame_probs(
     model: ActionModel, item: VideoItem, *, from_features: bool, device: str
 ) -> np.ndarray:
     """(T_v, K) per-frame class probabilities of a frame-labelling head (FAFormer) over a
-    whole video: its windows (hop T / 2; the first padded at the front, as a young stream's)
-    averaged where they overlap. Its action tokens attend to the whole window, so unlike
-    ActionFormer's local head it runs window by window."""
+    whole video (`models.heads`: its windows averaged where they overlap)."""
+    frame_probs = head_family(model.head.config).frame_probs
+    assert frame_probs is not None, "the head labels no frames"
     h = encode_video(model, item, from_features=from_features, device=device)
-    n, T = len(h), model.head.window_frames
-    hop = max(1, T // 2)
-    total = torch.zeros(n, model.head.num_classes, device=h.device)
-    count = torch.zeros(n, 1, device=h.device)
-    ends = list(range(min(n, hop), n + 1, hop))
-    if ends[-1] != n:
-        ends.append(n)
-    for end in ends:
-        lo = max(0, end - T)
-        window = torch.zeros(T, h.shape[1], device=h.device)
-        window[T - (end - lo) :] = h[lo:end]
-        valid = torch.arange(T, device=h.device) >= T - (end - lo)
-        probs = model.head(window[None], valid[None]).frame_logits[0].sigmoid()
-        total[lo:end] += probs[T - (end - lo) :]
-        count[lo:end] += 1
-    return (total / count.clamp(min=1)).cpu().numpy()
+    return frame_probs(model.head, h).numpy()
 
 
 @torch.inference_mode()
@@ -114,46 +97,13 @@ def offline_detections(
     from_features: bool,
     device: str,
 ) -> list[Segment]:
-    """Detections in a whole video. The head is local (convolutions, windowed attention): as
-    in ActionFormer's offline inference, it runs once over the whole video, padded to a
-    multiple of its coarsest stride."""
-    if isinstance(model.head, FAFormerHead):
-        probs = offline_frame_probs(model, item, from_features=from_features, device=device)
-        return label_segments(item, probs, classes, decode)
+    """Detections in a whole video: the video encoded whole, then the head family's offline
+    decoding (`models.heads`: ActionFormer's local head once over the whole video, FAFormer
+    window by window)."""
     h = encode_video(model, item, from_features=from_features, device=device)
-    n = len(h)
-    strides = model.head.config.strides
-    T = -(-n // strides[-1]) * strides[-1]
-    window = torch.zeros(T, h.shape[1], device=h.device)
-    window[:n] = h
-    valid = torch.arange(T, device=h.device) < n
-    out = model.head(window[None], valid[None])
-    per_window = max(1, T // model.head.config.window_frames)
-    candidates = decode_segments(
-        out.cls_logits[0].cpu(),
-        out.offsets[0].cpu(),
-        make_points(T, strides),
-        out.valid[0].cpu(),
-        pre_nms_threshold=decode.pre_nms_threshold,
-        pre_nms_topk=decode.pre_nms_topk * per_window,
-        min_duration=decode.min_duration_frames,
-        window_frames=n,
-    )
-    merged = soft_nms(
-        candidates,
-        sigma=decode.nms_sigma,
-        min_score=decode.min_score,
-        max_segments=decode.max_segments * per_window,
-    )
     return [
-        Segment(
-            item.video_id,
-            float(item.to_seconds(b[0])),
-            float(item.to_seconds(b[1])),
-            classes[int(lab)],
-            float(sc),
-        )
-        for b, sc, lab in zip(merged.bounds, merged.scores, merged.labels, strict=True)
+        Segment(item.video_id, float(item.to_seconds(s)), float(item.to_seconds(e)), classes[k], sc)
+        for s, e, k, sc in head_family(model.head.config).video_segments(model.head, h, decode)
     ]
 
 
@@ -169,8 +119,19 @@ def offline_segmentation(
         v.video_id: offline_frame_probs(model, v, from_features=from_features, device="cpu")
         for v in videos
     }
+    segments = {
+        v.video_id: [
+            Segment(v.video_id, float(v.to_seconds(s)), float(v.to_seconds(e)), classes[k], sc)
+            for s, e, k, sc in frame_runs(
+                torch.from_numpy(probs[v.video_id]),
+                torch.ones(len(probs[v.video_id]), dtype=torch.bool),
+                decode,
+            )
+        ]
+        for v in videos
+    }
     return segmentation_scores(
-        {v.video_id: label_segments(v, probs[v.video_id], classes, decode) for v in videos},
+        segments,
         {v.video_id: ground_truth([v], classes) for v in videos},
         classes,
         {v.video_id: len(v.data) for v in videos},
@@ -178,23 +139,6 @@ def offline_segmentation(
         scores=probs,
         threshold=decode.frame_threshold,
     )
-
-
-def label_segments(
-    item: VideoItem, probs: np.ndarray, classes: tuple[str, ...], decode: DecodeConfig
-) -> list[Segment]:
-    """A video's (T, K) frame probabilities → its segments, as the detector reads them."""
-    runs = frame_segments(
-        torch.from_numpy(probs),
-        torch.ones(len(probs), dtype=torch.bool),
-        decode.frame_threshold,
-        max(1, round(decode.min_duration_frames)),
-        decode.frame_threshold_off,
-    )
-    return [
-        Segment(item.video_id, float(item.to_seconds(s)), float(item.to_seconds(e)), classes[k], sc)
-        for s, e, k, sc in runs
-    ]
 
 
 @torch.inference_mode()

@@ -26,14 +26,12 @@ from engine.loader import config_to_dict
 from models.action_model import ActionModel, build_model
 from models.actionformer import HeadOutput
 from models.backbone import previous_frames
-from models.faformer import FrameLabels
+from models.heads import head_family
 from training.config import TrainConfig
 from training.data import VideoItem, WindowSampler, load_videos
 from training.evaluate import _images, backbone_features, evaluate_offline
-from training.losses import compute_losses
 from training.plots import plot_curves
 from training.progress import Progress
-from training.seg_losses import faformer_losses
 
 logger = logging.getLogger(__name__)
 
@@ -200,7 +198,7 @@ def train(
         train_videos,
         window=m.head.window_frames,
         context=context_frames(model),
-        strides=m.head.strides if m.head.type == "actionformer" else None,
+        strides=head_family(m.head).point_strides(m.head),
         regression_ranges=o.regression_ranges,
         num_classes=len(classes),
         center_radius=o.center_radius,
@@ -273,21 +271,8 @@ def train(
         batch = sampler.sample(o.batch_size)
         with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
             out = net(batch.inputs.to(device), batch.valid.to(device))
-        if isinstance(out, FrameLabels):
-            losses = faformer_losses(
-                FrameLabels(*(t.float() for t in out[:3]), out.valid),
-                batch.frame_labels.to(device),
-                batch.segments,
-                smooth_weight=o.smooth_weight,
-                token_weight=o.token_weight,
-            )
-        else:
-            targets = type(batch.targets)(*(t.to(device) for t in batch.targets))
-            losses = compute_losses(
-                HeadOutput(*(t.float() for t in out[:2]), out.valid),
-                targets,
-                reg_weight=o.reg_weight,
-            )
+        out = type(out)(*(t.float() if t.is_floating_point() else t for t in out))  # AMP
+        losses = head_family(m.head).losses(out, batch.to(device), o)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(losses["total"]).backward()
         if o.clip_grad_norm is not None:

@@ -17,8 +17,6 @@ import torch
 
 from engine.backends.graphs import graph_io, wrap_head
 from models.action_model import ActionModel, ModelConfig
-from models.actionformer import HeadConfig, HeadOutput, make_points
-from models.faformer import FrameLabels
 from models.fastback import FastBackCache
 
 logger = logging.getLogger(__name__)
@@ -33,7 +31,7 @@ class Backend(Protocol):
     precision: str
     feature_dim: int
     delay_frames: int
-    points: torch.Tensor
+    model_config: ModelConfig
 
     def encode_frames(self, images: np.ndarray, previous: np.ndarray) -> torch.Tensor:
         """(B, H, W, 3) uint8 RGB frames and each one's previous frame (itself at a stream's
@@ -48,8 +46,9 @@ class Backend(Protocol):
         """(B, C_f) + cache → (B, C) + cache."""
         ...
 
-    def head(self, window: torch.Tensor, valid: torch.Tensor) -> HeadOutput | FrameLabels:
-        """(B, T, C), (B, T) bool → HeadOutput (ActionFormer) or FrameLabels (FAFormer)."""
+    def head(self, window: torch.Tensor, valid: torch.Tensor):
+        """(B, T, C), (B, T) bool → the head's output type (`models.heads`: HeadOutput for
+        ActionFormer, FrameLabels for FAFormer)."""
         ...
 
     def describe(self) -> str:
@@ -85,9 +84,6 @@ class ModelFacts:
         self.feature_dim = config.temporal.dim
         self.delay_frames = config.temporal.delay_frames
         self.motion = config.backbone.motion_input
-        actionformer = isinstance(config.head, HeadConfig)
-        self.strides = config.head.strides if actionformer else (1,)
-        self.points = make_points(config.head.window_frames, self.strides)
 
 
 class TorchGraphs(ModelFacts):
@@ -111,7 +107,7 @@ class TorchGraphs(ModelFacts):
         return y.float().cpu(), FastBackCache(*new)
 
     @torch.inference_mode()
-    def head(self, window: torch.Tensor, valid: torch.Tensor) -> HeadOutput | FrameLabels:
+    def head(self, window: torch.Tensor, valid: torch.Tensor):
         outs = self.graphs["head"](window.to(self.device, self.dtype), valid.to(self.device))
         return wrap_head(self.model_config, tuple(t.float().cpu() for t in outs), valid)
 

@@ -24,9 +24,8 @@ import torch
 from torch import nn
 
 from models.action_model import ActionModel, ModelConfig
-from models.actionformer import HeadOutput, point_valid
-from models.faformer import FAFormerConfig, FrameLabels
 from models.fastback import FastBackCache, FastBackEncoder
+from models.heads import graph_outputs, head_family
 
 # ONNX opset of the exported graphs: ≥ 17 (LayerNormalization), within what TensorRT 10's
 # parser reads (engine/tensorrt_onnx_ops.json).
@@ -69,20 +68,13 @@ class HeadGraph(nn.Module):
         self.head = model.head
 
     def forward(self, window: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.head(window, valid)
-        if isinstance(out, FrameLabels):
-            return (out.frame_logits,)
-        return out.cls_logits, out.offsets
+        return graph_outputs(self.head.config, self.head(window, valid))
 
 
-def wrap_head(
-    config: ModelConfig, outputs: tuple[torch.Tensor, ...], valid: torch.Tensor
-) -> HeadOutput | FrameLabels:
+def wrap_head(config: ModelConfig, outputs: tuple[torch.Tensor, ...], valid: torch.Tensor):
     """The head graph's raw outputs (CPU float) as the head's output type; the masks are
     computed here, on the host."""
-    if isinstance(config.head, FAFormerConfig):
-        return FrameLabels(outputs[0], None, None, valid)
-    return HeadOutput(outputs[0], outputs[1], point_valid(valid, config.head.strides))
+    return head_family(config.head).wrap(config.head, outputs, valid)
 
 
 @dataclass(frozen=True)
@@ -119,15 +111,14 @@ def graph_io(config: ModelConfig, precision: str) -> dict[str, dict[str, list[Te
         TensorSpec("inputs", (n, None, a1, t.dim), f),
         TensorSpec("count", (None,), "int64"),
     ]
-    T, K = config.head.window_frames, len(config.classes)
-    if isinstance(config.head, FAFormerConfig):
-        head_out = [TensorSpec("frame_logits", (None, T, K), f)]
-    else:
-        points = sum(T // stride for stride in config.head.strides)
-        head_out = [
-            TensorSpec("cls_logits", (None, points, K), f),
-            TensorSpec("offsets", (None, points, 2), f),
-        ]
+    T = config.head.window_frames
+    family = head_family(config.head)
+    head_out = [
+        TensorSpec(name, (None, *shape), f)
+        for name, shape in zip(
+            family.output_names, family.output_shapes(config.head, len(config.classes)), strict=True
+        )
+    ]
     return {
         "backbone": {
             "inputs": frames,

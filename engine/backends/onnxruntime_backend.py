@@ -11,8 +11,6 @@ import torch
 from engine.backends.base import BackendError, ModelFacts, empty_cache
 from engine.backends.graphs import GRAPHS, graph_io, wrap_head
 from models.action_model import ModelConfig
-from models.actionformer import HeadOutput
-from models.faformer import FrameLabels
 from models.fastback import FastBackCache
 
 
@@ -124,7 +122,7 @@ class OnnxRuntimeBackend(ModelFacts):
             torch.from_numpy(new[4]),
         )
 
-    def head(self, window: torch.Tensor, valid: torch.Tensor) -> HeadOutput | FrameLabels:
+    def head(self, window: torch.Tensor, valid: torch.Tensor):
         outs = self._run("head", self._float(window), valid.numpy())
         return wrap_head(
             self.model_config,

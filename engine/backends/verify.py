@@ -8,7 +8,7 @@ import torch
 
 from engine.backends.base import Backend
 from models.action_model import ModelConfig
-from models.faformer import FrameLabels
+from models.heads import head_family
 
 
 def backend_outputs(
@@ -45,9 +45,9 @@ def backend_outputs(
         valid[b, : (b * T) // (2 * batch)] = False  # streams of different ages
     out = backend.head(window, valid)
     result = {"backbone": features, "temporal_step": torch.stack(ys)}
-    if isinstance(out, FrameLabels):
-        return {**result, "head_frames": out.frame_logits[out.valid]}
-    return {**result, "head_cls": out.cls_logits[out.valid], "head_offsets": out.offsets[out.valid]}
+    for name in head_family(config.head).output_names:  # compared where the head saw frames
+        result[f"head_{name}"] = getattr(out, name)[out.valid]
+    return result
 
 
 def compare_backends(

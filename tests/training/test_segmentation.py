@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from models.faformer import FAFormerConfig, FAFormerHead, FrameLabels
+from models.seg_losses import faformer_losses, hungarian, smoothing_loss
 from training.data import frame_labels
 from training.metrics import Segment
-from training.seg_losses import faformer_losses, hungarian, smoothing_loss
 from training.seg_metrics import edit_distance, edit_score, f1_counts, segmentation_scores
 
 

@@ -69,6 +69,7 @@ def eval_command(args: argparse.Namespace) -> int:
         return clip_eval_command(args, payload)
     from engine.config import load_config
     from engine.loader import ConfigError
+    from models.heads import head_family
     from training.annotations import AnnotationError
     from training.config import DataConfig
     from training.data import load_videos
@@ -127,7 +128,7 @@ def eval_command(args: argparse.Namespace) -> int:
     results["head"] = model_config.head.type
     results["head_ms_per_window"] = head_latency_ms(model)
     lines.append(f"head per window: {results['head_ms_per_window']:.2f} ms (torch, 1 window)")
-    if model_config.head.type == "faformer":
+    if head_family(model_config.head).frame_probs is not None:  # a frame-labelling head
         results["offline_segmentation"] = offline_segmentation(
             model, videos, classes, app.decode, from_features
         )

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from models.actionformer import make_points
-from training.losses import diou_loss_1d, sigmoid_focal_loss
-from training.targets import make_targets, point_ranges
+from models.losses import diou_loss_1d, sigmoid_focal_loss
+from models.targets import make_targets, point_ranges
 
 RANGES = ((0.0, 4.0), (4.0, 8.0), (8.0, float("inf")))
 

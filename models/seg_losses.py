@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from models.faformer import FrameLabels
-from training.losses import sigmoid_focal_loss
+from models.losses import sigmoid_focal_loss
 
 
 def hungarian(cost: np.ndarray) -> list[tuple[int, int]]:

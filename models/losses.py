@@ -7,7 +7,7 @@ import torch
 from torch.nn import functional as F
 
 from models.actionformer import HeadOutput
-from training.targets import Targets
+from models.targets import Targets
 
 
 def sigmoid_focal_loss(
