@@ -56,7 +56,7 @@ class TemporalConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        heads = self.num_lookback_heads + self.num_lookahead_heads
+        heads = self.num_lookback_heads + self.num_lookahead_heads  # num_heads
         if self.num_lookback_heads < 1:
             raise ValueError(f"num_lookback_heads must be >= 1, got {self.num_lookback_heads}")
         if self.dim % heads:
@@ -72,6 +72,36 @@ class TemporalConfig:
     @property
     def delay_frames(self) -> int:
         return self.lookahead_frames
+
+    @property
+    def num_heads(self) -> int:
+        """H, heads per block: lookback and lookahead heads together."""
+        return self.num_lookback_heads + self.num_lookahead_heads
+
+    @property
+    def head_dim(self) -> int:
+        """D, width of one head."""
+        return self.dim // self.num_heads
+
+    @property
+    def past_frames(self) -> int:
+        """How far back the encoder's output for a frame reaches (its receptive field into the
+        past): each layer adds lookback_frames - 1."""
+        return self.num_layers * (self.lookback_frames - 1)
+
+    def cache_shapes(self, batch_size: int | None) -> dict[str, tuple[int | None, ...]]:
+        """The shape of each `FastBackCache` field for `batch_size` streams (None: the
+        dynamic batch axis of an exported graph). W = lookback_frames + lookahead_frames,
+        A = lookahead_frames, N = num_layers."""
+        n, b, h, d = self.num_layers, batch_size, self.num_heads, self.head_dim
+        w, a1 = self.lookback_frames + self.lookahead_frames, self.lookahead_frames + 1
+        return {
+            "keys": (n, b, h, w, d),
+            "values": (n, b, h, w, d),
+            "queries": (n, b, h, a1, d),
+            "inputs": (n, b, a1, self.dim),
+            "count": (b,),
+        }
 
     def layer_lookahead(self, layer: int) -> int:
         """Future frames layer `layer` looks ahead: A split over the layers, earlier first."""
@@ -301,19 +331,15 @@ class FastBackEncoder(nn.Module):
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
     ) -> FastBackCache:
-        c = self.config
         dtype = dtype or self.in_proj.weight.dtype
         device = device or self.in_proj.weight.device
-        heads = c.num_lookback_heads + c.num_lookahead_heads
-        d = c.dim // heads
-        n, w, a1 = c.num_layers, c.lookback_frames + c.lookahead_frames, c.lookahead_frames + 1
-        zeros = lambda *s: torch.zeros(*s, device=device, dtype=dtype)  # noqa: E731
+        shapes = self.config.cache_shapes(batch_size)
         return FastBackCache(
-            keys=zeros(n, batch_size, heads, w, d),
-            values=zeros(n, batch_size, heads, w, d),
-            queries=zeros(n, batch_size, heads, a1, d),
-            inputs=zeros(n, batch_size, a1, c.dim),
-            count=torch.zeros(batch_size, dtype=torch.long, device=device),
+            *(
+                torch.zeros(shapes[f], device=device, dtype=dtype)
+                for f in FastBackCache._fields[:4]
+            ),
+            count=torch.zeros(shapes["count"], dtype=torch.long, device=device),
         )
 
     def step(self, x_t: torch.Tensor, cache: FastBackCache) -> tuple[torch.Tensor, FastBackCache]:

@@ -65,11 +65,10 @@ def encode_video(
     else:
         feats = backbone_features(model, item.data, device)
     t = model.temporal.config
-    context = t.num_layers * (t.lookback_frames - 1 + t.lookahead_frames)
     out = []
     for s in range(0, len(feats), chunk):
-        lo = max(0, s - context)
-        hi = min(len(feats), s + chunk + t.num_layers * t.lookahead_frames)
+        lo = max(0, s - t.past_frames)
+        hi = min(len(feats), s + chunk + t.delay_frames)
         h = model.temporal(feats[lo:hi][None])[0]
         out.append(h[s - lo : s - lo + min(chunk, len(feats) - s)])
     return torch.cat(out)

@@ -58,8 +58,7 @@ class WindowModel(nn.Module):
 
 def context_frames(model: ActionModel) -> int:
     """Frames before the head's window that the temporal encoder needs to be warmed up."""
-    t = model.temporal.config
-    return t.num_layers * (t.lookback_frames - 1)
+    return model.temporal.config.past_frames
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:

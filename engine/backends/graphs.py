@@ -98,18 +98,12 @@ def graph_io(config: ModelConfig, precision: str) -> dict[str, dict[str, list[Te
     f = "float16" if precision == "fp16" else "float32"
     s = config.backbone.image_size
     t = config.temporal
-    heads = t.num_lookback_heads + t.num_lookahead_heads
-    d, n = t.dim // heads, t.num_layers
-    w, a1 = t.lookback_frames + t.lookahead_frames, t.lookahead_frames + 1
     frames = [TensorSpec("images", (None, 3, s, s), f)]
     if config.backbone.motion_input:
         frames.append(TensorSpec("previous", (None, 3, s, s), f))
     cache = [
-        TensorSpec("keys", (n, None, heads, w, d), f),
-        TensorSpec("values", (n, None, heads, w, d), f),
-        TensorSpec("queries", (n, None, heads, a1, d), f),
-        TensorSpec("inputs", (n, None, a1, t.dim), f),
-        TensorSpec("count", (None,), "int64"),
+        TensorSpec(name, shape, "int64" if name == "count" else f)
+        for name, shape in t.cache_shapes(None).items()
     ]
     T = config.head.window_frames
     family = head_family(config.head)
