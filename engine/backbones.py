@@ -1,5 +1,6 @@
-"""Image backbones for FastBack loaded from local folders (models/ never reads files):
-`load_backbone(name)` → `ExternalBackbone` for `models.frame_encoder.BackboneFrameEncoder`.
+"""Pretrained image backbones loaded from local folders (models/ never reads files):
+`load_backbone(name)` → `ExternalBackbone`, the loader of `models.frame_encoder`, for the
+detector's model (`build_action_model`) and FastBack over clips alike.
 
 * `hf:DIR` — a Hugging Face `AutoModel` saved with `save_pretrained` (ResNet, ConvNeXt, ViT,
   ...); features are its pooled output; normalisation from DIR/preprocessor_config.json when
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from models.action_model import ActionModel, ModelConfig, build_model
 from models.frame_encoder import ExternalBackbone
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -34,8 +36,9 @@ def backbone_kind(name: str) -> tuple[str, str]:
     path = Path(folder)
     if not (path / "config.json").is_file():
         raise BackboneError(
-            f"backbone {name!r}: not a local model folder with a config.json; actstream loads "
-            "backbones from local folders only (save one with save_pretrained), or use 'builtin'"
+            f"backbone {name!r}: not a local model folder with a config.json; actstream never "
+            "downloads: download it first (e.g. huggingface-cli download NAME --local-dir DIR, "
+            "or save_pretrained) and pass hf:DIR, or use 'builtin'"
         )
     if not kind:
         try:
@@ -103,3 +106,14 @@ def load_backbone(name: str) -> ExternalBackbone:
             f"backbone {name!r}: cannot load the {kind} model in {folder} "
             f"({type(exc).__name__}: {first})"
         ) from None
+
+
+def build_action_model(config: ModelConfig) -> ActionModel:
+    """`models.action_model.build_model` with its frame backbone loaded from a local folder
+    when the config names one; `BackboneError` when it cannot be."""
+    try:
+        return build_model(config, backbone_loader=load_backbone)
+    except ValueError as exc:
+        if config.backbone.name == "builtin" or isinstance(exc, BackboneError):
+            raise
+        raise BackboneError(str(exc)) from None

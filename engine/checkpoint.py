@@ -13,8 +13,9 @@ from typing import Any
 
 import torch
 
+from engine.backbones import build_action_model
 from engine.loader import ConfigError, config_to_dict, from_dict
-from models.action_model import ActionModel, ModelConfig, build_model
+from models.action_model import ActionModel, ModelConfig
 
 REQUIRED_KEYS = ("model", "config", "classes", "step", "versions")
 
@@ -114,7 +115,7 @@ def load_checkpoint(
             f"{path}: a {payload['task']} checkpoint (clip recognition); the detector needs a "
             "detection checkpoint from actstream train"
         )
-    return build_from_payload(path, payload, ModelConfig, build_model, device)
+    return build_from_payload(path, payload, ModelConfig, build_action_model, device)
 
 
 def build_from_payload(

@@ -15,9 +15,10 @@ import torch
 from torch import nn
 
 from models.actionformer import HeadConfig, HeadOutput
-from models.backbone import BackboneConfig, FrameBackbone, previous_frames
+from models.backbone import BackboneConfig, previous_frames
 from models.faformer import FAFormerConfig, FrameLabels
 from models.fastback import FastBackEncoder, TemporalConfig
+from models.frame_encoder import BackboneLoader, build_frame_backbone
 from models.heads import build_head
 
 # The synthetic source's classes (stream/synthetic.py), the default until a checkpoint says.
@@ -75,12 +76,15 @@ class ActionModel(nn.Module):
         return self.head(self.temporal(feats, valid), valid)
 
 
-def build_model(config: ModelConfig) -> ActionModel:
-    """Builds the network with a seeded random initialisation."""
+def build_model(
+    config: ModelConfig, *, backbone_loader: BackboneLoader | None = None
+) -> ActionModel:
+    """Builds the network with a seeded random initialisation (a pretrained frame backbone
+    keeps its own weights; `backbone_loader` loads it: `engine.backbones.load_backbone`)."""
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(config.seed)
     try:
-        backbone = FrameBackbone(config.backbone)
+        backbone = build_frame_backbone(config.backbone, backbone_loader)
         temporal = FastBackEncoder(config.temporal, in_dim=backbone.feature_dim)
         head = build_head(config.head, in_dim=temporal.out_dim, num_classes=len(config.classes))
     finally:

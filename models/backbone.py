@@ -1,4 +1,6 @@
-"""Frame backbone: a small CNN that maps one RGB frame to a feature vector.
+"""Frame backbone: a small CNN that maps one RGB frame to a feature vector, its settings
+(which also name a pretrained backbone from a local folder instead: `models/frame_encoder.py`),
+and the one function that turns decoded frames into the backbones' input.
 
 Small enough to train on a CPU; batched across streams by the detector and compiled to
 TensorRT on a GPU host. Input normalisation lives inside the module so that an exported
@@ -17,17 +19,28 @@ from torch import nn
 @dataclass(frozen=True, kw_only=True)
 class BackboneConfig:
     """Attributes:
+    name: "builtin" (the CNN below, trained from scratch), or a pretrained image model in a
+        local folder: "hf:DIR" (Hugging Face `AutoModel`), "timm:DIR", or a plain DIR
+        (recognised by its config.json). Never a download.
     image_size: frames are resized to image_size x image_size before the backbone.
-    channels: output channels of each stride-2 stage.
-    feature_dim: size C of the per-frame feature vector.
+    channels: output channels of each stride-2 stage (built-in CNN).
+    feature_dim: size C of the per-frame feature vector (a pretrained model's own size:
+        its pooled output).
     motion_input: also feed the difference between the frame and the previous one (the
         computation stays per frame; motion, which defines the actions, becomes explicit).
+        Built-in CNN only: a pretrained model sees single frames.
     """
 
+    name: str = "builtin"
     image_size: int = 64
     channels: tuple[int, ...] = (16, 32, 64, 96)
     feature_dim: int = 128
     motion_input: bool = True
+
+    @property
+    def uses_previous(self) -> bool:
+        """Whether the backbone takes each frame's predecessor as a second input."""
+        return self.motion_input and self.name == "builtin"
 
     def __post_init__(self) -> None:
         if self.image_size < 2 ** len(self.channels):
@@ -99,3 +112,10 @@ def previous_frames(frames: torch.Tensor, valid: torch.Tensor | None = None) -> 
         has_prev = has_prev.view(*has_prev.shape, *([1] * (frames.dim() - 2)))
         prev = torch.where(has_prev, prev, frames)
     return prev
+
+
+def to_images(frames: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Decoded frames (N, H, W, 3) uint8 (or float in [0, 1]) → (N, 3, H, W) in [0, 1] of
+    `dtype`, the input of every backbone."""
+    x = frames.permute(0, 3, 1, 2)
+    return x.to(dtype) if x.is_floating_point() else x.to(dtype).div(255.0)

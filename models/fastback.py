@@ -17,7 +17,9 @@ steps in the past (`delay_frames` = A); with A = 0 (the streaming default) the o
 the frame just given.
 
 The attention mask is built per block of heads: the lookback block is a band over the past,
-the lookahead block a band over the future; an optional end CLS frame (`end_cls=True`, used by
+the lookahead block a band over the future (or, with `lookahead_frames=None`, every later
+frame of the sequence: a whole clip's future, as in FastBack itself; such an encoder has no
+streaming step); an optional end CLS frame (`end_cls=True`, used by
 clip recognition, `models/fastback_clip.py`) adds a block in which the last position sees
 every frame and no frame sees it.
 """
@@ -41,7 +43,8 @@ class TemporalConfig:
     num_lookahead_heads: heads that attend to the next `lookahead_frames` (current included).
     lookback_frames: L, the lookback window, current frame included.
     lookahead_frames: A, future frames the encoder sees in total (0: fully causal); the
-        stream's output is delayed by exactly A frames.
+        stream's output is delayed by exactly A frames. None: lookahead heads see every
+        later frame of the sequence (clip models; no streaming `step`).
     mlp_ratio: hidden size of the feed-forward network, as a multiple of dim.
     dropout: dropout in attention output and feed-forward (training only).
     """
@@ -51,7 +54,7 @@ class TemporalConfig:
     num_lookback_heads: int = 4
     num_lookahead_heads: int = 0
     lookback_frames: int = 32
-    lookahead_frames: int = 0
+    lookahead_frames: int | None = 0
     mlp_ratio: float = 2.0
     dropout: float = 0.0
 
@@ -63,14 +66,24 @@ class TemporalConfig:
             raise ValueError(f"dim {self.dim} is not divisible by {heads} heads")
         if self.lookback_frames < 1:
             raise ValueError(f"lookback_frames must be >= 1, got {self.lookback_frames}")
-        if (self.num_lookahead_heads > 0) != (self.lookahead_frames > 0):
+        bounded_ahead = self.lookahead_frames is None or self.lookahead_frames > 0
+        if (self.num_lookahead_heads > 0) != bounded_ahead:
             raise ValueError(
-                "num_lookahead_heads and lookahead_frames must both be 0 or both positive, got "
-                f"{self.num_lookahead_heads} and {self.lookahead_frames}"
+                "num_lookahead_heads and lookahead_frames must both be 0 or both positive "
+                f"(or None: unbounded), got {self.num_lookahead_heads} and "
+                f"{self.lookahead_frames}"
             )
 
     @property
+    def streams(self) -> bool:
+        """Whether the encoder has a streaming `step` (its lookahead is bounded)."""
+        return self.lookahead_frames is not None
+
+    @property
     def delay_frames(self) -> int:
+        """Frames by which a stream's output lags its input (the bounded lookahead)."""
+        if self.lookahead_frames is None:
+            raise ValueError("an unbounded lookahead (lookahead_frames None) has no streaming step")
         return self.lookahead_frames
 
     @property
@@ -94,7 +107,7 @@ class TemporalConfig:
         dynamic batch axis of an exported graph). W = lookback_frames + lookahead_frames,
         A = lookahead_frames, N = num_layers."""
         n, b, h, d = self.num_layers, batch_size, self.num_heads, self.head_dim
-        w, a1 = self.lookback_frames + self.lookahead_frames, self.lookahead_frames + 1
+        w, a1 = self.lookback_frames + self.delay_frames, self.delay_frames + 1
         return {
             "keys": (n, b, h, w, d),
             "values": (n, b, h, w, d),
@@ -103,8 +116,11 @@ class TemporalConfig:
             "count": (b,),
         }
 
-    def layer_lookahead(self, layer: int) -> int:
-        """Future frames layer `layer` looks ahead: A split over the layers, earlier first."""
+    def layer_lookahead(self, layer: int) -> int | None:
+        """Future frames layer `layer` looks ahead: A split over the layers, earlier first
+        (None: unbounded, every layer)."""
+        if self.lookahead_frames is None:
+            return None
         base, extra = divmod(self.lookahead_frames, self.num_layers)
         return base + (layer < extra)
 
@@ -134,8 +150,9 @@ class BidirectionalTemporalAttention(nn.Module):
     """Multi-head attention with lookback heads (past window) and lookahead heads (future).
 
     Lookback head h at time i attends to j in [i - L + 1, i]; lookahead heads to j in
-    [i, i + A] (A: this layer's lookahead). Each head adds a learned bias per relative
-    offset. Masked scores are set to the dtype's most negative finite value, so a fully
+    [i, i + A] (A: this layer's lookahead; None: every j >= i). Each head adds a learned bias
+    per relative offset (an unbounded lookahead shares one bias for offsets of L - 1 and
+    more). Masked scores are set to the dtype's most negative finite value, so a fully
     masked row gives finite (unused) outputs instead of NaN.
     """
 
@@ -146,7 +163,7 @@ class BidirectionalTemporalAttention(nn.Module):
         num_lookback_heads: int,
         num_lookahead_heads: int,
         lookback_frames: int,
-        lookahead_frames: int,
+        lookahead_frames: int | None,
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
@@ -157,9 +174,11 @@ class BidirectionalTemporalAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         self.drop = nn.Dropout(dropout)
-        # bias_back[h, d]: offset d = i - j in [0, L); bias_ahead[h, d]: d = j - i in [0, A].
+        # bias_back[h, d]: offset d = i - j in [0, L); bias_ahead[h, d]: d = j - i in [0, A]
+        # (unbounded: [0, L), the last entry for every offset from L - 1 on).
+        self.ahead_span = lookback_frames if lookahead_frames is None else lookahead_frames + 1
         self.bias_back = nn.Parameter(torch.zeros(self.hb, lookback_frames))
-        self.bias_ahead = nn.Parameter(torch.zeros(max(self.ha, 0), lookahead_frames + 1))
+        self.bias_ahead = nn.Parameter(torch.zeros(max(self.ha, 0), self.ahead_span))
 
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(..., C) → q, k, v each (..., H, D)."""
@@ -188,10 +207,12 @@ class BidirectionalTemporalAttention(nn.Module):
         allowed = allowed_b.expand(self.hb, T, T)
         bias = bias_b
         if self.ha:
-            allowed_a = (off <= 0) & (off >= -self.lookahead)
+            allowed_a = off <= 0
+            if self.lookahead is not None:
+                allowed_a = allowed_a & (off >= -self.lookahead)
             if end_cls:
                 allowed_a = allowed_a & ~(cls_row[None, :] & ~cls_row[:, None])
-            bias_a = self.bias_ahead[:, (-off).clamp(0, self.lookahead)]  # (Ha, T, T)
+            bias_a = self.bias_ahead[:, (-off).clamp(0, self.ahead_span - 1)]  # (Ha, T, T)
             allowed = torch.cat([allowed, allowed_a.expand(self.ha, T, T)], dim=0)
             bias = torch.cat([bias_b, bias_a], dim=0)
         if end_cls:  # the end CLS frame's view is global: no relative-position bias
@@ -355,6 +376,8 @@ class FastBackEncoder(nn.Module):
         self, h: torch.Tensor, cache: FastBackCache
     ) -> tuple[torch.Tensor, FastBackCache]:
         """`step` for an already projected input h (B, C)."""
+        if not self.config.streams:
+            raise ValueError("an unbounded lookahead (lookahead_frames None) has no streaming step")
         count = cache.count + 1
         keys, values, queries, inputs = [], [], [], []
         for layer, block in enumerate(self.blocks):

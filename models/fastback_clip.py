@@ -66,12 +66,14 @@ class FastBackConfig:
     """Attributes:
     num_hidden_layers: BTTransformer blocks.
     num_attention_heads: heads per block = num_lookback_heads + num_lookahead_heads.
-    num_lookahead_heads: heads that look ahead (0 with lookahead_frames 0).
+    num_lookahead_heads: heads that look ahead.
     num_lookback_heads: heads that look back (None: the rest of num_attention_heads).
     image_size: frames are resized to image_size x image_size.
     backbone_name: "builtin", "hf:DIR", "timm:DIR" or a local model folder.
-    hidden_size: width C of the blocks.
-    lookback_frames, lookahead_frames: the attention bands (see `TemporalConfig`).
+    hidden_size: width C of the blocks (None: 64 per attention head, as in ViT-style models).
+    lookback_frames: the lookback band (see `TemporalConfig`).
+    lookahead_frames: how far lookahead heads see (None: every later frame of the clip, as
+        in FastBack itself; a number bounds it, which a streaming `step` needs).
     backbone: the built-in CNN's settings (backbone_name "builtin").
     dropout: in attention outputs and feed-forward (training only).
     """
@@ -82,9 +84,9 @@ class FastBackConfig:
     num_lookback_heads: int | None = None
     image_size: int = 64
     backbone_name: str = "builtin"
-    hidden_size: int = 128
+    hidden_size: int | None = None
     lookback_frames: int = 32
-    lookahead_frames: int = 0
+    lookahead_frames: int | None = None
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     dropout: float = 0.0
 
@@ -102,14 +104,21 @@ class FastBackConfig:
             return self.num_attention_heads - self.num_lookahead_heads
         return self.num_lookback_heads
 
+    @property
+    def width(self) -> int:
+        """C, the blocks' width."""
+        return self.num_attention_heads * 64 if self.hidden_size is None else self.hidden_size
+
     def temporal(self) -> TemporalConfig:
+        # no lookahead heads: a causal encoder, which streams
+        lookahead = 0 if self.num_lookahead_heads == 0 else self.lookahead_frames
         return TemporalConfig(
-            dim=self.hidden_size,
+            dim=self.width,
             num_layers=self.num_hidden_layers,
             num_lookback_heads=self.lookback_heads,
             num_lookahead_heads=self.num_lookahead_heads,
             lookback_frames=self.lookback_frames,
-            lookahead_frames=self.lookahead_frames,
+            lookahead_frames=lookahead,
             dropout=self.dropout,
         )
 
@@ -144,8 +153,8 @@ class FastBack(nn.Module):
             loader=backbone_loader,
         )
         self.encoder = FastBackEncoder(config.temporal(), in_dim=self.frames.feature_dim)
-        self.add_cls = AddCLSFrames(config.hidden_size)
-        self.pool = CLSPooling(config.hidden_size)
+        self.add_cls = AddCLSFrames(config.width)
+        self.pool = CLSPooling(config.width)
 
     @property
     def delay_frames(self) -> int:
@@ -175,7 +184,7 @@ class FastBack(nn.Module):
         `delay_frames` steps back (meaningless until that frame exists) and the new state."""
         images = self.frames.images(frame)
         previous = images if state.previous is None else state.previous
-        features = self.frames.encode(images, previous if self.frames.kind == "builtin" else None)
+        features = self.frames.encode(images, previous)
         y, cache = self.encoder.step(features, state.cache)
         return y, FastBackStream(cache, images)
 
@@ -191,7 +200,7 @@ class ClipClassifier(nn.Module):
     ) -> None:
         super().__init__()
         self.fastback = FastBack(config, backbone_loader=backbone_loader)
-        self.classifier = nn.Linear(config.hidden_size, num_classes)
+        self.classifier = nn.Linear(config.width, num_classes)
 
     def forward(self, video: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         return self.classifier(self.fastback(video, valid)[1])

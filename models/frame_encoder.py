@@ -1,16 +1,22 @@
-"""`BackboneFrameEncoder`: video (B, T, H, W, C) → per-frame features (B, T, F).
+"""Frame backbones built from their settings, and `BackboneFrameEncoder`: video
+(B, T, H, W, C) → per-frame features (B, T, F).
 
-Resizes each frame to the backbone's input size and normalises it, then runs one of:
+`build_frame_backbone(config, loader)` is the one place a frame backbone is made, for the
+detector's `ActionModel` and for FastBack over clips alike:
 
 * `builtin` — actstream's small CNN (`models/backbone.py`, with the frame difference as
   motion input), trained from scratch;
-* any other name (`hf:DIR`, `timm:DIR`, a local model folder) — an `ExternalBackbone` made by
-  the `loader` given (`engine.backbones.load_backbone`: models/ never reads files), e.g. a
-  Hugging Face ResNet, ConvNeXt or ViT, or a timm model.
+* any other name (`hf:DIR`, `timm:DIR`, a local model folder) — a `PretrainedBackbone` around
+  the `ExternalBackbone` that the `loader` given makes (`engine.backbones.load_backbone`:
+  models/ never reads files), e.g. a Hugging Face ResNet, ConvNeXt or ViT, or a timm model.
+
+Every backbone takes (N, 3, S, S) RGB in [0, 1] (and, the built-in CNN with motion input, each
+frame's predecessor) and returns (N, F).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -18,7 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.backbone import BackboneConfig, FrameBackbone, previous_frames
+from models.backbone import BackboneConfig, FrameBackbone, previous_frames, to_images
+
+BackboneLoader = Callable[[str], "ExternalBackbone"]
 
 
 class ExternalBackbone(NamedTuple):
@@ -30,6 +38,59 @@ class ExternalBackbone(NamedTuple):
     feature_dim: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+
+
+class PretrainedBackbone(nn.Module):
+    """A pretrained image model as a frame backbone: (N, 3, S, S) in [0, 1] → (N, F).
+
+    Normalises with the model's own mean and std; a Hugging Face model's features are its
+    pooled output (or its last hidden state averaged over positions). `previous` is accepted
+    and ignored: the model sees single frames.
+    """
+
+    def __init__(self, config: BackboneConfig, external: ExternalBackbone) -> None:
+        super().__init__()
+        self.config, self.kind, self.net = config, external.kind, external.module
+        self.register_buffer("mean", torch.tensor(external.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(external.std).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.config.feature_dim
+
+    def forward(self, images: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
+        x = (images - self.mean) / self.std
+        if self.kind != "hf":
+            return self.net(x)
+        out = self.net(pixel_values=x)
+        pooled = getattr(out, "pooler_output", None)
+        if pooled is None:
+            pooled = out.last_hidden_state.mean(1)
+        return pooled.flatten(1)
+
+
+def load_external(name: str, loader: BackboneLoader | None) -> ExternalBackbone:
+    if loader is None:
+        raise ValueError(
+            f"backbone {name!r}: give a loader (engine.backbones.load_backbone) to build a "
+            "backbone other than 'builtin'"
+        )
+    return loader(name)
+
+
+def build_frame_backbone(config: BackboneConfig, loader: BackboneLoader | None = None) -> nn.Module:
+    """The frame backbone `config` names. A pretrained one needs `loader` (models/ reads no
+    files) and must give `config.feature_dim` features (the exported graphs are laid out from
+    the config alone)."""
+    if config.name == "builtin":
+        return FrameBackbone(config)
+    external = load_external(config.name, loader)
+    if external.feature_dim != config.feature_dim:
+        raise ValueError(
+            f"backbone {config.name!r} gives {external.feature_dim}-dim features; set "
+            f"backbone.feature_dim to {external.feature_dim}"
+        )
+    return PretrainedBackbone(config, external)
 
 
 class BackboneFrameEncoder(nn.Module):
@@ -49,37 +110,27 @@ class BackboneFrameEncoder(nn.Module):
         backbone_name: str = "builtin",
         image_size: int = 64,
         builtin: BackboneConfig | None = None,
-        loader: Callable[[str], ExternalBackbone] | None = None,
+        loader: BackboneLoader | None = None,
     ) -> None:
         super().__init__()
         self.image_size = image_size
+        cfg = dataclasses.replace(
+            builtin or BackboneConfig(), name="builtin", image_size=image_size
+        )
         if backbone_name == "builtin":
-            self.kind = "builtin"
-            cfg = builtin or BackboneConfig()
-            self.net = FrameBackbone(
-                BackboneConfig(
-                    image_size=image_size,
-                    channels=cfg.channels,
-                    feature_dim=cfg.feature_dim,
-                    motion_input=cfg.motion_input,
-                )
+            self.net: nn.Module = FrameBackbone(cfg)
+        else:  # the clip model takes its feature size from the pretrained model
+            external = load_external(backbone_name, loader)
+            cfg = dataclasses.replace(
+                cfg, name=backbone_name, feature_dim=external.feature_dim, motion_input=False
             )
-            self.feature_dim = cfg.feature_dim
-            mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)  # FrameBackbone normalises itself
-        else:
-            if loader is None:
-                raise ValueError(
-                    f"backbone {backbone_name!r}: give a loader (engine.backbones.load_backbone)"
-                    " to build a backbone other than 'builtin'"
-                )
-            self.kind, self.net, self.feature_dim, mean, std = loader(backbone_name)
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+            self.net = PretrainedBackbone(cfg, external)
+        self.kind = getattr(self.net, "kind", "builtin")
+        self.feature_dim = cfg.feature_dim
 
     def images(self, video: torch.Tensor) -> torch.Tensor:
         """(N, H, W, 3) uint8 or float in [0, 1] → (N, 3, S, S) float in [0, 1], resized."""
-        x = video.permute(0, 3, 1, 2)
-        x = x.float().div(255.0) if not x.is_floating_point() else x.float()
+        x = to_images(video)
         if x.shape[-2:] != (self.image_size, self.image_size):
             x = F.interpolate(
                 x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
@@ -87,22 +138,13 @@ class BackboneFrameEncoder(nn.Module):
         return x
 
     def encode(self, images: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
-        """(N, 3, S, S) frames (and each one's predecessor, for the built-in CNN) → (N, F)."""
-        if self.kind == "builtin":
-            return self.net(images, previous)
-        x = (images - self.mean) / self.std
-        if self.kind == "hf":
-            out = self.net(pixel_values=x)
-            pooled = getattr(out, "pooler_output", None)
-            if pooled is None:
-                pooled = out.last_hidden_state.mean(1)
-            return pooled.flatten(1)
-        return self.net(x)
+        """(N, 3, S, S) frames (and each one's predecessor, for motion input) → (N, F)."""
+        return self.net(images, previous)
 
     def forward(self, video: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         """Args: video (B, T, H, W, 3) uint8 or float in [0, 1]; valid (B, T) bool.
         Returns: (B, T, F)."""
         B, T = video.shape[:2]
         x = self.images(video.flatten(0, 1)).view(B, T, 3, self.image_size, self.image_size)
-        prev = previous_frames(x, valid).flatten(0, 1) if self.kind == "builtin" else None
+        prev = previous_frames(x, valid).flatten(0, 1) if self.net.config.uses_previous else None
         return self.encode(x.flatten(0, 1), prev).view(B, T, -1)

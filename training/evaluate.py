@@ -25,18 +25,13 @@ from engine.detector import Detector, build_detector
 from engine.wire.events import ActionEvent
 from engine.wire.memory import MemoryPublisher
 from models.action_model import ActionModel
-from models.backbone import previous_frames
+from models.backbone import previous_frames, to_images
 from models.heads import head_family
 from models.postprocess import DecodeConfig, frame_runs
 from stream.sources import parse_source
 from training.data import VideoItem
 from training.metrics import MapResult, Segment, detection_map, match_detections
 from training.seg_metrics import segmentation_scores
-
-
-def _images(frames: torch.Tensor) -> torch.Tensor:
-    """(N, H, W, 3) uint8 → (N, 3, H, W) float in [0, 1]."""
-    return frames.permute(0, 3, 1, 2).float().div(255.0)
 
 
 @torch.inference_mode()
@@ -48,7 +43,7 @@ def backbone_features(
     prev = previous_frames(x[None])[0]
     return torch.cat(
         [
-            model.backbone(_images(x[i : i + batch]), _images(prev[i : i + batch]))
+            model.backbone(to_images(x[i : i + batch]), to_images(prev[i : i + batch]))
             for i in range(0, len(x), batch)
         ]
     )

@@ -21,15 +21,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from engine.backbones import build_action_model
 from engine.checkpoint import CheckpointError, atomic_save, load_checkpoint, save_checkpoint
 from engine.loader import config_to_dict
-from models.action_model import ActionModel, build_model
+from models.action_model import ActionModel
 from models.actionformer import HeadOutput
-from models.backbone import previous_frames
+from models.backbone import previous_frames, to_images
 from models.heads import head_family
 from training.config import TrainConfig
 from training.data import VideoItem, WindowSampler, load_videos
-from training.evaluate import _images, backbone_features, evaluate_offline
+from training.evaluate import backbone_features, evaluate_offline
 from training.plots import plot_curves
 from training.progress import Progress
 
@@ -50,8 +51,8 @@ class WindowModel(nn.Module):
             feats = inputs.float()
         else:
             prev = previous_frames(inputs, valid)
-            x = _images(inputs.flatten(0, 1))  # (B·L, 3, H, W)
-            feats = self.model.backbone(x, _images(prev.flatten(0, 1))).view(B, L, -1)
+            x = to_images(inputs.flatten(0, 1))  # (B·L, 3, H, W)
+            feats = self.model.backbone(x, to_images(prev.flatten(0, 1))).view(B, L, -1)
         h = self.model.temporal(feats, valid)[:, -self.window :]  # (B, T, C)
         return self.model.head(h, valid[:, -self.window :])
 
@@ -169,7 +170,7 @@ def train(
                     f"{init_from}: its model config differs from this config's model (only the "
                     "head may differ: then the backbone and temporal encoder are taken)"
                 )
-            source, model = model, build_model(config.model)
+            source, model = model, build_action_model(config.model)
             model.backbone.load_state_dict(source.backbone.state_dict())
             model.temporal.load_state_dict(source.temporal.state_dict())
             logger.info(
@@ -178,7 +179,7 @@ def train(
                 config.model.head.type,
             )
     else:
-        model = build_model(config.model)
+        model = build_action_model(config.model)
     model.to(device)
     m = config.model
     from_features = o.mode == "cached_features"
@@ -236,7 +237,7 @@ def train(
     def deployable() -> ActionModel:
         if ema is None:
             return model
-        shadow = build_model(config.model)
+        shadow = build_action_model(config.model)
         shadow.load_state_dict(ema.state)
         return shadow
 

@@ -17,6 +17,7 @@ import torch
 
 from engine.backends.graphs import graph_io, wrap_head
 from models.action_model import ActionModel, ModelConfig
+from models.backbone import to_images
 from models.fastback import FastBackCache
 
 logger = logging.getLogger(__name__)
@@ -57,9 +58,10 @@ class Backend(Protocol):
 
 
 def frames_to_tensor(images: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """(B, H, W, 3) uint8 → (B, 3, H, W) in [0, 1] on the device."""
+    """(B, H, W, 3) uint8 → (B, 3, H, W) in [0, 1] on the device (`models.backbone.to_images`
+    after the copy, so the division runs there)."""
     x = torch.from_numpy(np.ascontiguousarray(images)).to(device, non_blocking=True)
-    return x.permute(0, 3, 1, 2).to(dtype).div_(255.0)
+    return to_images(x, dtype)
 
 
 def empty_cache(config: ModelConfig, batch_size: int, dtype: torch.dtype) -> FastBackCache:
@@ -83,7 +85,7 @@ class ModelFacts:
         self.precision = precision
         self.feature_dim = config.temporal.dim
         self.delay_frames = config.temporal.delay_frames
-        self.motion = config.backbone.motion_input
+        self.motion = config.backbone.uses_previous
 
 
 class TorchGraphs(ModelFacts):

@@ -38,7 +38,7 @@ class BackboneGraph(nn.Module):
     def __init__(self, model: ActionModel) -> None:
         super().__init__()
         self.backbone = model.backbone
-        self.motion = model.backbone.config.motion_input
+        self.motion = model.backbone.config.uses_previous
 
     def forward(self, images: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
         return self.backbone(images, previous if self.motion else None)
@@ -99,7 +99,7 @@ def graph_io(config: ModelConfig, precision: str) -> dict[str, dict[str, list[Te
     s = config.backbone.image_size
     t = config.temporal
     frames = [TensorSpec("images", (None, 3, s, s), f)]
-    if config.backbone.motion_input:
+    if config.backbone.uses_previous:
         frames.append(TensorSpec("previous", (None, 3, s, s), f))
     cache = [
         TensorSpec(name, shape, "int64" if name == "count" else f)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.backends.base import BackendError, ModelFacts, empty_cache
+from engine.backends.base import BackendError, ModelFacts, empty_cache, frames_to_tensor
 from engine.backends.graphs import GRAPHS, graph_io, wrap_head
 from models.action_model import ModelConfig
 from models.fastback import FastBackCache
@@ -100,12 +100,9 @@ class OnnxRuntimeBackend(ModelFacts):
         return t.detach().cpu().numpy().astype(self.np_dtype, copy=False)
 
     def encode_frames(self, images: np.ndarray, previous: np.ndarray) -> torch.Tensor:
-        scale = self.np_dtype(1.0 / 255.0)
-        args = [np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=self.np_dtype) * scale]
-        if self.motion:
-            args.append(
-                np.ascontiguousarray(previous.transpose(0, 3, 1, 2), dtype=self.np_dtype) * scale
-            )
+        cpu = torch.device("cpu")
+        frames = [images, previous] if self.motion else [images]
+        args = [self._float(frames_to_tensor(f, cpu, torch.float32)) for f in frames]
         (features,) = self._run("backbone", *args)
         return torch.from_numpy(features.astype(np.float32, copy=False))
 

@@ -53,6 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def compile_command(args: argparse.Namespace) -> int:
+    from engine.backbones import BackboneError
     from engine.backends.base import BackendError
     from engine.backends.choice import choose_backend, default_precision
     from engine.backends.compile import compile_engine, load_engine
@@ -88,7 +89,7 @@ def compile_command(args: argparse.Namespace) -> int:
             reference = TorchBackend(load_checkpoint(args.checkpoint, "cpu")[0], device)
             diffs = compare_backends(reference, compiled, config, batch=min(4, args.max_batch))
             say("max |compiled - eager| " + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
-    except (CheckpointError, EngineError, BackendError) as exc:
+    except (CheckpointError, EngineError, BackendError, BackboneError) as exc:
         return fail(str(exc))
     except KeyboardInterrupt:
         say(f"interrupted; nothing written to {args.out}")

@@ -108,6 +108,7 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    from engine.backbones import BackboneError
     from engine.backends.base import BackendError
     from engine.backends.manifest import EngineError
     from engine.checkpoint import CheckpointError
@@ -126,7 +127,7 @@ def run_command(args: argparse.Namespace) -> int:
         return fail(str(exc))
     try:
         config, backend = load_backend(config)
-    except (CheckpointError, EngineError, BackendError) as exc:
+    except (CheckpointError, EngineError, BackendError, BackboneError) as exc:
         return fail(str(exc))
     except KeyboardInterrupt:  # Ctrl-C while the weights compile on a first start
         say("interrupted during start-up")
@@ -201,11 +202,11 @@ def load_backend(config):
     """The model's backend for `actstream run`: an engine directory, or weights (or the
     seeded random initialisation) on the chosen backend. Returns the config with the
     model section of what was loaded."""
+    from engine.backbones import build_action_model
     from engine.backends.base import BackendError
     from engine.backends.cache import prepare_backend
     from engine.backends.compile import load_engine
     from engine.checkpoint import load_checkpoint
-    from models.action_model import build_model
 
     e = config.engine
     options = dict(
@@ -233,7 +234,7 @@ def load_backend(config):
             "loaded %s (step %d, classes %s)", config.weights, step, ", ".join(model_config.classes)
         )
     else:
-        model = build_model(config.model)
+        model = build_action_model(config.model)
         logger.info(
             "no --weights: model starts from a seeded random initialisation (seed %d)",
             config.model.seed,
