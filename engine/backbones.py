@@ -64,6 +64,9 @@ def _hf_model(folder: str) -> ExternalBackbone:
         raise BackboneError(
             "Hugging Face backbones need transformers: pip install 'actstream[backbones]'"
         ) from None
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # not a long task: no bars on the detector's stderr
     model = AutoModel.from_pretrained(folder, local_files_only=True)
     cfg = model.config
     dim = getattr(cfg, "hidden_size", None) or cfg.hidden_sizes[-1]

@@ -49,6 +49,11 @@ class ModelConfig:
             raise ValueError(f"classes must be unique, got {self.classes}")
         if self.fps <= 0:
             raise ValueError(f"fps must be positive, got {self.fps}")
+        if not self.temporal.streams:
+            raise ValueError(
+                "temporal.lookahead_frames must be a number for the streaming detector "
+                "(0: causal); None is for clip models"
+            )
 
 
 class ActionModel(nn.Module):

@@ -123,3 +123,40 @@ def test_config_rejects_inconsistent_lookahead():
         TemporalConfig(num_lookahead_heads=2, lookahead_frames=0, num_lookback_heads=2)
     with pytest.raises(ValueError, match="not divisible"):
         TemporalConfig(dim=30, num_lookback_heads=4)
+
+
+def test_cache_shapes_are_the_cache_that_init_cache_builds():
+    model = make(lookahead=3, ahead_heads=2, layers=2)
+    cache = model.init_cache(5)
+    shapes = model.config.cache_shapes(5)
+    assert list(shapes) == list(cache._fields)
+    assert {name: tuple(t.shape) for name, t in cache._asdict().items()} == shapes
+    assert shapes["keys"] == (2, 5, 4, 8 + 3, 8)  # N, B, H, L + A, D
+    assert model.config.num_heads == 4 and model.config.head_dim == 8
+
+
+def test_past_frames_is_the_receptive_field_into_the_past():
+    model = make(lookback=4, layers=3)  # 3 * (4 - 1) = 9 frames back
+    assert model.config.past_frames == 9
+    x = torch.randn(1, 30, 16)
+    with torch.no_grad():
+        ref = model(x)[0, 20]
+        far, near = x.clone(), x.clone()
+        far[0, 20 - 10] += 5.0  # just outside: no effect
+        near[0, 20 - 9] += 5.0  # the oldest frame it sees
+        assert torch.equal(model(far)[0, 20], ref)
+        assert not torch.allclose(model(near)[0, 20], ref)
+
+
+def test_an_unbounded_lookahead_sees_the_whole_future_and_does_not_stream():
+    cfg = TemporalConfig(
+        dim=32, num_layers=1, num_lookback_heads=2, num_lookahead_heads=2, lookahead_frames=None
+    )
+    model = FastBackEncoder(cfg, in_dim=16).eval()
+    x = torch.randn(1, 40, 16)
+    with torch.no_grad():
+        ref = model(x)[0, 0]
+        x[0, -1] += 5.0
+        assert not torch.allclose(model(x)[0, 0], ref)
+    with pytest.raises(ValueError, match="no streaming step"):
+        model.init_cache(1)

@@ -154,3 +154,52 @@ def test_a_broken_model_folder_is_one_clear_error(tmp_path):
     (folder / "config.json").write_text('{"model_type": "resnet"}')  # and no weights
     with pytest.raises(BackboneError, match="cannot load the hf model"):
         load_backbone(str(folder))
+
+
+SEED_EXAMPLE = dict(
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    num_lookahead_heads=6,
+    num_lookback_heads=6,
+    image_size=224,
+)
+
+
+def test_the_fastback_seed_example_runs_as_written_with_the_built_in_backbone():
+    torch.manual_seed(0)
+    model = FastBack(**SEED_EXAMPLE, backbone_name="builtin").eval()
+    clip = video(B=1, T=5, H=240, W=320)
+    with torch.no_grad():
+        outputs, cls_token = model(clip)
+    assert outputs.shape == (1, 5, 768) and cls_token.shape == (1, 768)  # 64 per head
+    assert torch.isfinite(outputs).all() and torch.isfinite(cls_token).all()
+    # unbounded lookahead within the clip: the first frame's output sees the last frame
+    later = clip.clone()
+    later[:, -1] = 255 - later[:, -1]
+    with torch.no_grad():
+        changed, _ = model(later)
+    assert not torch.allclose(changed[:, 0], outputs[:, 0])
+    with pytest.raises(ValueError, match="no streaming step"):
+        model.init_stream(1)
+
+
+def test_the_fastback_seed_example_runs_with_a_local_hugging_face_folder(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.ResNetConfig(
+        num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic"
+    )
+    transformers.ResNetModel(cfg).save_pretrained(tmp_path / "resnet")
+    model = FastBack(
+        **SEED_EXAMPLE, backbone_name=f"hf:{tmp_path / 'resnet'}", backbone_loader=load_backbone
+    ).eval()
+    with torch.no_grad():
+        outputs, cls_token = model(video(B=2, T=3, H=64, W=64))
+    assert model.frames.kind == "hf" and model.frames.feature_dim == 16
+    assert outputs.shape == (2, 3, 768) and cls_token.shape == (2, 768)
+
+
+def test_a_clip_model_without_lookahead_heads_still_streams():
+    model = make()  # lookahead_frames 0, no lookahead heads
+    assert model.encoder.config.streams
+    model = FastBack(num_attention_heads=4, image_size=16, backbone=SMALL)  # defaults
+    assert model.encoder.config.lookahead_frames == 0 and model.config.width == 256
