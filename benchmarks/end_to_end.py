@@ -23,9 +23,9 @@ import numpy as np
 
 from benchmarks.common import RESULTS, figure, save, stats_ms
 from engine.backends.cache import prepare_backend
+from engine.build import build_detector
 from engine.checkpoint import load_checkpoint
 from engine.config import load_config
-from engine.detector import build_detector
 from engine.metrics import Metrics
 from stream.frame_sources import synthetic_scene
 from stream.settings import ReaderOptions

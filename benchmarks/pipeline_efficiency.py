@@ -30,12 +30,12 @@ from pathlib import Path
 
 from benchmarks.common import RESULTS, figure, save
 from engine.backends.cache import prepare_backend
+from engine.build import build_detector
 from engine.checkpoint import load_checkpoint
 from engine.config import load_config
-from engine.detector import build_detector
 from stream.frame_sources import decode_file
 from stream.reader import ReaderState, StatusEvent
-from stream.settings import ReaderOptions
+from stream.settings import ReaderOptions, StreamConfig
 from stream.sources import parse_sources
 from training.synth import write_synthetic_dataset
 
@@ -110,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         files = sorted(Path(tmp).glob("*.mp4"))
         size = model_config.backbone.image_size
-        options = ReaderOptions(width=size, height=size, fps=model_config.fps, realtime=False)
+        options = ReaderOptions(
+            width=size, height=size, fps=model_config.fps, stream=StreamConfig(realtime=False)
+        )
 
         # decode-only
         det, specs = detector_for(files, backend, model_config, buffer_frames=64)

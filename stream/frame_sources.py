@@ -41,7 +41,9 @@ class FrameSource:
 class PyAVFrames(FrameSource):
     def __init__(self, spec: SourceSpec, options: ReaderOptions) -> None:
         fmt, av_options = av_open_args(
-            spec, timeout_s=options.timeout_s, rtsp_transport=options.rtsp_transport
+            spec,
+            timeout_s=options.stream.timeout_s,
+            rtsp_transport=options.stream.rtsp_transport,
         )
         self.spec, self.options = spec, options
         self.finite = not spec.live
@@ -49,7 +51,7 @@ class PyAVFrames(FrameSource):
         # costs about a third of a small frame's decode time.
         self.scaler = VideoReformatter()
         # PyAV's own timeout guards open and every read, in addition to FFmpeg's socket one.
-        timeout = (options.timeout_s * 2, options.timeout_s * 2) if spec.live else None
+        timeout = (options.stream.timeout_s * 2,) * 2 if spec.live else None
         self.container = av.open(spec.url, format=fmt, options=av_options, timeout=timeout)
         try:
             if not self.container.streams.video:

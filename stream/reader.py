@@ -157,11 +157,13 @@ class StreamReader:
             pass
 
     def _run(self) -> None:
-        if self.options.nice:
+        if self.options.stream.reader_nice:
             try:  # Linux: each thread has its own nice value (its native id is a task id)
                 tid = threading.get_native_id()
                 current = os.getpriority(os.PRIO_PROCESS, tid)
-                os.setpriority(os.PRIO_PROCESS, tid, min(19, current + self.options.nice))
+                os.setpriority(
+                    os.PRIO_PROCESS, tid, min(19, current + self.options.stream.reader_nice)
+                )
             except (AttributeError, OSError) as exc:
                 logger.debug("stream %s: reader nice not set (%s)", self.spec.stream_id, exc)
         try:
@@ -188,7 +190,9 @@ class StreamReader:
                 frames = self._open()
             except (av.FFmpegError, OSError, SourceError, ValueError) as exc:
                 message = describe_open_error(self.spec, exc)
-                if not opened_once and not (self.spec.live and self.options.retry_first_open):
+                if not opened_once and not (
+                    self.spec.live and self.options.stream.retry_first_open
+                ):
                     self.first_error = message
                     self._set_state(ReaderState.FAILED, message)
                     return
@@ -220,7 +224,7 @@ class StreamReader:
                 attempt = 0 if self._delivered_since_open else attempt
             if self._stop.is_set():
                 break
-            delay = self.options.backoff.delay_s(attempt, self._rng)
+            delay = self.options.stream.backoff.delay_s(attempt, self._rng)
             attempt += 1
             self.reconnects += 1
             self._set_state(ReaderState.RECONNECTING, f"retry in {delay:.1f} s")
@@ -240,7 +244,7 @@ class StreamReader:
     def _pump(self, source: FrameSource) -> bool:
         """Moves frames from `source` into the buffer; True when the source really ended."""
         sampler = FpsSampler(self.options.fps)
-        pace = self.options.realtime and not (
+        pace = self.options.stream.realtime and not (
             self.spec.live and self.spec.kind is not SourceKind.SYNTHETIC
         )
         wall0 = t0 = None

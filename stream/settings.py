@@ -1,8 +1,9 @@
-"""How readers open and pace sources."""
+"""How readers open and pace sources: the `stream` config section (`StreamConfig`) and, with
+the model's frame size and rate, a reader's options (`ReaderOptions`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from stream.reconnect import Backoff
@@ -46,31 +47,28 @@ class StreamConfig:
         if self.reconnect_max_s < self.reconnect_initial_s:
             raise ValueError("reconnect_max_s must be >= reconnect_initial_s")
 
+    @property
+    def backoff(self) -> Backoff:
+        """Reconnect delays for live sources."""
+        return Backoff(
+            initial_s=self.reconnect_initial_s,
+            max_s=self.reconnect_max_s,
+            jitter=self.reconnect_jitter,
+        )
+
 
 @dataclass(frozen=True, kw_only=True)
 class ReaderOptions:
-    """How readers open and pace sources (built from the `stream` config section).
+    """What a reader needs: the frames the model takes (size and rate, from the model) and
+    the `stream` settings (the config's `stream` section, one type for both).
 
     Attributes:
         width, height: frame size delivered to the model (resized inside PyAV).
         fps: the model's frame rate; faster sources are sampled down to it.
-        timeout_s: socket timeout for live network sources; a stall longer than this is a
-            disconnect.
-        rtsp_transport: "tcp" (default; no loss or reordering) or "udp".
-        realtime: play files (and synthetic scenes) at their own frame rate, as a live
-            stream would; False decodes them as fast as the consumer takes frames.
-        backoff: reconnect delays for live sources.
-        retry_first_open: keep retrying a live source that cannot be opened at start-up
-            (False: report FAILED so that the detector refuses to start).
-        nice: added to the reader thread's nice value (Linux threads have their own; 0: none).
+        stream: how sources are opened, paced and reconnected.
     """
 
     width: int = 64
     height: int = 64
     fps: float = 10.0
-    timeout_s: float = 5.0
-    rtsp_transport: str = "tcp"
-    realtime: bool = True
-    backoff: Backoff = Backoff()
-    retry_first_open: bool = False
-    nice: int = 0
+    stream: StreamConfig = field(default_factory=StreamConfig)

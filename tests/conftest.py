@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 from tests.media import scene_frames, write_h264_mp4
 
 ROOT = Path(__file__).resolve().parents[1]
+CMD = [sys.executable, "-m", "training.cli"]  # what the `actstream` command runs
 RTSP_SERVER = Path(__file__).with_name("rtsp_server.py")
 SYSTEM_PYTHON = "/usr/bin/python3"
 

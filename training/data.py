@@ -14,7 +14,7 @@ import torch
 from models.actionformer import make_points
 from models.targets import Targets, make_targets, point_ranges
 from stream.frame_sources import decode_file
-from stream.settings import ReaderOptions
+from stream.settings import ReaderOptions, StreamConfig
 from stream.sources import parse_source
 from training.annotations import VideoAnnotation, load_annotations
 from training.config import DataConfig
@@ -84,7 +84,7 @@ def load_videos(
 def decoded_frames(path: Path, cache_dir: str | None, *, fps: float, size: int) -> np.ndarray:
     """(T, size, size, 3) uint8 frames of a video file at `fps`, decoded as a reader does;
     kept in `cache_dir` (keyed by path, mtime, fps and size) when given."""
-    options = ReaderOptions(width=size, height=size, fps=fps, realtime=False)
+    options = ReaderOptions(width=size, height=size, fps=fps, stream=StreamConfig(realtime=False))
     cache = None
     if cache_dir is not None:
         key = hashlib.sha1(f"{path.resolve()}:{path.stat().st_mtime_ns}:{fps}:{size}".encode())

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 
 from engine.backends.torch_backend import TorchBackend
+from engine.build import build_detector
 from engine.config import AppConfig
-from engine.detector import Detector, build_detector
+from engine.detector import Detector
 from engine.wire.events import ActionEvent
 from engine.wire.memory import MemoryPublisher
 from models.action_model import ActionModel

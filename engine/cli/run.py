@@ -111,9 +111,10 @@ def run_command(args: argparse.Namespace) -> int:
     from engine.backbones import BackboneError
     from engine.backends.base import BackendError
     from engine.backends.manifest import EngineError
+    from engine.build import build_detector
     from engine.checkpoint import CheckpointError
     from engine.config import load_config
-    from engine.detector import StartupError, build_detector
+    from engine.detector import StartupError
     from engine.loader import ConfigError
     from engine.metrics import Metrics, MetricsPortError
     from engine.wire.publisher import PublisherError

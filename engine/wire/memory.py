@@ -11,16 +11,12 @@ class MemoryPublisher:
     def __init__(self) -> None:
         self.messages: list = []
         self.bound_endpoint = "memory"
-        self.stream_states = dict
         self.closed = False
 
     def publish(self, message) -> None:
         if self.closed:
             raise RuntimeError("publish after close")
         self.messages.append(message)
-
-    def set_stream_states(self, states) -> None:
-        self.stream_states = states
 
     def close(self, timeout_s: float = 0.0) -> None:
         self.closed = True

@@ -18,7 +18,7 @@ import zmq
 
 from engine.loader import check_positive
 from engine.metrics import Metrics
-from engine.wire.events import ActionEvent, Heartbeat, Message, encode
+from engine.wire.events import ActionEvent, Heartbeat, Message, StreamStatus, encode
 from engine.wire.security import CurveServer
 
 
@@ -52,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 LINGER_MS = 500  # how long close() may spend flushing queued messages
 QUEUE_MAX = 100_000
+_CLOSE = object()  # queued by close(): send what is queued, then stop
 
 
 class PublisherError(OSError):
@@ -64,13 +65,15 @@ class Publisher:
     Args:
         endpoint: where to bind, e.g. tcp://127.0.0.1:5556.
         run_id: this process run's id, in every message.
+        streams: the streams heartbeats report, each "connecting" until a `StreamStatus`
+            about it is sent (heartbeats then report the last state sent).
         heartbeat_s: seconds between heartbeats (None: none).
-        stream_states: returns {stream: state} for heartbeats (called on the publisher thread).
         send_hwm: ZeroMQ send high-water mark.
         on_sent: called with (topic, payload bytes, message) after each send (printing,
             metrics); runs on the publisher thread.
         clock: wall clock for message times.
-        metrics: optional; counts events and drops, observes frame-to-event latency.
+        metrics: counts events and drops, observes frame-to-event latency (default: a
+            registry of its own).
     """
 
     def __init__(
@@ -78,8 +81,8 @@ class Publisher:
         endpoint: str,
         *,
         run_id: str,
+        streams: list[str] | tuple[str, ...] = (),
         heartbeat_s: float | None = 1.0,
-        stream_states: Callable[[], dict[str, str]] = dict,
         send_hwm: int = 10000,
         on_sent: Callable[[str, bytes, Message], None] | None = None,
         clock: Callable[[], float] = time.time,
@@ -90,12 +93,12 @@ class Publisher:
         self._curve = curve
         self.run_id = run_id
         self.heartbeat_s = heartbeat_s
-        self._stream_states = stream_states
+        self._states = {stream: "connecting" for stream in streams}  # publisher thread's
         self._send_hwm = send_hwm
         self._on_sent = on_sent
         self._clock = clock
-        self._metrics = metrics
-        self._queue: queue.Queue[Message | None] = queue.Queue(QUEUE_MAX)
+        self._metrics = metrics or Metrics()
+        self._queue: queue.Queue[Message | object] = queue.Queue(QUEUE_MAX)
         self._ready = threading.Event()
         self._error: str | None = None
         self._seq: dict[str, int] = {}
@@ -116,23 +119,18 @@ class Publisher:
             raise PublisherError(self._error)
         return self.bound_endpoint or self.endpoint
 
-    def set_stream_states(self, stream_states: Callable[[], dict[str, str]]) -> None:
-        """What heartbeats report as each stream's state."""
-        self._stream_states = stream_states
-
     def publish(self, message: Message) -> None:
         """Queues a message; never blocks (a full queue drops and counts)."""
         try:
             self._queue.put_nowait(message)
         except queue.Full:
             self.dropped += 1
-            if self._metrics is not None:
-                self._metrics.messages_dropped.inc()
+            self._metrics.messages_dropped.inc()
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Sends what is queued, then closes the socket and joins the thread."""
         if self._thread.is_alive():
-            self._queue.put(None)
+            self._queue.put(_CLOSE)
             self._thread.join(timeout_s)
 
     def is_alive(self) -> bool:
@@ -168,14 +166,14 @@ class Publisher:
                 try:
                     message = self._queue.get(timeout=wait)
                 except queue.Empty:
-                    message = ...
-                if message is None:
+                    message = None  # time for a heartbeat, nothing to send
+                if message is _CLOSE:
                     break
-                if message is not ...:
+                if message is not None:
                     self._send(sock, message)
                 if next_beat is not None and time.monotonic() >= next_beat:
                     uptime = time.monotonic() - self._started_s
-                    self._send(sock, Heartbeat(uptime, self._stream_states()))
+                    self._send(sock, Heartbeat(uptime, dict(self._states)))
                     next_beat += self.heartbeat_s
                     if next_beat < time.monotonic():  # fell behind (suspended): skip beats
                         next_beat = time.monotonic() + self.heartbeat_s
@@ -184,7 +182,7 @@ class Publisher:
                     message = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if message is not None:
+                if message is not _CLOSE:
                     self._send(sock, message)
         except Exception:
             logger.exception("publisher crashed")
@@ -207,10 +205,11 @@ class Publisher:
             self.sent += 1
         except zmq.Again:
             self.dropped += 1
-            if self._metrics is not None:
-                self._metrics.messages_dropped.inc()
+            self._metrics.messages_dropped.inc()
             return
-        if self._metrics is not None and isinstance(message, ActionEvent):
+        if isinstance(message, StreamStatus):
+            self._states[message.stream] = message.state
+        if isinstance(message, ActionEvent):
             now = time.time()
             self._metrics.events.labels(message.stream, message.type, message.label).inc()
             self._metrics.frame_to_event_seconds.labels(message.stream).observe(

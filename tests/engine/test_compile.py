@@ -6,7 +6,6 @@ import dataclasses
 import json
 import shutil
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -20,16 +19,16 @@ from engine.backends.compile import compile_engine, load_engine
 from engine.backends.manifest import EngineError, read_manifest, weights_sha256
 from engine.backends.torch_backend import TorchBackend
 from engine.backends.verify import compare_backends
+from engine.build import build_detector
 from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.config import load_config
-from engine.detector import build_detector
 from models.action_model import build_model
 from stream.sources import parse_sources
+from tests.conftest import CMD
 from tests.integration.helpers import small_model
 from training.synth import write_synthetic_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
-CMD = [sys.executable, "-m", "training.cli"]
 
 
 def small(image_size: int = 32):

@@ -9,8 +9,9 @@ import urllib.request
 from dataclasses import dataclass
 
 from engine.backends.torch_backend import TorchBackend
+from engine.build import build_detector
 from engine.config import AppConfig, load_config
-from engine.detector import Detector, build_detector
+from engine.detector import Detector
 from engine.metrics import Metrics
 from engine.segmenter import Window
 from engine.tracker import Detection

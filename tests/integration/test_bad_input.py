@@ -4,7 +4,6 @@ decoded and reaches the model; broken configs fail at start-up in one line namin
 tests/engine/test_checkpoint.py, test_compile.py, tests/integration/test_cli.py.)"""
 
 import subprocess
-import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -13,13 +12,13 @@ import numpy as np
 import pytest
 
 from stream.frame_sources import decode_file
-from stream.settings import ReaderOptions
+from stream.settings import ReaderOptions, StreamConfig
 from stream.sources import parse_source
+from tests.conftest import CMD
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-CMD = [sys.executable, "-m", "training.cli"]
-OPTIONS = ReaderOptions(width=64, height=64, fps=10.0, realtime=False)
+OPTIONS = ReaderOptions(width=64, height=64, fps=10.0, stream=StreamConfig(realtime=False))
 
 
 def write_video(path: Path, frames, *, codec="libx264", pix_fmt="yuv420p", pts=None, rate=10):

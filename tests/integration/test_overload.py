@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from engine.backends.torch_backend import TorchBackend
+from engine.build import build_detector
 from engine.config import load_config
-from engine.detector import build_detector
 from engine.metrics import Metrics
 from engine.segmenter import ModelSegmenter
 from models.action_model import build_model

@@ -12,8 +12,7 @@ import pytest
 from stream.buffer import DropPolicy, FrameBuffer
 from stream.frames import Frame
 from stream.reader import ReaderState, StatusEvent, StreamReader
-from stream.reconnect import Backoff
-from stream.settings import ReaderOptions
+from stream.settings import ReaderOptions, StreamConfig
 from stream.sources import parse_source
 from tests.conftest import RtspServer, free_port
 from tests.integration.helpers import (
@@ -27,7 +26,7 @@ from tests.integration.helpers import (
 )
 
 pytestmark = pytest.mark.integration
-FAST_RETRY = Backoff(initial_s=0.2, max_s=0.5, jitter=0.1)
+FAST_RETRY = dict(reconnect_initial_s=0.2, reconnect_max_s=0.5, reconnect_jitter=0.1)
 
 
 class Watch:
@@ -77,7 +76,9 @@ class Watch:
 def test_reader_reconnects_after_the_server_is_killed_and_restarted():
     port = free_port()
     server = RtspServer("--source", "testsrc", port=port)
-    watch = Watch(parse_source(server.url), ReaderOptions(timeout_s=2.0, backoff=FAST_RETRY))
+    watch = Watch(
+        parse_source(server.url), ReaderOptions(stream=StreamConfig(timeout_s=2.0, **FAST_RETRY))
+    )
     try:
         watch.wait_for(ReaderState.CONNECTED)
         time.sleep(0.5)
@@ -104,7 +105,9 @@ def test_reader_reconnects_after_the_server_is_killed_and_restarted():
 
 def test_frozen_server_is_detected_by_the_timeout_and_reconnected():
     server = RtspServer("--source", "testsrc")
-    watch = Watch(parse_source(server.url), ReaderOptions(timeout_s=1.0, backoff=FAST_RETRY))
+    watch = Watch(
+        parse_source(server.url), ReaderOptions(stream=StreamConfig(timeout_s=1.0, **FAST_RETRY))
+    )
     try:
         watch.wait_for(ReaderState.CONNECTED)
         time.sleep(0.3)
@@ -140,7 +143,9 @@ def test_http_source_streams_a_file_served_over_http(clip_mp4):
         spec = parse_source(url)
         # The file arrives as fast as it decodes: room for all of it, so that none is dropped
         # between two drains.
-        watch = Watch(spec, ReaderOptions(fps=25.0, timeout_s=2.0, backoff=FAST_RETRY), 256)
+        watch = Watch(
+            spec, ReaderOptions(fps=25.0, stream=StreamConfig(timeout_s=2.0, **FAST_RETRY)), 256
+        )
         try:
             watch.wait_for(ReaderState.CONNECTED)
             # The whole file arrives, then the live HTTP stream ends: a disconnect.

@@ -7,7 +7,7 @@ import pytest
 from stream.buffer import DropPolicy, FrameBuffer
 from stream.frames import Frame
 from stream.reader import ReaderState, StatusEvent, StreamReader
-from stream.settings import ReaderOptions
+from stream.settings import ReaderOptions, StreamConfig
 from stream.sources import parse_source
 from tests.media import decode_all
 
@@ -54,7 +54,9 @@ def test_rtsp_passthrough_gives_the_files_exact_frames(clip_mp4, rtsp_server):
 
 def test_reader_over_rtsp_matches_reader_over_the_file(clip_mp4, rtsp_server):
     server = rtsp_server("--source", "file", "--file", str(clip_mp4))
-    options = ReaderOptions(width=160, height=120, fps=25.0, realtime=False, timeout_s=5.0)
+    options = ReaderOptions(
+        width=160, height=120, fps=25.0, stream=StreamConfig(realtime=False, timeout_s=5.0)
+    )
     from_file, states_file = read_until(parse_source(str(clip_mp4)), options, {ReaderState.ENDED})
     from_rtsp, states_rtsp = read_until(
         parse_source(server.url), options, {ReaderState.DISCONNECTED}
@@ -74,7 +76,7 @@ def test_rtsp_with_credentials_connects_and_never_shows_the_password(rtsp_server
     server = rtsp_server("--source", "testsrc", "--user", "viewer", "--password", "s3cret")
     url = server.url.replace("rtsp://", "rtsp://viewer:s3cret@")
     spec = parse_source(url)
-    options = ReaderOptions(width=32, height=32, fps=10.0, timeout_s=5.0)
+    options = ReaderOptions(width=32, height=32, fps=10.0, stream=StreamConfig(timeout_s=5.0))
     import logging
 
     with caplog.at_level(logging.DEBUG):

@@ -10,7 +10,7 @@ import pytest
 from stream.buffer import DropPolicy, FrameBuffer
 from stream.frames import Frame
 from stream.reader import ALLOWED_TRANSITIONS, ReaderState, StatusEvent, StreamReader
-from stream.settings import ReaderOptions
+from stream.settings import ReaderOptions, StreamConfig
 from stream.sources import parse_source
 from tests.media import scene_frames, write_h264_mp4
 
@@ -34,7 +34,7 @@ def collect(spec, options, limit_s=20.0, capacity=10_000):
 
 
 def test_file_frames_are_resized_rgb_stamped_and_sampled_to_the_model_fps(clip_mp4):
-    opts = ReaderOptions(width=32, height=24, fps=10.0, realtime=False)
+    opts = ReaderOptions(width=32, height=24, fps=10.0, stream=StreamConfig(realtime=False))
     reader, frames, states, _, _ = collect(parse_source(str(clip_mp4)), opts)
     assert states == [ReaderState.CONNECTED, ReaderState.ENDED]
     assert reader.frames_decoded == 100  # 4 s at 25 fps
@@ -51,15 +51,21 @@ def test_file_frames_are_resized_rgb_stamped_and_sampled_to_the_model_fps(clip_m
 def test_files_play_at_their_own_rate_unless_fast(media_dir):
     clip = write_h264_mp4(media_dir / "two_s.mp4", scene_frames(20, fps=10), fps=10)
     spec = parse_source(str(clip))
-    *_, fast_s, _ = collect(spec, ReaderOptions(width=16, height=16, realtime=False))
-    *_, real_s, _ = collect(spec, ReaderOptions(width=16, height=16, realtime=True))
+    *_, fast_s, _ = collect(
+        spec, ReaderOptions(width=16, height=16, stream=StreamConfig(realtime=False))
+    )
+    *_, real_s, _ = collect(
+        spec, ReaderOptions(width=16, height=16, stream=StreamConfig(realtime=True))
+    )
     assert real_s >= 1.8  # 20 frames at 10 fps: the last is due 1.9 s after the first
     assert fast_s < real_s / 2
 
 
 def test_finite_synthetic_source_renders_its_scene_and_ends():
     spec = parse_source("synthetic://?seed=2&duration_s=2&fps=10")
-    _, frames, states, _, _ = collect(spec, ReaderOptions(width=24, height=24, realtime=False))
+    _, frames, states, _, _ = collect(
+        spec, ReaderOptions(width=24, height=24, stream=StreamConfig(realtime=False))
+    )
     assert states == [ReaderState.CONNECTED, ReaderState.ENDED]
     assert len(frames) == 20 and frames[5].pts_s == pytest.approx(0.5)
     assert frames[0].image.shape == (24, 24, 3)
@@ -72,7 +78,7 @@ def test_garbage_and_truncated_files_fail_with_a_message_naming_them(media_dir, 
     truncated.write_bytes(clip_mp4.read_bytes()[: clip_mp4.stat().st_size // 3])
     for path in (garbage, truncated):
         reader, frames, states, _, _ = collect(
-            parse_source(str(path)), ReaderOptions(realtime=False)
+            parse_source(str(path)), ReaderOptions(stream=StreamConfig(realtime=False))
         )
         assert states == [ReaderState.FAILED], path
         assert reader.first_error.startswith(f"{path}: cannot read it as video")
@@ -94,7 +100,9 @@ def test_audio_only_file_is_refused_as_having_no_video(media_dir):
                 out.mux(p)
         for p in stream.encode():
             out.mux(p)
-    reader, _, states, _, _ = collect(parse_source(str(path)), ReaderOptions(realtime=False))
+    reader, _, states, _, _ = collect(
+        parse_source(str(path)), ReaderOptions(stream=StreamConfig(realtime=False))
+    )
     assert states == [ReaderState.FAILED]
     assert "has no video stream" in reader.first_error
 
@@ -103,7 +111,7 @@ def test_unreachable_rtsp_fails_fast_when_refused():
     from tests.conftest import free_port
 
     spec = parse_source(f"rtsp://127.0.0.1:{free_port()}/none")
-    reader, _, states, elapsed, _ = collect(spec, ReaderOptions(timeout_s=1.0))
+    reader, _, states, elapsed, _ = collect(spec, ReaderOptions(stream=StreamConfig(timeout_s=1.0)))
     assert states == [ReaderState.FAILED] and elapsed < 3
     assert "cannot connect" in reader.first_error
 
@@ -115,7 +123,9 @@ def test_silent_rtsp_server_is_bounded_by_the_timeout():
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         spec = parse_source(f"rtsp://127.0.0.1:{listener.getsockname()[1]}/x")
-        reader, _, states, elapsed, alive = collect(spec, ReaderOptions(timeout_s=1.0), limit_s=15)
+        reader, _, states, elapsed, alive = collect(
+            spec, ReaderOptions(stream=StreamConfig(timeout_s=1.0)), limit_s=15
+        )
     assert not alive and states == [ReaderState.FAILED]
     assert elapsed < 6
 
@@ -153,7 +163,9 @@ def test_reader_thread_runs_at_its_own_nice_value():
     """Readers yield the cores to the model: their thread (not the process) is re-niced."""
     buf = FrameBuffer(4, DropPolicy.BLOCK)
     reader = StreamReader(
-        parse_source("synthetic://n?duration_s=60"), buf, ReaderOptions(realtime=False, nice=7)
+        parse_source("synthetic://n?duration_s=60"),
+        buf,
+        ReaderOptions(stream=StreamConfig(realtime=False, reader_nice=7)),
     )
     reader.start()
     try:

@@ -1,0 +1,99 @@
+"""Building a detector from a config: every stream's buffer, reader and tracker, the ZeroMQ
+publisher, the metrics and the model's segmenter, wired into a `Detector`."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from engine.backends.base import Backend
+from engine.config import AppConfig
+from engine.detector import Detector, StreamParts
+from engine.metrics import Metrics
+from engine.segmenter import ModelSegmenter, Segmenter
+from engine.tracker import Tracker
+from engine.wire.publisher import Publisher
+from engine.wire.security import CurveServer
+from stream.buffer import DropPolicy, FrameBuffer
+from stream.frames import Frame
+from stream.reader import StreamReader
+from stream.settings import ReaderOptions
+from stream.sources import SourceSpec
+
+
+def reader_options(config: AppConfig) -> ReaderOptions:
+    """How the readers open and pace sources for this config's model."""
+    size = config.model.backbone.image_size
+    return ReaderOptions(width=size, height=size, fps=config.model.fps, stream=config.stream)
+
+
+def build_detector(
+    specs: list[SourceSpec],
+    config: AppConfig,
+    backend: Backend,
+    *,
+    run_id: str,
+    segmenter: Segmenter | None = None,
+    metrics: Metrics | None = None,
+    on_sent: Callable | None = None,
+    endpoint: str | None = None,
+    publisher: Publisher | None = None,
+) -> Detector:
+    """Builds every part from the config and wires the detector: per stream a buffer (drop
+    oldest for live sources, block for files), a reader and a tracker (event ids prefixed
+    with `run_id`); a ZeroMQ publisher (not yet started: `detector.publisher.start()` binds
+    it) unless `publisher` is given; the model's head as segmenter unless one is given."""
+    metrics = metrics or Metrics()
+    if publisher is None:
+        pc = config.publisher
+        curve = (
+            CurveServer(pc.curve_secret_key, pc.curve_clients_dir) if pc.curve_secret_key else None
+        )
+        publisher = Publisher(
+            endpoint or pc.endpoint,
+            run_id=run_id,
+            streams=[s.stream_id for s in specs],
+            heartbeat_s=pc.heartbeat_s,
+            send_hwm=pc.send_hwm,
+            on_sent=on_sent,
+            metrics=metrics,
+            curve=curve,
+        )
+    ready = threading.Event()
+    options = reader_options(config)
+    period_s = 1.0 / config.model.fps
+    streams = []
+    for spec in specs:
+        sid = spec.stream_id
+        buffer = FrameBuffer(
+            config.stream.buffer_frames,
+            DropPolicy.DROP_OLDEST if spec.live else DropPolicy.BLOCK,
+            ready=ready,
+            is_frame=lambda item: isinstance(item, Frame),
+        )
+        reader = StreamReader(
+            spec,
+            buffer,
+            options,
+            on_decoded=_counter(metrics.frames_decoded.labels(sid)),
+            on_drop=_counter(metrics.frames_dropped.labels(sid, "buffer_full")),
+            on_late=_counter(metrics.frames_dropped.labels(sid, "late")),
+        )
+        tracker = Tracker(config.tracker, frame_period_s=period_s, id_prefix=f"{run_id}-{sid}-")
+        streams.append(StreamParts(spec, buffer, tracker, reader))
+    segmenter = segmenter or ModelSegmenter(
+        backend, config.model.classes, config.decode, stop_below=config.tracker.onset_threshold
+    )
+    return Detector(
+        streams,
+        backend=backend,
+        segmenter=segmenter,
+        config=config,
+        publisher=publisher,
+        metrics=metrics,
+        ready=ready,
+    )
+
+
+def _counter(child) -> Callable[[int], None]:
+    return lambda n=1: child.inc(n)
