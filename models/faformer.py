@@ -92,9 +92,10 @@ class FrameLabels(NamedTuple):
 
 
 class Attention(nn.Module):
-    """Multi-head attention with an optional key mask (B, Tk) or full mask (B, Tq, Tk)."""
+    """Multi-head attention of queries x over a context, with an optional mask (True = may
+    attend): per key (B, Tk) or per query and key (B, Tq, Tk)."""
 
-    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+    def __init__(self, *, dim: int, heads: int, dropout: float) -> None:
         super().__init__()
         self.heads, self.head_dim = heads, dim // heads
         self.q, self.kv, self.out = (
@@ -104,7 +105,11 @@ class Attention(nn.Module):
         )
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, ctx: torch.Tensor, allowed: torch.Tensor | None):
+    def forward(
+        self, x: torch.Tensor, ctx: torch.Tensor, allowed: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Args: x (B, Tq, C); ctx (B, Tk, C); allowed (B, Tk) or (B, Tq, Tk) bool or None.
+        Returns (B, Tq, C)."""
         B, Tq, C = x.shape
         q = self.q(x).view(B, Tq, self.heads, self.head_dim).transpose(1, 2)
         k, v = (
@@ -119,7 +124,8 @@ class Attention(nn.Module):
         return self.drop(self.out(out))
 
 
-def mlp(dim: int, ratio: float, dropout: float) -> nn.Sequential:
+def mlp(*, dim: int, ratio: float, dropout: float) -> nn.Sequential:
+    """(..., C) → (..., C): Linear → GELU → Linear → Dropout, hidden width dim * ratio."""
     hidden = int(dim * ratio)
     return nn.Sequential(
         nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim), nn.Dropout(dropout)
@@ -127,17 +133,28 @@ def mlp(dim: int, ratio: float, dropout: float) -> nn.Sequential:
 
 
 class FrameLayer(nn.Module):
-    """ASFormer-style frame layer: dilated conv feed-forward, dilated local attention, MLP."""
+    """ASFormer-style frame layer: dilated conv feed-forward, attention over the frames at
+    i + k * dilation for |k| <= radius, MLP."""
 
-    def __init__(self, c: FAFormerConfig, dilation: int) -> None:
+    def __init__(
+        self,
+        *,
+        dim: int,
+        heads: int,
+        dilation: int,
+        radius: int,
+        mlp_ratio: float,
+        dropout: float,
+    ) -> None:
         super().__init__()
-        self.dilation, self.radius = dilation, c.attn_radius
-        self.conv = nn.Conv1d(c.dim, c.dim, 3, padding=dilation, dilation=dilation)
-        self.norm1, self.norm2 = nn.LayerNorm(c.dim), nn.LayerNorm(c.dim)
-        self.attn = Attention(c.dim, c.num_heads, c.dropout)
-        self.mlp = mlp(c.dim, c.mlp_ratio, c.dropout)
+        self.dilation, self.radius = dilation, radius
+        self.conv = nn.Conv1d(dim, dim, 3, padding=dilation, dilation=dilation)
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = Attention(dim=dim, heads=heads, dropout=dropout)
+        self.mlp = mlp(dim=dim, ratio=mlp_ratio, dropout=dropout)
 
     def forward(self, f: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Args: f (B, T, C) frame features; valid (B, T) bool. Returns (B, T, C)."""
         T = f.shape[1]
         keep = valid[..., None].to(f.dtype)
         f = f + F.gelu(self.conv((f * keep).transpose(1, 2))).transpose(1, 2)
@@ -154,17 +171,27 @@ class Coupling(nn.Module):
     """Frames ↔ action tokens: tokens ← frames, token self-attention and MLP, frames ← tokens,
     frame MLP."""
 
-    def __init__(self, c: FAFormerConfig) -> None:
+    def __init__(self, *, dim: int, heads: int, mlp_ratio: float, dropout: float) -> None:
         super().__init__()
-        d, h, p = c.dim, c.num_heads, c.dropout
-        self.norms = nn.ModuleList(nn.LayerNorm(d) for _ in range(6))
-        self.tok_from_frames = Attention(d, h, p)
-        self.tok_self = Attention(d, h, p)
-        self.tok_mlp = mlp(d, c.mlp_ratio, p)
-        self.frames_from_tok = Attention(d, h, p)
-        self.frame_mlp = mlp(d, c.mlp_ratio, p)
+        attn = dict(dim=dim, heads=heads, dropout=dropout)
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(6))
+        self.tok_from_frames = Attention(**attn)
+        self.tok_self = Attention(**attn)
+        self.tok_mlp = mlp(dim=dim, ratio=mlp_ratio, dropout=dropout)
+        self.frames_from_tok = Attention(**attn)
+        self.frame_mlp = mlp(dim=dim, ratio=mlp_ratio, dropout=dropout)
 
-    def forward(self, f, a, valid, *, tokens_only_cross: bool = False):
+    def forward(
+        self,
+        f: torch.Tensor,
+        a: torch.Tensor,
+        valid: torch.Tensor,
+        *,
+        tokens_only_cross: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Args: f (B, T, C) frames; a (B, M, C) action tokens; valid (B, T) bool;
+        tokens_only_cross: the tokens only read the frames (block i: no token self-attention
+        or MLP yet). Returns the updated f (B, T, C) and a (B, M, C)."""
         n = self.norms
         a = a + self.tok_from_frames(n[0](a), n[1](f), valid)
         if not tokens_only_cross:
@@ -177,18 +204,38 @@ class Coupling(nn.Module):
 class Block(nn.Module):
     """One of i / u / U (module docstring)."""
 
-    def __init__(self, c: FAFormerConfig, kind: str, dilation: int) -> None:
+    def __init__(
+        self,
+        *,
+        kind: str,
+        dim: int,
+        heads: int,
+        dilation: int,
+        radius: int,
+        segment_frames: int,
+        mlp_ratio: float,
+        dropout: float,
+    ) -> None:
         super().__init__()
-        self.kind, self.segment = kind, c.segment_frames
-        self.frame = FrameLayer(c, dilation)
-        self.couple = Coupling(c)
+        if kind not in ("i", "u", "U"):
+            raise ValueError(f"block kind must be i, u or U, got {kind!r}")
+        self.kind, self.segment = kind, segment_frames
+        common = dict(dim=dim, heads=heads, mlp_ratio=mlp_ratio, dropout=dropout)
+        self.frame = FrameLayer(dilation=dilation, radius=radius, **common)
+        self.couple = Coupling(**common)
 
-    def forward(self, f, a, valid):
+    def forward(
+        self, f: torch.Tensor, a: torch.Tensor, valid: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Args: f (B, T, C) frames, T a multiple of segment_frames; a (B, M, C) tokens;
+        valid (B, T) bool. Returns f (B, T, C) and a (B, M, C)."""
         if self.kind == "U":
             B, T, C = f.shape
             s = self.segment
             keep = valid.view(B, T // s, s, 1).to(f.dtype)
-            seg = (f.view(B, T // s, s, C) * keep).sum(2) / keep.sum(2).clamp(min=1.0)
+            seg = (f.view(B, T // s, s, C) * keep).sum(2) / keep.sum(2).clamp(
+                min=1.0
+            )  # (B, T/s, C)
             seg_valid = valid.view(B, T // s, s).any(2)
             new, a = self.couple(self.frame(seg, seg_valid), a, seg_valid)
             return f + (new - seg).repeat_interleave(s, dim=1), a
@@ -207,7 +254,17 @@ class FAFormerHead(nn.Module):
         self.in_proj = nn.Linear(in_dim, d)
         self.tokens = nn.Parameter(torch.randn(config.num_tokens, d) * 0.02)
         self.blocks = nn.ModuleList(
-            Block(config, kind, 2 ** (i % 6)) for i, kind in enumerate(config.blocks)
+            Block(
+                kind=kind,
+                dim=d,
+                heads=config.num_heads,
+                dilation=2 ** (i % 6),
+                radius=config.attn_radius,
+                segment_frames=config.segment_frames,
+                mlp_ratio=config.mlp_ratio,
+                dropout=config.dropout,
+            )
+            for i, kind in enumerate(config.blocks)
         )
         self.frame_norm, self.token_norm = nn.LayerNorm(d), nn.LayerNorm(d)
         self.frame_cls = nn.Linear(d, num_classes)
@@ -216,6 +273,7 @@ class FAFormerHead(nn.Module):
         self.mask_frame, self.mask_token = nn.Linear(d, d), nn.Linear(d, d)
 
     def forward(self, window: torch.Tensor, valid: torch.Tensor) -> FrameLabels:
+        """Args: window (B, T, C_in); valid (B, T) bool. Returns `FrameLabels`."""
         B = window.shape[0]
         f = self.in_proj(window)
         a = self.tokens.expand(B, -1, -1)

@@ -402,23 +402,10 @@ class FastBackEncoder(nn.Module):
         return self.norm(h), new_cache
 
 
-def reset_streams(cache: FastBackCache, rows: torch.Tensor) -> FastBackCache:
-    """The cache with the streams at `rows` (bool (B,)) reset to the empty state."""
-    keep = (~rows).to(cache.keys.dtype)
-    return FastBackCache(
-        cache.keys * keep.view(1, -1, 1, 1, 1),
-        cache.values * keep.view(1, -1, 1, 1, 1),
-        cache.queries * keep.view(1, -1, 1, 1, 1),
-        cache.inputs * keep.view(1, -1, 1, 1),
-        cache.count * (~rows).long(),
-    )
-
-
 __all__ = [
     "BTTransformer",
     "BidirectionalTemporalAttention",
     "FastBackCache",
     "FastBackEncoder",
     "TemporalConfig",
-    "reset_streams",
 ]

@@ -31,7 +31,6 @@ from models.heads import graph_outputs, head_family
 # parser reads (engine/tensorrt_onnx_ops.json).
 ONNX_OPSET = 18
 GRAPHS = ("backbone", "temporal_step", "head")
-CACHE_FIELDS = ("keys", "values", "queries", "inputs", "count")
 
 
 class BackboneGraph(nn.Module):

@@ -15,7 +15,6 @@ from typing import Any, Literal
 
 SCHEMA = "actstream.event/1"
 MESSAGE_TYPES = ("onset", "offset", "status", "heartbeat")
-OFFSET_REASONS = ("ended", "score_dropped", "stream_ended", "disconnected", "shutdown")
 EVENT_SCHEMA: dict[str, Any] = json.loads(
     (Path(__file__).with_name("event_schema.json")).read_text()
 )

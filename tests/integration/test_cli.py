@@ -5,18 +5,16 @@ import json
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import zmq
 
-from tests.conftest import free_port
+from tests.conftest import CMD, free_port
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-CMD = [sys.executable, "-m", "training.cli"]  # what the `actstream` command runs
 # The torch backend starts at once (auto picks onnxruntime, compiled at a config's first start).
 SMALL = [
     "--set",

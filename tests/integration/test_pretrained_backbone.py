@@ -7,18 +7,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import CMD
 from tests.integration.helpers import small_model
 from training.synth import write_synthetic_dataset
 
 transformers = pytest.importorskip("transformers")
 
 ROOT = Path(__file__).resolve().parents[2]
-CMD = [sys.executable, "-m", "training.cli"]
 # Every segment opens an action: these tests are about the path, not the model's quality.
 ANY_SEGMENT = ["decode.pre_nms_threshold=0", "decode.min_score=0", "tracker.onset_threshold=0"]
 

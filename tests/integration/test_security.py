@@ -5,7 +5,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,11 +14,10 @@ from engine.config import load_config
 from engine.wire.publisher import Publisher
 from engine.wire.security import CurveServer, KeyFileError, generate_keypair
 from engine.wire.subscriber import Subscriber
-from tests.conftest import free_port
+from tests.conftest import CMD, free_port
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-CMD = [sys.executable, "-m", "training.cli"]
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ the same commands the README gives."""
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import torch
 
 from engine.checkpoint import load_checkpoint
 from models.faformer import FAFormerConfig, FAFormerHead
+from tests.conftest import CMD
 from tests.integration.helpers import small_model
 from training.clips import load_clip_checkpoint, write_clip_dataset
 from training.config import load_train_config
@@ -19,7 +19,6 @@ from training.loop import train
 from training.synth import write_synthetic_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
-CMD = [sys.executable, "-m", "training.cli"]
 FAFORMER = [
     *(o for o in small_model(32) if not o.startswith("model.head")),
     "model.head={type: faformer, window_frames: 32, dim: 32, num_tokens: 4, num_heads: 2, "
