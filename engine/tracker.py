@@ -21,7 +21,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from engine.loader import check_positive, check_unit
+from models.intervals import interval_iou
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,12 +87,6 @@ class _Track:
     missed: int = 0
 
 
-def interval_iou(a0: float, a1: float, b0: float, b1: float) -> float:
-    inter = max(0.0, min(a1, b1) - max(a0, b0))
-    union = (a1 - a0) + (b1 - b0) - inter
-    return inter / union if union > 0 else 0.0
-
-
 class Tracker:
     """Tracks one stream's actions.
 
@@ -131,7 +128,8 @@ class Tracker:
                 # detection says (it may have gone on, or ended since the last run).
                 start = max(track.start_s, window_start_s)
                 end = max(track.end_s, det.end_s) if track.open else track.end_s
-                iou = interval_iou(start, end, max(det.start_s, window_start_s), det.end_s)
+                seen_s = (max(det.start_s, window_start_s), det.end_s)
+                iou = float(interval_iou(start, end, np.array([seen_s]))[0])
                 if iou >= best_iou:
                     best, best_iou = i, iou
             if best is None:

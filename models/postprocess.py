@@ -12,6 +12,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from models.intervals import interval_iou
+
 
 @dataclass(frozen=True, kw_only=True)
 class DecodeConfig:
@@ -180,10 +182,7 @@ def soft_nms(
         others = alive & (labels == labels[best]) if class_aware else alive.copy()
         idx = np.flatnonzero(others)
         if idx.size:
-            lo, hi = bounds[best]
-            inter = (np.minimum(hi, bounds[idx, 1]) - np.maximum(lo, bounds[idx, 0])).clip(min=0)
-            union = (hi - lo) + (bounds[idx, 1] - bounds[idx, 0]) - inter
-            iou = inter / np.maximum(union, 1e-9)
+            iou = interval_iou(bounds[best, 0], bounds[best, 1], bounds[idx])
             scores[idx] *= np.exp(-(iou * iou) / sigma)
             alive[idx] = scores[idx] >= min_score
     index = torch.tensor(kept, dtype=torch.long)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.intervals import interval_iou
+
 TIOU_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 
 
@@ -27,13 +29,6 @@ class Segment:
     end_s: float
     label: str
     score: float = 1.0
-
-
-def tiou(a0: float, a1: float, b: np.ndarray) -> np.ndarray:
-    """tIoU of [a0, a1] with each row [start, end] of b (N, 2) → (N,)."""
-    inter = np.clip(np.minimum(a1, b[:, 1]) - np.maximum(a0, b[:, 0]), 0, None)
-    union = (a1 - a0) + (b[:, 1] - b[:, 0]) - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
 def match_detections(
@@ -54,7 +49,7 @@ def match_detections(
         candidates = [j for j in by_video.get(det.video_id, []) if not matched[j]]
         best = None
         if candidates:
-            ious = tiou(det.start_s, det.end_s, bounds[candidates])
+            ious = interval_iou(det.start_s, det.end_s, bounds[candidates])
             k = int(np.argmax(ious))
             if ious[k] >= threshold:
                 best = candidates[k]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from models.intervals import interval_iou
 from training.metrics import Segment
 
 F1_THRESHOLDS = (0.10, 0.25, 0.50)
@@ -49,9 +50,7 @@ def f1_counts(pred: list[Segment], gt: list[Segment], tau: float) -> tuple[int, 
         for j, g in enumerate(gt):
             if j in used or g.label != s.label:
                 continue
-            inter = min(s.end_s, g.end_s) - max(s.start_s, g.start_s)
-            union = max(s.end_s, g.end_s) - min(s.start_s, g.start_s)
-            iou = inter / union if union > 0 else 0.0
+            iou = float(interval_iou(s.start_s, s.end_s, np.array([[g.start_s, g.end_s]]))[0])
             if iou >= best_iou:
                 best, best_iou = j, iou
         if best is None:

@@ -126,3 +126,12 @@ def test_short_action_first_seen_still_open_is_closed_on_the_next_run():
         (3.0, "offset", "ended"),
     ]
     assert events[1][1].end_s == 2.68
+
+
+def test_the_tracker_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, engine.tracker; assert 'torch' not in sys.modules, 'torch imported'"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-500:]

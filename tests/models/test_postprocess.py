@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -99,3 +100,13 @@ def test_soft_nms_removes_exact_duplicates_below_min_score_and_caps_the_count():
 def test_soft_nms_of_nothing_is_nothing():
     empty = Segments(torch.zeros(0, 2), torch.zeros(0), torch.zeros(0, dtype=torch.long))
     assert len(soft_nms(empty).scores) == 0
+
+
+def test_interval_iou_by_hand():
+    from models.intervals import interval_iou
+
+    bounds = np.array([[0.0, 2.0], [1.0, 3.0], [2.0, 4.0], [5.0, 5.0], [0.5, 1.5]])
+    got = interval_iou(0.0, 2.0, bounds)
+    # same; overlap 1 of union 3; touching; empty and apart; inside (1 of 2)
+    np.testing.assert_allclose(got, [1.0, 1 / 3, 0.0, 0.0, 0.5])
+    assert interval_iou(1.0, 1.0, np.array([[1.0, 1.0]])).tolist() == [0.0]  # empty union
