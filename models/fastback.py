@@ -16,12 +16,10 @@ layers first, the shares summing to A), so `step` returns the output for the fra
 steps in the past (`delay_frames` = A); with A = 0 (the streaming default) the output is for
 the frame just given.
 
-The attention mask is built per block of heads: the lookback block is a band over the past,
-the lookahead block a band over the future (or, with `lookahead_frames=None`, every later
-frame of the sequence: a whole clip's future, as in FastBack itself; such an encoder has no
-streaming step); an optional end CLS frame (`end_cls=True`, used by
-clip recognition, `models/fastback_clip.py`) adds a block in which the last position sees
-every frame and no frame sees it.
+The attention mask is built per block of heads: lookback heads see a band over the past,
+lookahead heads one over the future (`lookahead_frames=None`: every later frame, a whole
+clip's future as in FastBack itself, with no streaming step); an end CLS frame (`end_cls`,
+clip recognition: `models/fastback_clip.py`) sees every frame and no frame sees it.
 """
 
 from __future__ import annotations
@@ -400,12 +398,3 @@ class FastBackEncoder(nn.Module):
             count,
         )
         return self.norm(h), new_cache
-
-
-__all__ = [
-    "BTTransformer",
-    "BidirectionalTemporalAttention",
-    "FastBackCache",
-    "FastBackEncoder",
-    "TemporalConfig",
-]
