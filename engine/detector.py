@@ -10,7 +10,6 @@ the publisher and the metrics.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -30,8 +29,6 @@ from stream.buffer import FrameBuffer
 from stream.frames import Frame
 from stream.reader import ReaderState, StatusEvent, StreamReader
 from stream.sources import SourceSpec
-
-logger = logging.getLogger(__name__)
 
 JOIN_TIMEOUT_S = 5.0
 # Reader states after which the connection's frames are all in; the last three are final.

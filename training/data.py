@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +17,6 @@ from stream.settings import ReaderOptions, StreamConfig
 from stream.sources import parse_source
 from training.annotations import VideoAnnotation, load_annotations
 from training.config import DataConfig
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

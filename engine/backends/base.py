@@ -8,7 +8,6 @@ takes and returns CPU torch tensors at this interface.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Protocol
 
@@ -19,8 +18,6 @@ from engine.backends.graphs import graph_io, wrap_head
 from models.action_model import ActionModel, ModelConfig
 from models.backbone import to_images
 from models.fastback import FastBackCache
-
-logger = logging.getLogger(__name__)
 
 
 class BackendError(RuntimeError):

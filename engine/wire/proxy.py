@@ -7,12 +7,9 @@ Messages keep their detector's `run_id` and per-stream `seq`, so subscribers sti
 
 from __future__ import annotations
 
-import logging
 import threading
 
 import zmq
-
-logger = logging.getLogger(__name__)
 
 
 class ProxyError(OSError):

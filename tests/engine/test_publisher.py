@@ -6,8 +6,9 @@ from __future__ import annotations
 import time
 
 from engine.metrics import Metrics
-from engine.wire.events import ActionEvent, StreamStatus
+from engine.wire.events import StreamStatus
 from engine.wire.publisher import Publisher
+from tests.engine.test_events import ONSET
 from tests.integration.helpers import connect_subscriber
 
 
@@ -46,20 +47,9 @@ def test_close_sends_what_was_queued_and_counts_the_events():
     metrics = Metrics()
     publisher = Publisher("tcp://127.0.0.1:*", run_id="q", heartbeat_s=0.05, metrics=metrics)
     sub = connect_subscriber(publisher.start())
-    event = ActionEvent(
-        type="onset",
-        event_id="q-a-1",
-        stream="a",
-        label="wave",
-        score=0.9,
-        start_s=1.0,
-        start_wall_s=time.time(),
-        frame_s=1.2,
-        frame_wall_s=time.time(),
-    )
     try:
         for _ in range(50):
-            publisher.publish(event)
+            publisher.publish(ONSET)
         publisher.close()
         got = []
         while (item := sub.receive(1.0)) is not None:
@@ -69,6 +59,6 @@ def test_close_sends_what_was_queued_and_counts_the_events():
         sub.close()
     assert got == list(range(50))  # per-stream sequence numbers, nothing lost
     sample = metrics.registry.get_sample_value(
-        "actstream_events_published_total", {"stream": "a", "type": "onset", "label": "wave"}
+        "actstream_events_published_total", {"stream": "cam1", "type": "onset", "label": "wave"}
     )
     assert sample == 50.0
