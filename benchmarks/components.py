@@ -20,9 +20,10 @@ import torch
 from benchmarks.common import RESULTS, figure, save, stats_ms, time_calls
 from engine.backends.cache import prepare_backend
 from engine.checkpoint import load_checkpoint
-from engine.tracker import Detection, Tracker, TrackerConfig
+from engine.tracker import Tracker, TrackerConfig
 from engine.wire.events import ActionEvent
 from engine.wire.publisher import Publisher
+from models.intervals import Interval
 from training.synth import write_synthetic_dataset
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "weights" / "demo.pt"
@@ -56,7 +57,7 @@ def tracker_times(repeats: int) -> list[float]:
     for i in range(repeats):
         end = 12.8 + 0.2 * i
         dets = [
-            Detection(
+            Interval(
                 end - rng.uniform(0.5, 6.0),
                 end - rng.uniform(0.0, 0.3),
                 label,

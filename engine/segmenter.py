@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import torch
 
 from engine.backends.base import Backend
-from engine.tracker import Detection
 from models.heads import head_family
+from models.intervals import Interval
 from models.postprocess import DecodeConfig
 
 
@@ -33,12 +33,12 @@ class Window:
         return self.start_s + self.features.shape[0] * self.frame_period_s
 
 
-Segmenter = Callable[[Window], list[Detection]]
+Segmenter = Callable[[Window], list[Interval]]
 
 
 class ModelSegmenter:
     """The head network, then its family's decoding (`models.heads`): a `Window` → scored
-    `Detection`s."""
+    `Interval`s."""
 
     def __init__(
         self,
@@ -55,20 +55,20 @@ class ModelSegmenter:
         self.family = head_family(self.head)
         self.stop_below = stop_below
 
-    def __call__(self, window: Window) -> list[Detection]:
+    def __call__(self, window: Window) -> list[Interval]:
         return self.many([window])[0]
 
-    def many(self, windows: list[Window]) -> list[list[Detection]]:
+    def many(self, windows: list[Window]) -> list[list[Interval]]:
         """Several streams' windows through the head network as one batch."""
         out = self.backend.head(
             torch.stack([w.features for w in windows]), torch.stack([w.valid for w in windows])
         )
         return [self._detections(w, out, i) for i, w in enumerate(windows)]
 
-    def _detections(self, window: Window, out, i: int) -> list[Detection]:
+    def _detections(self, window: Window, out, i: int) -> list[Interval]:
         p = window.frame_period_s
         segments = self.family.window_segments(self.head, out, i, self.config, self.stop_below)
         return [
-            Detection(window.start_s + s * p, window.start_s + e * p, self.classes[k], score)
+            Interval(window.start_s + s * p, window.start_s + e * p, self.classes[k], score)
             for s, e, k, score in segments
         ]

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.loader import check_positive, check_unit
-from models.intervals import interval_iou
+from models.intervals import Interval, interval_iou
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,16 +51,6 @@ class TrackerConfig:
         check_positive(self, "close_after_missed_runs")
         if self.open_tolerance_frames < 0:
             raise ValueError("open_tolerance_frames must be >= 0")
-
-
-@dataclass(frozen=True, slots=True)
-class Detection:
-    """A scored segment in stream time."""
-
-    start_s: float
-    end_s: float
-    label: str
-    score: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +98,7 @@ class Tracker:
         return f"{self.id_prefix}{self._next_id}"
 
     def update(
-        self, detections: list[Detection], *, window_start_s: float, window_end_s: float
+        self, detections: list[Interval], *, window_start_s: float, window_end_s: float
     ) -> list[TrackEvent]:
         """Feeds one head run's segments; returns the events it causes, in order."""
         events: list[TrackEvent] = []

@@ -28,10 +28,11 @@ from engine.wire.memory import MemoryPublisher
 from models.action_model import ActionModel
 from models.backbone import previous_frames, to_images
 from models.heads import head_family
+from models.intervals import Interval
 from models.postprocess import DecodeConfig, frame_runs
 from stream.sources import parse_source
 from training.data import VideoItem
-from training.metrics import MapResult, Segment, detection_map, match_detections
+from training.metrics import MapResult, detection_map, match_detections
 from training.seg_metrics import segmentation_scores
 
 
@@ -91,13 +92,15 @@ def offline_detections(
     *,
     from_features: bool,
     device: str,
-) -> list[Segment]:
+) -> list[Interval]:
     """Detections in a whole video: the video encoded whole, then the head family's offline
     decoding (`models.heads`: ActionFormer's local head once over the whole video, FAFormer
     window by window)."""
     h = encode_video(model, item, from_features=from_features, device=device)
     return [
-        Segment(item.video_id, float(item.to_seconds(s)), float(item.to_seconds(e)), classes[k], sc)
+        Interval(
+            float(item.to_seconds(s)), float(item.to_seconds(e)), classes[k], sc, item.video_id
+        )
         for s, e, k, sc in head_family(model.head.config).video_segments(model.head, h, decode)
     ]
 
@@ -116,7 +119,7 @@ def offline_segmentation(
     }
     segments = {
         v.video_id: [
-            Segment(v.video_id, float(v.to_seconds(s)), float(v.to_seconds(e)), classes[k], sc)
+            Interval(float(v.to_seconds(s)), float(v.to_seconds(e)), classes[k], sc, v.video_id)
             for s, e, k, sc in frame_runs(
                 torch.from_numpy(probs[v.video_id]),
                 torch.ones(len(probs[v.video_id]), dtype=torch.bool),
@@ -153,9 +156,14 @@ def head_latency_ms(model: ActionModel, repeats: int = 30) -> float:
     return 1000 * float(np.median(times))
 
 
-def ground_truth(videos: list[VideoItem], classes: tuple[str, ...]) -> list[Segment]:
+def ground_truth(videos: list[VideoItem], classes: tuple[str, ...]) -> list[Interval]:
     return [
-        Segment(v.video_id, float(v.to_seconds(b[0])), float(v.to_seconds(b[1])), classes[int(lab)])
+        Interval(
+            float(v.to_seconds(b[0])),
+            float(v.to_seconds(b[1])),
+            classes[int(lab)],
+            video_id=v.video_id,
+        )
         for v in videos
         for b, lab in zip(v.bounds, v.labels, strict=True)
     ]
@@ -214,7 +222,7 @@ class StreamingResult:
     map_result: MapResult
     onset_delays_s: list[float]
     offset_delays_s: list[float]
-    segments: dict[str, list[Segment]]
+    segments: dict[str, list[Interval]]
     onsets: dict[str, list[tuple[float, str]]]
 
 
@@ -228,15 +236,15 @@ def evaluate_streaming(
 ) -> StreamingResult:
     """Replays every video through the detector; mAP of the emitted segments, and the
     onset / offset delays of the ground-truth actions they found (tIoU >= match_tiou)."""
-    segments: dict[str, list[Segment]] = {}
+    segments: dict[str, list[Interval]] = {}
     onsets: dict[str, list[tuple[float, str]]] = {}
-    decided: list[tuple[Segment, float, float]] = []  # segment, onset frame_s, offset frame_s
+    decided: list[tuple[Interval, float, float]] = []  # segment, onset frame_s, offset frame_s
     for v in videos:
         events = replay(model, paths[v.video_id], config)
         onset_s = {e.event_id: e.frame_s for e in events if e.type == "onset"}
         found = [
             (
-                Segment(v.video_id, e.start_s, e.end_s, e.label, e.score),
+                Interval(e.start_s, e.end_s, e.label, e.score, v.video_id),
                 onset_s[e.event_id],
                 e.frame_s,
             )

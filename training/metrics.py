@@ -15,24 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.intervals import interval_iou
+from models.intervals import Interval, interval_iou
 
 TIOU_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 
 
-@dataclass(frozen=True, slots=True)
-class Segment:
-    """A ground-truth action (score unused) or a detection."""
-
-    video_id: str
-    start_s: float
-    end_s: float
-    label: str
-    score: float = 1.0
-
-
 def match_detections(
-    detections: list[Segment], ground_truth: list[Segment], threshold: float
+    detections: list[Interval], ground_truth: list[Interval], threshold: float
 ) -> tuple[np.ndarray, list[int | None]]:
     """Greedy matching of one class. Returns tp (D,) bool in score order and, for each
     detection in that order, the index of the ground truth it matched (or None)."""
@@ -88,8 +77,8 @@ class MapResult:
 
 
 def detection_map(
-    detections: list[Segment],
-    ground_truth: list[Segment],
+    detections: list[Interval],
+    ground_truth: list[Interval],
     thresholds: tuple[float, ...] = TIOU_THRESHOLDS,
 ) -> MapResult:
     classes = sorted({g.label for g in ground_truth})

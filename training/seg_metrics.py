@@ -10,7 +10,7 @@ As in MS-TCN / ASFormer evaluations, extended to several actors whose actions ov
 * F1@τ — a predicted segment is a true positive when its IoU with a not yet matched true
   segment of the same class reaches τ; F1 = 2PR / (P + R), in percent.
 
-Inputs are segments in seconds (`training.metrics.Segment`) per video, so the same scores
+Inputs are segments in seconds (`models.intervals.Interval`) per video, so the same scores
 apply to offline frame labels, to ActionFormer's segments and to the detector's events.
 """
 
@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.intervals import interval_iou
-from training.metrics import Segment
+from models.intervals import Interval, interval_iou
 
 F1_THRESHOLDS = (0.10, 0.25, 0.50)
 
@@ -33,7 +32,7 @@ def edit_distance(a: list[str], b: list[str]) -> int:
     return row[-1]
 
 
-def edit_score(pred: list[Segment], gt: list[Segment]) -> float:
+def edit_score(pred: list[Interval], gt: list[Interval]) -> float:
     p = [s.label for s in sorted(pred, key=lambda s: s.start_s)]
     g = [s.label for s in sorted(gt, key=lambda s: s.start_s)]
     if not p and not g:
@@ -41,7 +40,7 @@ def edit_score(pred: list[Segment], gt: list[Segment]) -> float:
     return 100.0 * (1 - edit_distance(p, g) / max(len(p), len(g)))
 
 
-def f1_counts(pred: list[Segment], gt: list[Segment], tau: float) -> tuple[int, int, int]:
+def f1_counts(pred: list[Interval], gt: list[Interval], tau: float) -> tuple[int, int, int]:
     """(true positives, false positives, false negatives) at IoU threshold tau."""
     tp = fp = 0
     used: set[int] = set()
@@ -61,7 +60,7 @@ def f1_counts(pred: list[Segment], gt: list[Segment], tau: float) -> tuple[int, 
     return tp, fp, len(gt) - len(used)
 
 
-def frame_labels_of(segments: list[Segment], classes: tuple[str, ...], n: int, step_s: float):
+def frame_labels_of(segments: list[Interval], classes: tuple[str, ...], n: int, step_s: float):
     """(n, K) bool: frame i (centre (i + 0.5) · step_s) lies in a segment of class k."""
     out = np.zeros((n, len(classes)), bool)
     centres = (np.arange(n) + 0.5) * step_s
@@ -72,8 +71,8 @@ def frame_labels_of(segments: list[Segment], classes: tuple[str, ...], n: int, s
 
 
 def segmentation_scores(
-    pred: dict[str, list[Segment]],
-    gt: dict[str, list[Segment]],
+    pred: dict[str, list[Interval]],
+    gt: dict[str, list[Interval]],
     classes: tuple[str, ...],
     lengths: dict[str, int],
     step_s: float,

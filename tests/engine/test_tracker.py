@@ -1,7 +1,8 @@
 """Tracker on hand-written timelines: a scripted head sees each true action clipped to the
 window that ends at `e` (the head runs every 0.2 s; frames are 0.1 s; tolerance 2 frames)."""
 
-from engine.tracker import Detection, Tracker, TrackerConfig
+from engine.tracker import Tracker, TrackerConfig
+from models.intervals import Interval
 
 PERIOD = 0.1
 WINDOW_S = 12.8
@@ -13,7 +14,7 @@ def make(**kw):
 
 def visible(actions, e):
     """Each (start, end, label, score) as a perfect head would see it at window end e."""
-    return [Detection(s, min(x, e), label, score) for s, x, label, score in actions if s < e - 0.05]
+    return [Interval(s, min(x, e), label, score) for s, x, label, score in actions if s < e - 0.05]
 
 
 def run(tracker, actions, ends):
@@ -87,9 +88,9 @@ def test_one_missed_run_does_not_split_an_action():
 
 def test_weak_detections_and_weaker_duplicates_are_ignored():
     t = make(onset_threshold=0.5)
-    dets = [Detection(1.0, 2.0, "wave", 0.3)]
+    dets = [Interval(1.0, 2.0, "wave", 0.3)]
     assert t.update(dets, window_start_s=-10, window_end_s=2.0) == []
-    dets = [Detection(1.0, 2.0, "wave", 0.9), Detection(1.1, 2.0, "wave", 0.6)]
+    dets = [Interval(1.0, 2.0, "wave", 0.9), Interval(1.1, 2.0, "wave", 0.6)]
     events = t.update(dets, window_start_s=-10, window_end_s=2.0)
     assert [ev.type for ev in events] == ["onset"] and events[0].score == 0.9
 
@@ -109,7 +110,7 @@ def test_action_sliding_out_of_a_short_window_is_not_taken_for_a_new_one():
     for e in runs(6.0):
         start = e - short_window_s
         dets = [
-            Detection(max(s, start), min(x, e), lab, sc)
+            Interval(max(s, start), min(x, e), lab, sc)
             for s, x, lab, sc in [(0.5, 1.45, "wave", 0.9)]
             if s < e - 0.05 and x > start
         ]

@@ -14,9 +14,9 @@ from engine.config import AppConfig, load_config
 from engine.detector import Detector
 from engine.metrics import Metrics
 from engine.segmenter import Window
-from engine.tracker import Detection
 from engine.wire.subscriber import Subscriber
 from models.action_model import build_model
+from models.intervals import Interval
 from stream.sources import parse_sources
 
 
@@ -49,10 +49,10 @@ class ScriptedHead:
 
     actions: dict[str, list[tuple[float, float, str, float]]]
 
-    def __call__(self, window: Window) -> list[Detection]:
+    def __call__(self, window: Window) -> list[Interval]:
         e = window.end_s
         return [
-            Detection(max(s, window.start_s), min(x, e), label, score)
+            Interval(max(s, window.start_s), min(x, e), label, score)
             for s, x, label, score in self.actions.get(window.stream_id, [])
             if s < e - 0.05 and x > window.start_s
         ]

@@ -5,15 +5,16 @@ import math
 import numpy as np
 import pytest
 
-from training.metrics import Segment, detection_map, interpolated_ap, match_detections
+from models.intervals import Interval
+from training.metrics import detection_map, interpolated_ap, match_detections
 
 
 def gt(v, s, e, label="a"):
-    return Segment(v, s, e, label)
+    return Interval(s, e, label, video_id=v)
 
 
 def det(v, s, e, score, label="a"):
-    return Segment(v, s, e, label, score)
+    return Interval(s, e, label, score, v)
 
 
 def test_interpolated_ap_by_hand():

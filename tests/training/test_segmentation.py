@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from models.faformer import FAFormerConfig, FAFormerHead, FrameLabels
+from models.intervals import Interval
 from models.seg_losses import faformer_losses, hungarian, smoothing_loss
 from training.data import frame_labels
-from training.metrics import Segment
 from training.seg_metrics import edit_distance, edit_score, f1_counts, segmentation_scores
 
 
 def seg(s, e, label, score=1.0, vid="v"):
-    return Segment(vid, s, e, label, score)
+    return Interval(s, e, label, score, vid)
 
 
 @pytest.mark.parametrize(("n", "m"), [(1, 1), (3, 5), (5, 5), (4, 2)])
