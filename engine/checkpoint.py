@@ -51,13 +51,16 @@ def atomic_save(payload: Any, path: str | Path) -> None:
 def save_checkpoint(
     path: str | Path,
     model: torch.nn.Module,
-    config: ModelConfig,
+    config: Any,
     *,
     step: int,
     weights_dtype: torch.dtype | None = None,
+    task: str = "detection",
 ) -> None:
-    """Writes `{model, config, classes, step, versions}` atomically. `weights_dtype`
-    (e.g. torch.float16) stores floating-point weights smaller; loading casts them back."""
+    """Writes `{model, config, classes, step, versions}` (and `task` for a task other than
+    detection) atomically. `config` is the model's config dataclass (with `classes`);
+    `weights_dtype` (e.g. torch.float16) stores floating-point weights smaller; loading
+    casts them back."""
     state = model.state_dict()
     if weights_dtype is not None:
         state = {k: v.to(weights_dtype) if v.is_floating_point() else v for k, v in state.items()}
@@ -68,6 +71,8 @@ def save_checkpoint(
         "step": int(step),
         "versions": versions(),
     }
+    if task != "detection":
+        payload["task"] = task
     atomic_save(payload, path)
 
 

@@ -10,6 +10,7 @@ Segments are `(start, end, class, score)` on the frame grid of what the head saw
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,30 @@ HeadConfigs = HeadConfig | FAFormerConfig
 
 
 @dataclass(frozen=True, kw_only=True)
+class LossConfig:
+    """Training targets and loss weights (the `loss:` section of a training config).
+
+    Attributes:
+        reg_weight: weight of ActionFormer's DIoU loss against its focal loss.
+        smooth_weight, token_weight: weights of FAFormer's temporal smoothing loss and of its
+            action-token losses against the per-frame classification loss.
+        center_radius: ActionFormer's centre-sampling radius, in strides.
+        regression_ranges: per pyramid level, the [lo, hi] reach (frames) of its positives.
+    """
+
+    reg_weight: float = 1.0
+    smooth_weight: float = 0.15
+    token_weight: float = 1.0
+    center_radius: float = 1.5
+    regression_ranges: tuple[tuple[float, float], ...] = (
+        (0.0, 8.0),
+        (8.0, 16.0),
+        (16.0, 32.0),
+        (32.0, math.inf),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class HeadFamily:
     """One head family.
 
@@ -42,8 +67,8 @@ class HeadFamily:
         video_segments: (head, features (T_v, C), decode) → segments of a whole video.
         frame_probs: (head, features (T_v, C)) → (T_v, K) per-frame probabilities, for a
             frame-labelling head (None: the family labels no frames).
-        losses: (output, batch, optim) → {"total", ...}; `batch` carries `targets`,
-            `frame_labels` and `segments` (training.data.Batch), `optim` the loss weights.
+        losses: (output, batch, loss) → {"total", ...}; `batch` carries `targets`,
+            `frame_labels` and `segments` (training.data.Batch), `loss` a `LossConfig`.
     """
 
     build: Callable[..., nn.Module]
@@ -133,8 +158,8 @@ def _af_video_segments(
     )
 
 
-def _af_losses(out: HeadOutput, batch, optim) -> dict[str, torch.Tensor]:
-    return compute_losses(out, batch.targets, reg_weight=optim.reg_weight)
+def _af_losses(out: HeadOutput, batch, loss: LossConfig) -> dict[str, torch.Tensor]:
+    return compute_losses(out, batch.targets, reg_weight=loss.reg_weight)
 
 
 # ---- FAFormer: labels per frame, read as runs ------------------------------------------------
@@ -177,13 +202,13 @@ def _fa_video_segments(
     return frame_runs(probs, torch.ones(len(probs), dtype=torch.bool), decode)
 
 
-def _fa_losses(out: FrameLabels, batch, optim) -> dict[str, torch.Tensor]:
+def _fa_losses(out: FrameLabels, batch, loss: LossConfig) -> dict[str, torch.Tensor]:
     return faformer_losses(
         out,
         batch.frame_labels,
         batch.segments,
-        smooth_weight=optim.smooth_weight,
-        token_weight=optim.token_weight,
+        smooth_weight=loss.smooth_weight,
+        token_weight=loss.token_weight,
     )
 
 

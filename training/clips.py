@@ -8,9 +8,7 @@ plus `annotations.json` in the ActivityNet layout (one segment per clip, its lab
 from __future__ import annotations
 
 import json
-import logging
 import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,25 +19,17 @@ import torch
 import torch.nn.functional as F
 
 from engine.backbones import load_backbone
-from engine.checkpoint import (
-    CheckpointError,
-    atomic_save,
-    build_from_payload,
-    read_payload,
-    versions,
-)
-from engine.loader import apply_overrides, config_to_dict, from_dict
+from engine.checkpoint import CheckpointError, build_from_payload, read_payload, save_checkpoint
+from engine.loader import ConfigError, apply_overrides, config_to_dict, from_dict
 from models.action_model import DEFAULT_CLASSES
 from models.fastback_clip import ClipClassifier, FastBackConfig
 from stream.synthetic import SyntheticScene
 from training.annotations import VideoAnnotation, load_annotations, write_annotations
+from training.config import OptimConfig
 from training.data import decoded_frames
-from training.loop import lr_factor, param_groups
-from training.plots import plot_curves
-from training.progress import Progress
+from training.loop import fit
 from training.synth import subset_of, write_video
 
-logger = logging.getLogger(__name__)
 TASK = "clips"
 
 
@@ -113,22 +103,6 @@ class ClipModelConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ClipOptimConfig:
-    """AdamW with warm-up and cosine decay; eval_every steps between validations."""
-
-    steps: int = 600
-    batch_size: int = 8
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_steps: int = 50
-    min_lr: float = 1e-6
-    clip_grad_norm: float | None = 1.0
-    eval_every: int = 200
-    seed: int = 0
-    device: str = "cpu"
-
-
-@dataclass(frozen=True, kw_only=True)
 class ClipTrainConfig:
     """`actstream train` config for clip recognition (`task: clips`)."""
 
@@ -139,7 +113,7 @@ class ClipTrainConfig:
     train_subset: str = "train"
     val_subset: str = "validation"
     cache_dir: str | None = "runs/cache"
-    optim: ClipOptimConfig = field(default_factory=ClipOptimConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
 
 
 def load_clip_config(data: dict, overrides: list[str] | tuple[str, ...] = ()) -> ClipTrainConfig:
@@ -206,20 +180,6 @@ def accuracy_report(pred: torch.Tensor, clips: ClipSet, classes: tuple[str, ...]
     }
 
 
-def save_clip_checkpoint(path: Path, model: ClipClassifier, config: ClipModelConfig, step: int):
-    atomic_save(
-        {
-            "model": model.state_dict(),
-            "config": config_to_dict(config),
-            "classes": list(config.classes),
-            "step": step,
-            "versions": versions(),
-            "task": TASK,
-        },
-        path,
-    )
-
-
 def load_clip_checkpoint(path: str | Path, device: str = "cpu", payload: dict | None = None):
     payload = read_payload(path, device) if payload is None else payload
     if payload.get("task") != TASK:
@@ -233,50 +193,53 @@ def load_clip_checkpoint(path: str | Path, device: str = "cpu", payload: dict | 
     )
 
 
-def train_clips(config: ClipTrainConfig, *, progress: bool = True) -> Path:
+class ClipTask:
+    """Trimmed clips (mirrored half of the time) → FastBack's CLS logits → cross-entropy;
+    validation is top-1 accuracy on the validation clips."""
+
+    def __init__(self, config: ClipTrainConfig, device: str) -> None:
+        self.config, self.device, m = config, device, config.model
+        self.train_set = load_clips(config.root, config.train_subset, m, config.cache_dir)
+        self.val_set = load_clips(config.root, config.val_subset, m, config.cache_dir)
+        self.model = self.net = self.build().to(device)
+
+    def sample(self, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
+        idx = torch.from_numpy(rng.choice(len(self.train_set.labels), self.config.optim.batch_size))
+        frames, valid = self.train_set.frames[idx], self.train_set.valid[idx]
+        if rng.random() < 0.5:  # mirrored clips show the same actions
+            frames = frames.flip(3)
+        return frames, valid, self.train_set.labels[idx]
+
+    def forward(self, net: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return net(batch[0].to(self.device), batch[1].to(self.device))
+
+    def losses(self, out: torch.Tensor, batch: tuple[torch.Tensor, ...]):
+        return {"total": F.cross_entropy(out.float(), batch[2].to(self.device))}
+
+    def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
+        pred = predict(model, self.val_set, self.device)
+        return {"top1": accuracy_report(pred, self.val_set, self.config.model.classes)["top1"]}
+
+    def build(self) -> ClipClassifier:
+        m = self.config.model
+        return ClipClassifier(m.fastback, len(m.classes), load_backbone)
+
+    def save(self, path: Path, model: torch.nn.Module, step: int) -> None:
+        dtype = getattr(torch, self.config.optim.checkpoint_dtype)
+        save_checkpoint(path, model, self.config.model, step=step, weights_dtype=dtype, task=TASK)
+
+
+def train_clips(config: ClipTrainConfig, *, resume: bool = False, progress: bool = True) -> Path:
     """Trains FastBack + CLS pooling on trimmed clips; returns OUT_DIR/last.pt."""
-    o, m = config.optim, config.model
-    torch.manual_seed(m.seed)
+    if config.optim.mode != "end_to_end":
+        raise ConfigError('task "clips" trains end to end: optim.mode must be "end_to_end"')
+    torch.manual_seed(config.model.seed)
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(json.dumps(config_to_dict(config), indent=1))
-    train_set = load_clips(config.root, config.train_subset, m, config.cache_dir)
-    val_set = load_clips(config.root, config.val_subset, m, config.cache_dir)
-    model = ClipClassifier(m.fastback, len(m.classes), load_backbone).to(o.device)
-    optimizer = torch.optim.AdamW(param_groups(model, o.weight_decay), lr=o.lr)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: lr_factor(s, warmup=o.warmup_steps, total=o.steps, floor=o.min_lr / o.lr),
-    )
-    rng = np.random.default_rng(o.seed)
-    bar = Progress(o.steps) if progress else None
-    history: list[dict] = []
-    t0 = time.monotonic()
-    for step in range(o.steps):
-        model.train()
-        idx = torch.from_numpy(rng.choice(len(train_set.labels), o.batch_size))
-        frames, valid = train_set.frames[idx], train_set.valid[idx]
-        if rng.random() < 0.5:  # mirrored clips show the same actions
-            frames = frames.flip(3)
-        logits = model(frames.to(o.device), valid.to(o.device))
-        loss = F.cross_entropy(logits, train_set.labels[idx].to(o.device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if o.clip_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), o.clip_grad_norm)
-        optimizer.step()
-        schedule.step()
-        history.append({"step": step + 1, "loss": loss.item(), "lr": schedule.get_last_lr()[0]})
-        if bar is not None:
-            bar.update(step + 1, loss=loss.item(), lr=schedule.get_last_lr()[0])
-        if (step + 1) % o.eval_every == 0 or step + 1 == o.steps:
-            top1 = accuracy_report(predict(model, val_set, o.device), val_set, m.classes)["top1"]
-            history.append({"step": step + 1, "top1": top1})
-            logger.info("step %d: validation top-1 %.3f", step + 1, top1)
-    save_clip_checkpoint(out_dir / "last.pt", model, m, o.steps)
-    plot_curves(history, out_dir / "curves.png")
-    logger.info("trained %d steps in %.0f s", o.steps, time.monotonic() - t0)
-    return out_dir / "last.pt"
+    device = config.optim.device
+    task = ClipTask(config, device)
+    return fit(task, config.optim, out_dir, device=device, resume=resume, progress=progress)
 
 
 def evaluate_clips(

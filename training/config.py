@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from engine.loader import ConfigError, apply_overrides, from_dict, read_yaml_mapping
 from models.action_model import ModelConfig
-from models.heads import head_family
+from models.heads import LossConfig, head_family
 from models.postprocess import DecodeConfig
 
 
@@ -42,22 +41,19 @@ class DataConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class OptimConfig:
-    """Attributes:
+    """How any task trains (detection windows and FastBack clips alike).
+
+    Attributes:
     mode: "end_to_end" trains backbone, temporal encoder and head on frames;
         "cached_features" runs the (frozen) backbone once over the videos and trains the
         temporal encoder and head on the cached features (fast on a CPU); with data.kind
-        "features" only this mode applies.
-    steps, batch_size: optimisation steps and windows per step.
+        "features" only this mode applies (detection only).
+    steps, batch_size: optimisation steps and windows (or clips) per step.
     lr, weight_decay, warmup_steps, min_lr: AdamW with linear warm-up then cosine decay.
     clip_grad_norm: gradient clipping (L2), None = off.
     ema_decay: decay of the exponential moving average of the weights (None = off); the
         checkpoint holds the EMA weights.
     amp: mixed precision on CUDA.
-    reg_weight: weight of the DIoU loss against the focal loss (ActionFormer).
-    smooth_weight, token_weight: weights of FAFormer's temporal smoothing loss and of its
-        action-token losses against the per-frame classification loss.
-    center_radius: centre-sampling radius, in strides.
-    regression_ranges: per pyramid level, the [lo, hi] reach (frames) of its positives.
     eval_every, checkpoint_every: steps between validations and checkpoints.
     seed: data sampling and initialisation seed.
     device: "cpu", "cuda", ...
@@ -74,16 +70,6 @@ class OptimConfig:
     clip_grad_norm: float | None = 1.0
     ema_decay: float | None = 0.999
     amp: bool = True
-    reg_weight: float = 1.0
-    smooth_weight: float = 0.15
-    token_weight: float = 1.0
-    center_radius: float = 1.5
-    regression_ranges: tuple[tuple[float, float], ...] = (
-        (0.0, 8.0),
-        (8.0, 16.0),
-        (16.0, 32.0),
-        (32.0, math.inf),
-    )
     eval_every: int = 500
     checkpoint_every: int = 500
     seed: int = 0
@@ -106,13 +92,14 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
 
     def __post_init__(self) -> None:
         strides = head_family(self.model.head).point_strides(self.model.head)
-        if strides is not None and len(self.optim.regression_ranges) != len(strides):
+        if strides is not None and len(self.loss.regression_ranges) != len(strides):
             raise ValueError(
-                f"optim.regression_ranges has {len(self.optim.regression_ranges)} levels, "
+                f"loss.regression_ranges has {len(self.loss.regression_ranges)} levels, "
                 f"model.head.num_levels is {len(strides)}"
             )
         if self.data.kind == "features" and self.optim.mode != "cached_features":

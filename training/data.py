@@ -132,24 +132,22 @@ class WindowSampler:
         regression_ranges: tuple[tuple[float, float], ...],
         num_classes: int,
         center_radius: float,
-        seed: int,
     ) -> None:
         self.videos, self.window, self.context = videos, window, context
         self.num_classes, self.center_radius = num_classes, center_radius
         self.points = make_points(window, strides) if strides else None
         self.ranges = point_ranges(self.points, regression_ranges) if strides else None
-        self.rng = np.random.default_rng(seed)
         lengths = np.array([len(v.data) for v in videos], float)
         self.weights = lengths / lengths.sum()
 
-    def sample(self, batch_size: int) -> Batch:
+    def sample(self, batch_size: int, rng: np.random.Generator) -> Batch:
         inputs, valid, cls, reg, pos, frames, segments = [], [], [], [], [], [], []
         total = self.context + self.window
         for _ in range(batch_size):
-            video = self.videos[self.rng.choice(len(self.videos), p=self.weights)]
+            video = self.videos[rng.choice(len(self.videos), p=self.weights)]
             n = len(video.data)
             # the window may end anywhere in the video (a stream is judged at every instant)
-            end = int(self.rng.integers(min(n, self.window // 4), n + 1))
+            end = int(rng.integers(min(n, self.window // 4), n + 1))
             start = end - total
             x = np.zeros((total, *video.data.shape[1:]), video.data.dtype)
             v = np.zeros(total, bool)

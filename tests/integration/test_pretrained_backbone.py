@@ -58,7 +58,7 @@ def trained(tmp_path_factory, hf_folder) -> tuple[Path, Path]:
                 f"model.backbone.name=hf:{hf_folder}",
                 "model.backbone.feature_dim=16",
                 "model.backbone.motion_input=false",
-                "optim.regression_ranges=[[0, 8], [8, 16], [16, .inf]]",
+                "loss.regression_ranges=[[0, 8], [8, 16], [16, .inf]]",
                 f"out_dir={out}",
                 f"data.annotations={data / 'annotations.json'}",
                 f"data.root={data}",

@@ -15,7 +15,7 @@ from tests.conftest import CMD
 from tests.integration.helpers import small_model
 from training.clips import load_clip_checkpoint, write_clip_dataset
 from training.config import load_train_config
-from training.loop import train
+from training.detection import train
 from training.synth import write_synthetic_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,7 +97,7 @@ def test_faformer_init_from_an_actionformer_checkpoint_takes_backbone_and_encode
             ROOT / "configs" / "train_synthetic.yaml",
             [
                 *small_model(32),
-                "optim.regression_ranges=[[0, 8], [8, 16], [16, .inf]]",
+                "loss.regression_ranges=[[0, 8], [8, 16], [16, .inf]]",
                 f"out_dir={tmp_path / 'af'}",
                 *base,
             ],
@@ -178,6 +178,19 @@ def test_clip_recognition_synth_train_eval_commands(tmp_path):
     assert result.returncode == 0, result.stderr
     model, config, step = load_clip_checkpoint(run / "last.pt")
     assert step == 30 and config.max_frames == 12
+    # the same loop as detection: --resume continues from train_state.pt
+    more = [*(x for o in overrides for x in ("--set", o)), "--set", "optim.steps=40"]
+    result = subprocess.run(
+        [*CMD, "train", str(ROOT / "configs" / "train_clips.yaml"), *more, "--resume"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert load_clip_checkpoint(run / "last.pt")[2] == 40
+    history = json.loads(torch.load(run / "train_state.pt", weights_only=True)["history"])
+    assert [h["step"] for h in history if "loss" in h] == list(range(1, 41))
+    assert [h["step"] for h in history if "top1" in h] == [30, 40]
     result = subprocess.run(
         [*CMD, "eval", str(run / "last.pt"), str(data), "--out", str(tmp_path / "ev")],
         capture_output=True,

@@ -18,11 +18,11 @@ from tests.conftest import CMD
 from tests.integration.helpers import small_model
 from training.config import DataConfig, load_train_config
 from training.data import WindowSampler, load_videos
-from training.loop import train
+from training.detection import train
 from training.synth import write_synthetic_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = [*small_model(32), "optim.regression_ranges=[[0, 8], [8, 16], [16, .inf]]"]
+TINY = [*small_model(32), "loss.regression_ranges=[[0, 8], [8, 16], [16, .inf]]"]
 
 
 @pytest.fixture(scope="module")
@@ -189,9 +189,8 @@ def test_thumos_feature_layout_loads_on_the_feature_grid(tmp_path):
         regression_ranges=((0, 4), (4, 8), (8, float("inf"))),
         num_classes=2,
         center_radius=1.5,
-        seed=0,
     )
-    batch = sampler.sample(3)
+    batch = sampler.sample(3, np.random.default_rng(0))
     assert batch.inputs.shape == (3, 36, 48) and batch.targets.cls.shape == (3, 56, 2)
 
 
@@ -322,7 +321,7 @@ def _free_port() -> int:
 
 
 def test_cached_features_give_the_same_head_output_as_frames(tiny_data):
-    from training.loop import WindowModel, cache_backbone_features, context_frames
+    from training.detection import WindowModel, cache_backbone_features, context_frames
 
     config = tiny_config(tiny_data, Path("/nonexistent"))
     from models.action_model import build_model
@@ -339,11 +338,10 @@ def test_cached_features_give_the_same_head_output_as_frames(tiny_data):
             window=32,
             context=context_frames(model),
             strides=(1, 2, 4),
-            regression_ranges=config.optim.regression_ranges,
+            regression_ranges=config.loss.regression_ranges,
             num_classes=len(classes),
             center_radius=1.5,
-            seed=5,
-        ).sample(3)
+        ).sample(3, np.random.default_rng(5))
 
     frames, feats = sample(videos), sample(cached)
     with torch.no_grad():

@@ -29,16 +29,16 @@ def train_command(args: argparse.Namespace) -> int:
     from engine.loader import ConfigError, read_yaml_mapping
     from training.annotations import AnnotationError
     from training.config import load_train_config
-    from training.loop import train
+    from training.detection import train
 
     try:
         if _task_of(args.config) == "clips":
             from training.clips import load_clip_config, train_clips
 
-            if args.resume or args.init:
-                return fail("train: --resume and --init are for detection configs")
+            if args.init:
+                return fail("train: --init is for detection configs")
             config = load_clip_config(read_yaml_mapping(args.config), args.overrides)
-            path = train_clips(config)
+            path = train_clips(config, resume=args.resume)
         else:
             config = load_train_config(args.config, args.overrides)
             path = train(config, resume=args.resume, init_from=args.init)

@@ -1,0 +1,166 @@
+"""`actstream train` for detection: random windows of annotated videos (or feature sets)
+through an `ActionModel`, its head family's losses, validation mAP — run by `training.loop`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from engine.backbones import build_action_model
+from engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from engine.loader import config_to_dict
+from models.action_model import ActionModel
+from models.backbone import previous_frames, to_images
+from models.heads import head_family
+from training.config import TrainConfig
+from training.data import Batch, VideoItem, WindowSampler, load_videos
+from training.evaluate import backbone_features, evaluate_offline
+from training.loop import fit, init_distributed
+
+logger = logging.getLogger(__name__)
+
+
+class WindowModel(nn.Module):
+    """The training view of an `ActionModel`: (B, C + T, ...) inputs → head output for the
+    last T steps. Frames are uint8 (B, L, H, W, 3); features are (B, L, C_f)."""
+
+    def __init__(self, model: ActionModel, *, window: int, from_features: bool) -> None:
+        super().__init__()
+        self.model, self.window, self.from_features = model, window, from_features
+
+    def forward(self, inputs: torch.Tensor, valid: torch.Tensor):
+        B, L = inputs.shape[:2]
+        if self.from_features:
+            feats = inputs.float()
+        else:
+            prev = previous_frames(inputs, valid)
+            x = to_images(inputs.flatten(0, 1))  # (B·L, 3, H, W)
+            feats = self.model.backbone(x, to_images(prev.flatten(0, 1))).view(B, L, -1)
+        h = self.model.temporal(feats, valid)[:, -self.window :]  # (B, T, C)
+        return self.model.head(h, valid[:, -self.window :])
+
+
+def context_frames(model: ActionModel) -> int:
+    """Frames before the head's window that the temporal encoder needs to be warmed up."""
+    return model.temporal.config.past_frames
+
+
+def cache_backbone_features(
+    model: ActionModel, videos: list[VideoItem], device: str
+) -> list[VideoItem]:
+    """Runs the (frozen) backbone once over every video: frames become features."""
+    model.backbone.eval()
+    return [
+        dataclasses.replace(v, data=backbone_features(model, v.data, device).cpu().numpy())
+        for v in videos
+    ]
+
+
+class DetectionTask:
+    """Windows ending anywhere in a video (as a stream sees them) → the head family's losses;
+    validation is offline mAP over the validation subset."""
+
+    def __init__(self, config: TrainConfig, model: ActionModel, device: str) -> None:
+        self.config, self.model, self.device = config, model, device
+        m, loss = config.model, config.loss
+        self.from_features = config.optim.mode == "cached_features"
+        (train_videos, self.classes), (self.val_videos, _) = (
+            load_videos(
+                config.data, subset, fps=m.fps, image_size=m.backbone.image_size, classes=m.classes
+            )
+            for subset in (config.data.train_subset, config.data.val_subset)
+        )
+        if self.from_features and config.data.kind == "videos":
+            train_videos = cache_backbone_features(model, train_videos, device)
+            self.val_videos = cache_backbone_features(model, self.val_videos, device)
+            for p in model.backbone.parameters():
+                p.requires_grad_(False)
+        self.sampler = WindowSampler(
+            train_videos,
+            window=m.head.window_frames,
+            context=context_frames(model),
+            strides=head_family(m.head).point_strides(m.head),
+            regression_ranges=loss.regression_ranges,
+            num_classes=len(self.classes),
+            center_radius=loss.center_radius,
+        )
+        self.net: nn.Module = WindowModel(
+            model, window=m.head.window_frames, from_features=self.from_features
+        )
+
+    def sample(self, rng: np.random.Generator) -> Batch:
+        return self.sampler.sample(self.config.optim.batch_size, rng).to(self.device)
+
+    def forward(self, net: nn.Module, batch: Batch):
+        return net(batch.inputs.to(self.device), batch.valid.to(self.device))
+
+    def losses(self, out, batch: Batch) -> dict[str, torch.Tensor]:
+        out = type(out)(*(t.float() if t.is_floating_point() else t for t in out))  # AMP
+        return head_family(self.config.model.head).losses(out, batch, self.config.loss)
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        result = evaluate_offline(
+            model,
+            self.val_videos,
+            self.classes,
+            self.config.decode,
+            from_features=self.from_features,
+            device=self.device,
+        )
+        return {"map": result.average_map}
+
+    def build(self) -> ActionModel:
+        return build_action_model(self.config.model)
+
+    def save(self, path: Path, model: nn.Module, step: int) -> None:
+        dtype = getattr(torch, self.config.optim.checkpoint_dtype)
+        save_checkpoint(path, model, self.config.model, step=step, weights_dtype=dtype)
+
+
+def initial_model(config: TrainConfig, init_from: str | None) -> ActionModel:
+    """Seeded random weights, or a checkpoint's; a checkpoint with another head gives its
+    backbone and temporal encoder to a new head."""
+    if not init_from:
+        return build_action_model(config.model)
+    model, init_config, _ = load_checkpoint(init_from)
+    if init_config == config.model:
+        return model
+    if dataclasses.replace(init_config, head=config.model.head) != config.model:
+        raise CheckpointError(
+            f"{init_from}: its model config differs from this config's model (only the "
+            "head may differ: then the backbone and temporal encoder are taken)"
+        )
+    source, model = model, build_action_model(config.model)
+    model.backbone.load_state_dict(source.backbone.state_dict())
+    model.temporal.load_state_dict(source.temporal.state_dict())
+    logger.info(
+        "backbone and temporal encoder from %s; new %s head", init_from, config.model.head.type
+    )
+    return model
+
+
+def train(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    init_from: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Trains and returns the path of the final checkpoint (`out_dir/last.pt`)."""
+    o = config.optim
+    dist_info, device = init_distributed(o.device)
+    torch.manual_seed(o.seed + dist_info.rank)
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.json").write_text(json.dumps(config_to_dict(config), indent=1, default=str))
+    model = initial_model(config, init_from or config.init_from).to(device)
+    task = DetectionTask(config, model, device)
+    return fit(
+        task, o, out_dir, device=device, dist_info=dist_info, resume=resume, progress=progress
+    )
