@@ -5,7 +5,7 @@ CONSTRAINTS ?= constraints.txt
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint rtsp-server-deps demo-model clean
+.PHONY: run test lint rtsp-server-deps demo-model event-quality clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/actstream run --config configs/demo.yaml
+	$(VENV)/bin/actstream run --config configs/demo.yaml --show-truth
 
 # Reproduces the bundled model configs/weights/demo.pt and its evaluation (see README).
 demo-model: $(STAMP)
@@ -21,7 +21,15 @@ demo-model: $(STAMP)
 	$(VENV)/bin/actstream --log-level info train configs/train_synthetic.yaml
 	$(VENV)/bin/actstream --log-level info train configs/train_synthetic_head.yaml
 	mkdir -p configs/weights && cp runs/stage2/last.pt configs/weights/demo.pt
-	$(VENV)/bin/actstream eval configs/weights/demo.pt data/synthetic --out runs/eval_demo
+	$(VENV)/bin/actstream eval configs/weights/demo.pt data/synthetic --no-streaming --out runs/eval_demo
+
+# The decision layer chosen on fresh validation videos and measured on fresh test videos
+# (seeds never used in training); see README "Event quality".
+event-quality: $(STAMP)
+	$(VENV)/bin/actstream synth data/val --videos 50 --seed 11
+	$(VENV)/bin/actstream synth data/test --videos 50 --seed 12
+	$(VENV)/bin/actstream tune configs/weights/demo.pt data/val --subset all --out runs/tune
+	$(VENV)/bin/actstream eval configs/weights/demo.pt data/test --subset all --out runs/eval_test
 
 # The integration tests start a real RTSP server (GStreamer, from Debian packages).
 rtsp-server-deps:

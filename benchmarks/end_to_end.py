@@ -27,9 +27,11 @@ from engine.build import build_detector
 from engine.checkpoint import load_checkpoint
 from engine.config import load_config
 from engine.metrics import Metrics
+from models.intervals import Interval
 from stream.frame_sources import synthetic_scene
 from stream.settings import ReaderOptions
 from stream.sources import parse_sources
+from training.event_metrics import ReportedAction, event_metrics, event_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,6 +58,32 @@ def _subscribe(endpoint: str, streams: int, limit_s: float, ready, conn) -> None
     sub.close()
     conn.send(records)
     conn.close()
+
+
+def event_quality(events: list[dict], truth: dict[str, list], elapsed_s: float) -> dict:
+    """The event table (`training.event_metrics`) of the received onset/offset pairs against
+    the true actions that ended while the streams ran."""
+    onsets = {(m["stream"], m["event_id"]): m for m in events if m["type"] == "onset"}
+    actions = [
+        ReportedAction(
+            Interval(m["start_s"], m["end_s"], m["label"], m["score"], m["stream"]),
+            onset_s=onsets[(m["stream"], m["event_id"])]["frame_s"],
+            offset_s=m["frame_s"],
+            onset_score=onsets[(m["stream"], m["event_id"])]["score"],
+            late=onsets[(m["stream"], m["event_id"])].get("late", False),
+            onset_start_s=onsets[(m["stream"], m["event_id"])]["start_s"],
+        )
+        for m in events
+        if m["type"] == "offset" and (m["stream"], m["event_id"]) in onsets
+    ]
+    ended = [
+        Interval(a.start_s, a.end_s, a.label, video_id=sid)
+        for sid, segs in truth.items()
+        for a in segs
+        if a.end_s <= elapsed_s
+    ]
+    minutes = len(truth) * elapsed_s / 60.0
+    return event_metrics(actions, ended, minutes=minutes, with_map=False) if ended else {}
 
 
 def onset_delays(onsets: list[dict], truth: dict[str, list], max_gap_s: float = 2.0) -> list[float]:
@@ -151,6 +179,7 @@ def run(
     delivery = [now - m["wall_s"] for now, m in records if m["type"] in ("onset", "offset")]
     shutdown_offsets = len(events) - len(timed)
     delays = onset_delays(onsets, truth)
+    quality = event_quality(events, truth, elapsed)
     true_onsets = sum(1 for segs in truth.values() for seg in segs if seg.start_s < elapsed)
     return {
         "streams": streams,
@@ -166,6 +195,7 @@ def run(
         "onsets": len(onsets),
         "true_onsets": true_onsets,
         "onsets_matched": len(delays),
+        "event_quality": quality,
         "frame_to_event_ms": stats_ms(f2e) if f2e else None,
         "delivery_ms": stats_ms(delivery) if delivery else None,
         "onset_delay_s": {
@@ -236,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         d = r["delivery_ms"]
         print(f"delivery ms:       p50 {d['p50']:.2f}  p99 {d['p99']:.2f}")
+    q = r["event_quality"]
+    if q:
+        print("\n".join(event_table(q)))
     if r["onset_delay_s"]:
         o = r["onset_delay_s"]
         print(

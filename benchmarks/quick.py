@@ -92,6 +92,19 @@ def main(argv: list[str] | None = None) -> int:
             "target p99 <= 50",
         )
     )
+    quality = e2e["event_quality"]
+    if quality:
+        r = quality["by_tiou"]["0.5"]
+        rows.insert(
+            0,
+            (
+                "event P / R / F1 at tIoU 0.5",
+                f"{r['precision']:.2f} / {r['recall']:.2f}",
+                f"{r['f1']:.2f}",
+                f"{quality['events_per_true_action']:.2f} events per true action "
+                f"({quality['true_actions']} ended)",
+            ),
+        )
     delay = e2e["onset_delay_s"] or {"p50": float("nan"), "p90": float("nan")}
     rows.append(
         (

@@ -38,11 +38,13 @@ def build_detector(
     on_sent: Callable | None = None,
     endpoint: str | None = None,
     publisher: Publisher | None = None,
+    on_frame: Callable[[str, float], None] | None = None,
 ) -> Detector:
     """Builds every part from the config and wires the detector: per stream a buffer (drop
     oldest for live sources, block for files), a reader and a tracker (event ids prefixed
     with `run_id`); a ZeroMQ publisher (not yet started: `detector.publisher.start()` binds
-    it) unless `publisher` is given; the model's head as segmenter unless one is given."""
+    it) unless `publisher` is given; the model's head as segmenter unless one is given.
+    `on_frame(stream_id, t_s)`: called for every frame the model processes."""
     metrics = metrics or Metrics()
     if publisher is None:
         pc = config.publisher
@@ -82,7 +84,7 @@ def build_detector(
         tracker = Tracker(config.tracker, frame_period_s=period_s, id_prefix=f"{run_id}-{sid}-")
         streams.append(StreamParts(spec, buffer, tracker, reader))
     segmenter = segmenter or ModelSegmenter(
-        backend, config.model.classes, config.decode, stop_below=config.tracker.onset_threshold
+        backend, config.model.classes, config.decode, stop_below=config.tracker.keep_threshold
     )
     return Detector(
         streams,
@@ -92,6 +94,7 @@ def build_detector(
         publisher=publisher,
         metrics=metrics,
         ready=ready,
+        on_frame=on_frame,
     )
 
 

@@ -56,11 +56,13 @@ def save_checkpoint(
     step: int,
     weights_dtype: torch.dtype | None = None,
     task: str = "detection",
+    trained_on: dict | None = None,
 ) -> None:
     """Writes `{model, config, classes, step, versions}` (and `task` for a task other than
     detection) atomically. `config` is the model's config dataclass (with `classes`);
     `weights_dtype` (e.g. torch.float16) stores floating-point weights smaller; loading
-    casts them back."""
+    casts them back. `trained_on`: what it was trained on (`{"annotations", "subset",
+    "videos": [ids]}`), so that evaluation can warn when it is given those videos."""
     state = model.state_dict()
     if weights_dtype is not None:
         state = {k: v.to(weights_dtype) if v.is_floating_point() else v for k, v in state.items()}
@@ -73,6 +75,8 @@ def save_checkpoint(
     }
     if task != "detection":
         payload["task"] = task
+    if trained_on is not None:
+        payload["trained_on"] = trained_on
     atomic_save(payload, path)
 
 

@@ -20,6 +20,9 @@ from models.action_model import ModelConfig
 from models.postprocess import DecodeConfig
 from stream.settings import StreamConfig
 
+BUNDLED = "bundled"
+BUNDLED_WEIGHTS = Path(__file__).resolve().parents[1] / "configs" / "weights" / "demo.pt"
+
 
 @dataclass(frozen=True, kw_only=True)
 class AppConfig:
@@ -27,11 +30,14 @@ class AppConfig:
 
     Attributes:
         sources: default sources when none are given on the command line (`[ID=]SOURCE`).
-        weights: checkpoint to load (None: seeded random initialisation).
+        weights: checkpoint to load; "bundled" (the default): the bundled demo model
+            (`configs/weights/demo.pt`), whose model section is the default one; None:
+            seeded random initialisation, only by explicit choice (`weights: null`,
+            `--random-init`).
     """
 
     sources: tuple[str, ...] = ("synthetic://demo",)
-    weights: str | None = None
+    weights: str | None = BUNDLED
     model: ModelConfig = field(default_factory=ModelConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
@@ -39,6 +45,21 @@ class AppConfig:
     publisher: PublisherConfig = field(default_factory=PublisherConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+
+
+def resolve_weights(config: AppConfig) -> tuple[str | None, str | None]:
+    """The checkpoint `config` asks for (None: random initialisation) and, when that was not
+    asked for explicitly, one line saying why: "bundled" weights fit only the default model
+    section, so a config that changes the model without naming weights starts random."""
+    if config.weights != BUNDLED:
+        return config.weights, None
+    if config.model != ModelConfig():
+        return None, (
+            "the model section differs from the bundled model's and no weights are given: "
+            "seeded random initialisation (give --weights CHECKPOINT, or --random-init to "
+            "say so)"
+        )
+    return str(BUNDLED_WEIGHTS), None
 
 
 def load_config(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,11 +94,13 @@ class Detector:
         publisher: Publisher,
         metrics: Metrics,
         ready: threading.Event | None = None,
+        on_frame: Callable[[str, float], None] | None = None,
     ) -> None:
         if not streams:
             raise StartupError("no sources: give at least one SOURCE")
         self.backend, self.segmenter, self.config = backend, segmenter, config
         self.publisher, self.metrics = publisher, metrics
+        self.on_frame = on_frame
         model = config.model
         self.period_s = 1.0 / model.fps
         self.max_batch = config.engine.max_batch
@@ -244,6 +247,8 @@ class Detector:
         y, st.cache = self.backend.temporal_step(feature, st.cache)
         self.metrics.stage_seconds.labels("temporal").observe(time.perf_counter() - t0)
         self.metrics.frames_processed.labels(st.spec.stream_id).inc()
+        if self.on_frame is not None:
+            self.on_frame(st.spec.stream_id, frame.pts_s)
         if st.timeline.push(frame, y):
             self._queue_head(st)
 
@@ -306,6 +311,7 @@ class Detector:
                     end_wall_s=None if e.end_s is None else wall(e.end_s),
                     reason=e.reason,
                     lookahead_frames=self.backend.delay_frames,
+                    late=e.late,
                 )
             )
 

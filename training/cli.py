@@ -10,9 +10,9 @@ import sys
 import engine.cli.compile as compile_cmd
 from engine.cli import keys, proxy, run, subscribe
 from engine.cli.common import setup_logging
-from training.commands import bench, evaluate, synth, train
+from training.commands import bench, evaluate, synth, train, tune
 
-COMMANDS = (run, subscribe, compile_cmd, keys, proxy, synth, train, evaluate, bench)
+COMMANDS = (run, subscribe, compile_cmd, keys, proxy, synth, train, evaluate, tune, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

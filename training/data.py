@@ -55,12 +55,13 @@ def load_videos(
     image_size: int,
     classes: tuple[str, ...] | None = None,
 ) -> tuple[list[VideoItem], tuple[str, ...]]:
-    """Loads every video of `subset` as frames (kind "videos") or features ("features")."""
+    """Loads every video of `subset` ("all": every video of the JSON) as frames (kind
+    "videos") or features ("features")."""
     anns, file_classes = load_annotations(config.annotations)
     classes = classes or file_classes
     root = Path(config.root)
     items = []
-    for ann in (a for a in anns if a.subset == subset):
+    for ann in (a for a in anns if subset in (a.subset, "all")):
         path = root / f"{ann.video_id}{config.file_ext}"
         if config.kind == "features":
             if ann.fps is None:

@@ -81,6 +81,11 @@ class DetectionTask:
             self.val_videos = cache_backbone_features(model, self.val_videos, device)
             for p in model.backbone.parameters():
                 p.requires_grad_(False)
+        self.trained_on = {
+            "annotations": config.data.annotations,
+            "subset": config.data.train_subset,
+            "videos": sorted(v.video_id for v in train_videos),
+        }
         self.sampler = WindowSampler(
             train_videos,
             window=m.head.window_frames,
@@ -120,7 +125,14 @@ class DetectionTask:
 
     def save(self, path: Path, model: nn.Module, step: int) -> None:
         dtype = getattr(torch, self.config.optim.checkpoint_dtype)
-        save_checkpoint(path, model, self.config.model, step=step, weights_dtype=dtype)
+        save_checkpoint(
+            path,
+            model,
+            self.config.model,
+            step=step,
+            weights_dtype=dtype,
+            trained_on=self.trained_on,
+        )
 
 
 def initial_model(config: TrainConfig, init_from: str | None) -> ActionModel:

@@ -4,9 +4,10 @@
   the whole video at once), decoded and de-duplicated with soft-NMS;
 * streaming: each video is replayed through the real `Detector` with files read as fast as
   the model takes them (stream time advances with the frames, nothing sleeps); the segments
-  are what the onset/offset events say, so only causally emitted segments count. Onset and
-  offset delays are measured in stream time from the ground truth to the frame on which the
-  event was decided.
+  are what the onset/offset events say, so only causally emitted segments count; the event
+  table (`training.event_metrics`: one-to-one precision / recall / F1, splits, false events,
+  retroactive onsets, onset / offset delays from the ground truth to the frame on which the
+  event was decided) comes first.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from models.intervals import Interval
 from models.postprocess import DecodeConfig, frame_runs
 from stream.sources import parse_source
 from training.data import VideoItem
-from training.metrics import MapResult, detection_map, match_detections
+from training.event_metrics import ReportedAction, event_metrics
+from training.metrics import MapResult, detection_map
 from training.seg_metrics import segmentation_scores
 
 
@@ -217,13 +219,66 @@ def replay(
     return [m for m in sink.messages if isinstance(m, ActionEvent)]
 
 
+def reported_actions(events, video_id: str) -> list[ReportedAction]:
+    """Onset/offset pairs (ActionEvents or TrackEvents with frame_s) → reported actions."""
+    onsets = {e.event_id: e for e in events if e.type == "onset"}
+    return [
+        ReportedAction(
+            Interval(e.start_s, e.end_s, e.label, e.score, video_id),
+            onset_s=onsets[e.event_id].frame_s,
+            offset_s=e.frame_s,
+            onset_score=onsets[e.event_id].score,
+            late=onsets[e.event_id].late,
+            onset_start_s=onsets[e.event_id].start_s,
+        )
+        for e in events
+        if e.type == "offset"
+    ]
+
+
 @dataclass(frozen=True)
 class StreamingResult:
+    """The event table (`training.event_metrics`), the streaming mAP of the reported
+    actions, and per video the reported actions and onsets (for timelines)."""
+
+    events: dict
     map_result: MapResult
-    onset_delays_s: list[float]
-    offset_delays_s: list[float]
-    segments: dict[str, list[Interval]]
-    onsets: dict[str, list[tuple[float, str]]]
+    actions: dict[str, list[ReportedAction]]
+
+    @property
+    def segments(self) -> dict[str, list[Interval]]:
+        return {v: [a.interval for a in acts] for v, acts in self.actions.items()}
+
+    @property
+    def onsets(self) -> dict[str, list[tuple[float, str]]]:
+        return {
+            v: [(a.onset_s, a.interval.label) for a in acts] for v, acts in self.actions.items()
+        }
+
+
+def streaming_events(
+    actions: dict[str, list[ReportedAction]],
+    videos: list[VideoItem],
+    classes: tuple[str, ...],
+    *,
+    with_map: bool = True,
+) -> dict:
+    """The event table of the videos' reported actions."""
+    truth = ground_truth(videos, classes)
+    everything = [a for v in videos for a in actions[v.video_id]]
+    minutes = sum(len(v.data) * v.step_s for v in videos) / 60.0
+    return event_metrics(everything, truth, minutes=minutes, with_map=with_map)
+
+
+def streaming_result(
+    actions: dict[str, list[ReportedAction]], videos: list[VideoItem], classes: tuple[str, ...]
+) -> StreamingResult:
+    everything = [a.interval for v in videos for a in actions[v.video_id]]
+    return StreamingResult(
+        streaming_events(actions, videos, classes),
+        detection_map(everything, ground_truth(videos, classes)),
+        actions,
+    )
 
 
 def evaluate_streaming(
@@ -232,46 +287,14 @@ def evaluate_streaming(
     paths: dict[str, str],
     classes: tuple[str, ...],
     config: AppConfig,
-    match_tiou: float = 0.5,
+    progress=None,
 ) -> StreamingResult:
-    """Replays every video through the detector; mAP of the emitted segments, and the
-    onset / offset delays of the ground-truth actions they found (tIoU >= match_tiou)."""
-    segments: dict[str, list[Interval]] = {}
-    onsets: dict[str, list[tuple[float, str]]] = {}
-    decided: list[tuple[Interval, float, float]] = []  # segment, onset frame_s, offset frame_s
-    for v in videos:
+    """Replays every video through the detector; the event table of what it published.
+    `progress(i, n)` is called after each video."""
+    actions = {}
+    for i, v in enumerate(videos, 1):
         events = replay(model, paths[v.video_id], config)
-        onset_s = {e.event_id: e.frame_s for e in events if e.type == "onset"}
-        found = [
-            (
-                Interval(e.start_s, e.end_s, e.label, e.score, v.video_id),
-                onset_s[e.event_id],
-                e.frame_s,
-            )
-            for e in events
-            if e.type == "offset"
-        ]
-        decided += found
-        segments[v.video_id] = [seg for seg, _, _ in found]
-        onsets[v.video_id] = [(e.frame_s, e.label) for e in events if e.type == "onset"]
-    gts = ground_truth(videos, classes)
-    result = detection_map([seg for seg, _, _ in decided], gts)
-    onset_delays, offset_delays = [], []
-    for c in classes:
-        mine = [d for d in decided if d[0].label == c]
-        order = sorted(range(len(mine)), key=lambda i: -mine[i][0].score)  # as the matcher does
-        cg = [g for g in gts if g.label == c]
-        _, which = match_detections([d[0] for d in mine], cg, match_tiou)
-        for rank, j in enumerate(which):
-            if j is not None:
-                _, on_s, off_s = mine[order[rank]]
-                onset_delays.append(on_s - cg[j].start_s)
-                offset_delays.append(off_s - cg[j].end_s)
-    return StreamingResult(result, onset_delays, offset_delays, segments, onsets)
-
-
-def delay_stats(delays: list[float]) -> dict[str, float]:
-    if not delays:
-        return {"median_s": float("nan"), "p90_s": float("nan"), "count": 0}
-    a = np.array(delays)
-    return {"median_s": float(np.median(a)), "p90_s": float(np.percentile(a, 90)), "count": len(a)}
+        actions[v.video_id] = reported_actions(events, v.video_id)
+        if progress is not None:
+            progress(i, len(videos))
+    return streaming_result(actions, videos, classes)

@@ -31,7 +31,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--config",
         help="YAML config (default: built-in defaults; configs/demo.yaml adds the bundled weights)",
     )
-    run.add_argument("--weights", help="checkpoint to load (default: seeded random weights)")
+    run.add_argument(
+        "--weights",
+        help="checkpoint to load (default: the bundled demo model, configs/weights/demo.pt)",
+    )
+    run.add_argument(
+        "--random-init",
+        action="store_true",
+        help="start from seeded random weights instead (weights: null)",
+    )
     run.add_argument(
         "--engine",
         metavar="ENGINE_DIR",
@@ -79,6 +87,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     run.add_argument("--duration-s", type=float, metavar="S", help="stop after S seconds")
     run.add_argument("--quiet", action="store_true", help="do not print published messages")
+    run.add_argument(
+        "--show-truth",
+        action="store_true",
+        help="for synthetic:// streams, print each true action as it starts and ends, and a "
+        "summary every 10 s of stream time (events so far, matched, false, missed) to stderr",
+    )
     run.set_defaults(handler=run_command)
 
 
@@ -87,6 +101,8 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     overrides = list(args.overrides)
     if args.weights:
         overrides.append(f"weights={json.dumps(args.weights)}")
+    elif args.random_init:
+        overrides.append("weights=null")
     if args.zmq:
         overrides.append(f"publisher.endpoint={json.dumps(args.zmq)}")
     if args.no_metrics:
@@ -150,6 +166,24 @@ def run_command(args: argparse.Namespace) -> int:
             sys.stdout.write(f"{topic} {payload.decode()}\n")
             sys.stdout.flush()
 
+    on_sent = None if args.quiet else print_message
+    truth = None
+    if args.show_truth:
+        try:
+            truth = truth_monitor(specs, config, out_lock)
+        except SourceError as exc:
+            metrics.close()
+            return fail(str(exc))
+        if truth is None:
+            say("--show-truth: no synthetic:// stream, nothing to show")
+        else:
+            shown = on_sent
+
+            def on_sent(topic: str, payload: bytes, message: object) -> None:
+                if shown is not None:
+                    shown(topic, payload, message)
+                truth.on_message(topic, payload, message)
+
     try:
         detector = build_detector(
             specs,
@@ -157,7 +191,8 @@ def run_command(args: argparse.Namespace) -> int:
             backend,
             run_id=uuid.uuid4().hex[:8],
             metrics=metrics,
-            on_sent=None if args.quiet else print_message,
+            on_sent=on_sent,
+            on_frame=None if truth is None else truth.on_frame,
         )
     except KeyFileError as exc:
         metrics.close()
@@ -199,6 +234,29 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def truth_monitor(specs, config, lock: threading.Lock):
+    """The `--show-truth` monitor of the synthetic streams (None: there are none); its lines
+    go to stderr under the same lock as the printed messages."""
+    from engine.build import reader_options
+    from engine.truth import TruthMonitor
+    from stream.frame_sources import synthetic_scene
+    from stream.sources import SourceKind
+
+    options = reader_options(config)
+    scenes = {
+        s.stream_id: synthetic_scene(s, options) for s in specs if s.kind is SourceKind.SYNTHETIC
+    }
+    if not scenes:
+        return None
+
+    def write(line: str) -> None:
+        with lock:
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+
+    return TruthMonitor(scenes, write)
+
+
 def load_backend(config):
     """The model's backend for `actstream run`: an engine directory, or weights (or the
     seeded random initialisation) on the chosen backend. Returns the config with the
@@ -208,7 +266,12 @@ def load_backend(config):
     from engine.backends.cache import prepare_backend
     from engine.backends.compile import load_engine
     from engine.checkpoint import load_checkpoint
+    from engine.config import BUNDLED, resolve_weights
 
+    weights, why = resolve_weights(config)
+    if config.engine.engine_dir:  # the engine holds its model: only explicit weights clash
+        weights = None if config.weights == BUNDLED else config.weights
+    config = dataclasses.replace(config, weights=weights)
     e = config.engine
     options = dict(
         device=e.device, torch_compile=e.torch_compile, cuda_graphs=e.cuda_graphs, threads=e.threads
@@ -236,6 +299,8 @@ def load_backend(config):
         )
     else:
         model = build_action_model(config.model)
+        if why:
+            say(why)
         logger.info(
             "no --weights: model starts from a seeded random initialisation (seed %d)",
             config.model.seed,

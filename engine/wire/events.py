@@ -27,7 +27,8 @@ class ActionEvent:
     Times are in the stream's own clock (`*_s`) and in wall-clock Unix time (`*_wall_s`).
     The decision was taken on the newest frame at stream time `frame_s`, decoded at
     `frame_wall_s`. `lookahead_frames`: future frames the model waits for (its output for a
-    frame comes that many frames later; 0 for a causal model).
+    frame comes that many frames later; 0 for a causal model). `late`: the action was found
+    only well after its start (`tracker.late_after_s`): its onset is not news of a fresh start.
     """
 
     type: Literal["onset", "offset"]
@@ -43,6 +44,7 @@ class ActionEvent:
     end_wall_s: float | None = None
     reason: str | None = None
     lookahead_frames: int = 0
+    late: bool = False
 
     @property
     def topic(self) -> str:
@@ -62,6 +64,7 @@ class ActionEvent:
             "frame_s": round(self.frame_s, 6),
             "frame_wall_s": round(self.frame_wall_s, 6),
             "lookahead_frames": self.lookahead_frames,
+            "late": self.late,
         }
         if self.type == "offset":
             assert self.end_s is not None and self.end_wall_s is not None and self.reason

@@ -38,8 +38,20 @@ def small_model(window_frames: int = 16) -> list[str]:
     ]
 
 
+# A tracker that decides on the first sighting: the plumbing tests script exact head outputs
+# and check exact event times (the decision policy has its own tests in test_tracker).
+IMMEDIATE_TRACKER = [
+    "tracker.onset_threshold=0.3",
+    "tracker.keep_threshold=0.3",
+    "tracker.confirm_runs=1",
+    "tracker.offset_confirm_runs=1",
+]
+
+
 def small_config(*overrides: str) -> AppConfig:
-    return load_config(None, [*small_model(), "publisher.heartbeat_s=0.05", *overrides])
+    return load_config(
+        None, [*small_model(), *IMMEDIATE_TRACKER, "publisher.heartbeat_s=0.05", *overrides]
+    )
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from engine.metrics import Metrics
 from engine.segmenter import ModelSegmenter
 from models.action_model import build_model
 from stream.sources import parse_sources
-from tests.integration.helpers import ScriptedHead
+from tests.integration.helpers import IMMEDIATE_TRACKER, ScriptedHead
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 STREAMS, FPS, BUFFER = 8, 50, 32
@@ -60,7 +60,7 @@ def test_two_minutes_at_twice_capacity_drop_oldest_bounded_latency_flat_memory()
     config = load_config(
         None,
         [f"model.fps={FPS}", "model.head.stride_frames=1", f"stream.buffer_frames={BUFFER}"]
-        + ["publisher.heartbeat_s=1", "metrics.port=null"],
+        + ["publisher.heartbeat_s=1", "metrics.port=null", *IMMEDIATE_TRACKER],
     )
     backend = TorchBackend(build_model(config.model))
     ids = [f"s{i}" for i in range(STREAMS)]

@@ -19,7 +19,13 @@ transformers = pytest.importorskip("transformers")
 
 ROOT = Path(__file__).resolve().parents[2]
 # Every segment opens an action: these tests are about the path, not the model's quality.
-ANY_SEGMENT = ["decode.pre_nms_threshold=0", "decode.min_score=0", "tracker.onset_threshold=0"]
+ANY_SEGMENT = [
+    "decode.pre_nms_threshold=0",
+    "decode.min_score=0",
+    "tracker.onset_threshold=0",
+    "tracker.keep_threshold=0",
+    "tracker.confirm_runs=1",
+]
 
 
 def actstream(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:

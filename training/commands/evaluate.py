@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 from engine.cli.common import add_overrides, fail
@@ -15,18 +16,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ev = sub.add_parser(
         "eval",
         help="offline and streaming evaluation of a checkpoint",
-        description="Offline mAP at tIoU 0.3-0.7, streaming mAP (replay through "
-        "the detector), onset/offset delays, and for frame-labelling heads (FAFormer) frame "
-        "accuracy, edit score and F1@10/25/50; writes results.json and timelines. A clip "
-        "checkpoint (task: clips) gets top-1 accuracy on the clips of DATA.",
+        description="The event table first (every video replayed through the detector: "
+        "one-to-one event precision / recall / F1 at tIoU 0.3/0.5/0.7, events per true action, "
+        "split actions, false events per minute, retroactive onsets, onset/offset delays, per "
+        "class), then offline and streaming mAP at tIoU 0.3-0.7, and for frame-labelling "
+        "heads (FAFormer) frame accuracy, edit score and F1@10/25/50; writes results.json and "
+        "timelines. A clip checkpoint (task: clips) gets top-1 accuracy on the clips of DATA.",
     )
-    ev.add_argument("checkpoint", metavar="CHECKPOINT")
-    ev.add_argument(
-        "data",
-        metavar="DATA",
-        help="annotations JSON, or a folder holding annotations.json and the videos",
-    )
-    ev.add_argument("--subset", default="test", help="subset to evaluate (default test)")
+    add_checkpoint_and_data(ev, "test", "subset to evaluate (default test; all: every video)")
     ev.add_argument("--config", help="detector config for the streaming replay (tracker, decode)")
     add_overrides(ev)
     ev.add_argument("--out", default="runs/eval", help="results folder (default runs/eval)")
@@ -38,6 +35,53 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--feature-stride", type=int, default=4)
     ev.add_argument("--num-frames", type=int, default=16)
     ev.set_defaults(handler=eval_command)
+
+
+def add_checkpoint_and_data(parser: argparse.ArgumentParser, subset: str, subset_help: str):
+    """CHECKPOINT, DATA and --subset, as eval and tune take them."""
+    parser.add_argument("checkpoint", metavar="CHECKPOINT")
+    parser.add_argument(
+        "data",
+        metavar="DATA",
+        help="annotations JSON, or a folder holding annotations.json and the videos",
+    )
+    parser.add_argument("--subset", default=subset, help=subset_help)
+
+
+def annotations_path(data: str) -> Path:
+    """DATA as given → its annotation JSON (the videos lie beside it)."""
+    path = Path(data)
+    return path / "annotations.json" if path.is_dir() else path
+
+
+class InputError(Exception):
+    """CHECKPOINT, the config or DATA cannot be used (one line for `fail`)."""
+
+
+def load_inputs(args: argparse.Namespace, data_config, payload: dict | None = None):
+    """(model, model config, step, detector config, videos, classes) for CHECKPOINT,
+    --config / --set and DATA / --subset; raises `InputError` naming what is wrong."""
+    from engine.checkpoint import CheckpointError, load_checkpoint
+    from engine.config import load_config
+    from engine.loader import ConfigError
+    from training.annotations import AnnotationError
+    from training.data import load_videos
+
+    try:
+        model, model_config, step = load_checkpoint(args.checkpoint, payload=payload)
+        app = dataclasses.replace(load_config(args.config, args.overrides), model=model_config)
+        videos, classes = load_videos(
+            data_config,
+            args.subset,
+            fps=model_config.fps,
+            image_size=model_config.backbone.image_size,
+            classes=model_config.classes,
+        )
+    except (CheckpointError, ConfigError, AnnotationError, ValueError) as exc:
+        raise InputError(str(exc)) from None
+    except FileNotFoundError as exc:
+        raise InputError(f"{exc.filename}: no such file") from None
+    return model, model_config, step, app, videos, classes
 
 
 def clip_eval_command(args: argparse.Namespace, payload: dict) -> int:
@@ -59,7 +103,7 @@ def clip_eval_command(args: argparse.Namespace, payload: dict) -> int:
 
 
 def eval_command(args: argparse.Namespace) -> int:
-    from engine.checkpoint import CheckpointError, load_checkpoint, read_payload
+    from engine.checkpoint import CheckpointError, read_payload
 
     try:
         payload = read_payload(args.checkpoint)
@@ -67,14 +111,9 @@ def eval_command(args: argparse.Namespace) -> int:
         return fail(str(exc))
     if payload.get("task") == "clips":
         return clip_eval_command(args, payload)
-    from engine.config import load_config
-    from engine.loader import ConfigError
     from models.heads import head_family
-    from training.annotations import AnnotationError
     from training.config import DataConfig
-    from training.data import load_videos
     from training.evaluate import (
-        delay_stats,
         evaluate_offline,
         evaluate_streaming,
         ground_truth,
@@ -82,38 +121,36 @@ def eval_command(args: argparse.Namespace) -> int:
         offline_detections,
         offline_segmentation,
     )
+    from training.event_metrics import event_table
     from training.plots import plot_timeline
+    from training.progress import Progress
     from training.seg_metrics import segmentation_scores
 
-    data = Path(args.data)
-    ann = data / "annotations.json" if data.is_dir() else data
+    ann = annotations_path(args.data)
     root = args.features or str(ann.parent)
+    data_config = DataConfig(
+        kind="features" if args.features else "videos",
+        annotations=str(ann),
+        root=root,
+        file_ext=".npy" if args.features else ".mp4",
+        cache_dir=None,
+        feature_stride=args.feature_stride,
+        num_frames=args.num_frames,
+    )
     try:
-        model, model_config, step = load_checkpoint(args.checkpoint, payload=payload)
-        app = load_config(args.config, args.overrides)
-        app = dataclasses.replace(app, model=model_config)
-        data_config = DataConfig(
-            kind="features" if args.features else "videos",
-            annotations=str(ann),
-            root=root,
-            file_ext=".npy" if args.features else ".mp4",
-            cache_dir=None,
-            feature_stride=args.feature_stride,
-            num_frames=args.num_frames,
-        )
-        videos, classes = load_videos(
-            data_config,
-            args.subset,
-            fps=model_config.fps,
-            image_size=model_config.backbone.image_size,
-            classes=model_config.classes,
-        )
-    except (CheckpointError, ConfigError, AnnotationError, ValueError) as exc:
+        model, model_config, step, app, videos, classes = load_inputs(args, data_config, payload)
+    except InputError as exc:
         return fail(str(exc))
-    except FileNotFoundError as exc:
-        return fail(f"{exc.filename}: no such file")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    seen = set((payload.get("trained_on") or {}).get("videos", ())) & {v.video_id for v in videos}
+    if seen:
+        print(
+            f"actstream: warning: {len(seen)} of the {len(videos)} evaluated videos are in the "
+            f"checkpoint's training set (e.g. {min(seen)}): these numbers are not held out; "
+            "evaluate on videos of other seeds or subsets",
+            file=sys.stderr,
+        )
     from_features = bool(args.features)
     offline = evaluate_offline(model, videos, classes, app.decode, from_features=from_features)
     results: dict = {
@@ -121,6 +158,7 @@ def eval_command(args: argparse.Namespace) -> int:
         "step": step,
         "subset": args.subset,
         "videos": len(videos),
+        "videos_seen_in_training": len(seen),
         "offline_map": offline.map_by_tiou,
         "offline_average_map": offline.average_map,
     }
@@ -136,25 +174,23 @@ def eval_command(args: argparse.Namespace) -> int:
     streaming = None
     if not args.no_streaming and not from_features:
         paths = {v.video_id: str(Path(root) / f"{v.video_id}.mp4") for v in videos}
-        streaming = evaluate_streaming(model, videos, paths, classes, app)
-        ratio = streaming.map_result.average_map / max(offline.average_map, 1e-9)
-        onset, offset = (
-            delay_stats(streaming.onset_delays_s),
-            delay_stats(streaming.offset_delays_s),
+        bar = Progress(len(videos), every=1)
+        print(f"replaying {len(videos)} videos through the detector ...", file=sys.stderr)
+        streaming = evaluate_streaming(
+            model, videos, paths, classes, app, progress=lambda i, n: bar.update(i)
         )
+        ratio = streaming.map_result.average_map / max(offline.average_map, 1e-9)
         results.update(
+            events=streaming.events,
             streaming_map=streaming.map_result.map_by_tiou,
             streaming_average_map=streaming.map_result.average_map,
             streaming_over_offline=ratio,
-            onset_delay=onset,
-            offset_delay=offset,
         )
-        lines += [
+        lines = [
+            *event_table(streaming.events),
+            *lines,
             _map_line("streaming", streaming.map_result),
             f"streaming / offline mAP: {ratio:.3f}",
-            f"onset delay:  median {onset['median_s']:.2f} s, p90 {onset['p90_s']:.2f} s "
-            f"({onset['count']} actions found)",
-            f"offset delay: median {offset['median_s']:.2f} s, p90 {offset['p90_s']:.2f} s",
         ]
         results["streaming_segmentation"] = segmentation_scores(
             streaming.segments,

@@ -1,0 +1,80 @@
+"""`actstream tune`: the tracker chosen from one recorded replay per video. The replayed tracker
+gives exactly the events the real detector publishes with the same config."""
+
+import dataclasses
+import json
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from engine.checkpoint import load_checkpoint
+from engine.config import load_config
+from engine.tracker import TrackerConfig
+from tests.conftest import CMD
+from training.config import DataConfig
+from training.data import load_videos
+from training.decisions import record, simulate
+from training.evaluate import replay, reported_actions
+from training.synth import write_synthetic_dataset
+
+ROOT = Path(__file__).resolve().parents[2]
+BUNDLED = ROOT / "configs" / "weights" / "demo.pt"
+
+
+def key(a):
+    i = a.interval
+    return (i.start_s, i.end_s, i.label, round(i.score, 6), round(a.onset_s, 6), a.late)
+
+
+def test_replaying_recorded_head_runs_gives_the_detectors_own_events(tmp_path):
+    write_synthetic_dataset(tmp_path, videos=1, seed=41, duration_s=30.0)
+    model, model_config, _ = load_checkpoint(BUNDLED)
+    app = dataclasses.replace(load_config(None), model=model_config)
+    (video,), _ = load_videos(
+        DataConfig(annotations=str(tmp_path / "annotations.json"), root=str(tmp_path)),
+        "all",
+        fps=10.0,
+        image_size=64,
+    )
+    path = str(tmp_path / f"{video.video_id}.mp4")
+    rec, own = record(model, video, path, app, stop_below=0.05)
+    assert len(rec.runs) == 150 and own  # a head run every 2 frames of 30 s
+    assert [key(a) for a in simulate(rec, app.tracker)] == [key(a) for a in own]
+    other = TrackerConfig(onset_threshold=0.3, keep_threshold=0.3, confirm_runs=1)
+    replayed = reported_actions(
+        replay(model, path, dataclasses.replace(app, tracker=other)), video.video_id
+    )
+    assert [key(a) for a in simulate(rec, other)] == [key(a) for a in replayed]
+    assert len(replayed) > len(own)  # the immediate tracker reports more (fragments, bursts)
+
+
+def test_tune_writes_a_tracker_section_the_detector_loads(tmp_path):
+    data = tmp_path / "data"
+    write_synthetic_dataset(data, videos=2, seed=42, duration_s=20.0)
+    out = tmp_path / "tune"
+    result = subprocess.run(
+        [*CMD, "tune", str(BUNDLED), str(data), "--subset", "all", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("recording 2 videos")
+    assert "tIoU 0.5: precision" in result.stdout and "best tracker" in result.stdout
+    config = load_config(out / "tracker.yaml")  # a valid detector config as written
+    section = yaml.safe_load((out / "tracker.yaml").read_text())["tracker"]
+    assert dataclasses.asdict(config.tracker) == section
+    scores = [
+        r["events"]["by_tiou"]["0.5"]["f1"]
+        for r in json.loads((out / "tune.json").read_text())["results"]
+    ]
+    assert len(scores) > 20 and scores[0] == max(scores)
+    bad = subprocess.run(
+        [*CMD, "tune", str(BUNDLED), str(data), "--subset", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2 and "no videos in subset 'nope'" in bad.stderr
+    assert "Traceback" not in bad.stderr

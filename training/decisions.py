@@ -1,0 +1,191 @@
+"""Choosing the decision layer on validation data: each video is replayed once through the
+real detector while its head runs are recorded (window bounds and segments); the tracker is
+pure, so any `TrackerConfig` is then replayed over the recorded runs in milliseconds, and a
+grid of them is searched for the best event F1 at tIoU 0.5 (`training.event_metrics`).
+
+The replay gives the same events as the detector with that config (tested): the head runs on
+the same windows whatever the tracker does, and segments are decoded down to the lowest
+threshold on the grid (decoding is unchanged above it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+
+from engine.config import AppConfig
+from engine.segmenter import ModelSegmenter, Window
+from engine.tracker import Tracker, TrackerConfig, TrackEvent
+from models.action_model import ActionModel
+from models.intervals import Interval
+from training.data import VideoItem
+from training.evaluate import ReportedAction, replay, reported_actions, streaming_events
+
+logger = logging.getLogger(__name__)
+
+# The grid `actstream tune` searches (every value is a TrackerConfig field).
+GRID: dict[str, tuple] = {
+    "onset_threshold": (0.3, 0.4, 0.5, 0.6, 0.7),
+    "keep_ratio": (1.0, 0.75, 0.5, 0.35),  # keep_threshold = onset_threshold * keep_ratio
+    "confirm_runs": (1, 2, 3, 4),
+    "offset_confirm_runs": (1, 2, 3, 4),
+    "cross_class_iou": (1.0, 0.7, 0.5),
+    "close_after_missed_runs": (2, 3, 4),
+    "match_iou": (0.2, 0.3, 0.4),
+    "open_tolerance_frames": (1.0, 2.0, 3.0),
+    "late_policy": ("mark", "drop"),
+}
+JOINT = ("onset_threshold", "keep_ratio", "confirm_runs")  # searched as a product first
+
+
+@dataclass(frozen=True, slots=True)
+class HeadRun:
+    window_start_s: float
+    window_end_s: float
+    detections: list[Interval]
+
+
+class RecordingSegmenter:
+    """A `ModelSegmenter` that keeps every head run it makes (one stream, in order)."""
+
+    def __init__(self, inner: ModelSegmenter) -> None:
+        self.inner, self.runs = inner, []
+
+    def __call__(self, window: Window) -> list[Interval]:
+        return self.many([window])[0]
+
+    def many(self, windows: list[Window]) -> list[list[Interval]]:
+        found = self.inner.many(windows)
+        self.runs += [HeadRun(w.start_s, w.end_s, d) for w, d in zip(windows, found, strict=True)]
+        return found
+
+
+@dataclass(frozen=True)
+class Recording:
+    """One video's head runs; `decision_lag_s`: decision frame time − window end (the frame
+    period, minus the encoder's lookahead)."""
+
+    video_id: str
+    runs: list[HeadRun]
+    decision_lag_s: float
+    frame_period_s: float
+
+
+def record(
+    model: ActionModel, video: VideoItem, path: str, config: AppConfig, stop_below: float
+) -> tuple[Recording, list[ReportedAction]]:
+    """Replays one video through the real detector, recording its head runs; also returns the
+    actions the detector itself reported (with `config.tracker`)."""
+    from engine.backends.torch_backend import TorchBackend
+
+    segmenter = RecordingSegmenter(
+        ModelSegmenter(
+            TorchBackend(model, config.engine.device),
+            config.model.classes,
+            config.decode,
+            stop_below=stop_below,
+        )
+    )
+    events = replay(model, path, config, segmenter=segmenter)
+    period = 1.0 / config.model.fps
+    lag = (model.temporal.config.delay_frames - 1) * period
+    return Recording(video.video_id, segmenter.runs, lag, period), reported_actions(
+        events, video.video_id
+    )
+
+
+def simulate(rec: Recording, config: TrackerConfig) -> list[ReportedAction]:
+    """The actions a detector with tracker `config` reports on the recorded video."""
+    tracker = Tracker(config, frame_period_s=rec.frame_period_s, id_prefix="sim-")
+    events: list[tuple[TrackEvent, float]] = []
+    for run in rec.runs:
+        found = tracker.update(
+            run.detections, window_start_s=run.window_start_s, window_end_s=run.window_end_s
+        )
+        events += [(e, run.window_end_s + rec.decision_lag_s) for e in found]
+    if rec.runs:
+        end = rec.runs[-1].window_end_s
+        closed = tracker.close_all("stream_ended", at_s=end)  # decided on the last frame
+        events += [(e, end - rec.frame_period_s) for e in closed]
+    return reported_actions([_Timed(e, t) for e, t in events], rec.video_id)
+
+
+@dataclass(frozen=True, slots=True)
+class _Timed:
+    """A TrackEvent with the stream time it was decided at (as an ActionEvent has)."""
+
+    event: TrackEvent
+    frame_s: float
+
+    def __getattr__(self, name: str):
+        return getattr(self.event, name)
+
+
+def with_value(config: TrackerConfig, name: str, value) -> TrackerConfig:
+    """`config` with one grid value set (`keep_ratio` sets keep_threshold from the onset
+    threshold, which keeps its ratio when the onset threshold moves)."""
+    ratio = config.keep_threshold / config.onset_threshold if config.onset_threshold else 1.0
+    if name == "keep_ratio":
+        ratio, name, value = value, "onset_threshold", config.onset_threshold
+    changes = {name: value}
+    changes["keep_threshold"] = round(
+        changes.get("onset_threshold", config.onset_threshold) * ratio, 4
+    )
+    return dataclasses.replace(config, **changes)
+
+
+def tune(
+    recordings: list[Recording],
+    videos: list[VideoItem],
+    classes: tuple[str, ...],
+    base: TrackerConfig,
+    grid: dict[str, tuple] = GRID,
+    *,
+    passes: int = 3,
+    progress=None,
+) -> list[tuple[TrackerConfig, dict]]:
+    """Search: every combination of the `JOINT` parameters (they trade off against each
+    other), then from the best a coordinate search: each parameter in turn takes the grid
+    value that scores best with the others held, until a pass changes nothing (at most
+    `passes`).
+    Score: event F1 at tIoU 0.5, then fewer events per true action, then the smaller median
+    onset delay. Returns every config tried with its event table, best first."""
+    tables: dict[TrackerConfig, dict] = {}
+
+    def score(config: TrackerConfig) -> tuple:
+        if config not in tables:
+            actions = {r.video_id: simulate(r, config) for r in recordings}
+            tables[config] = streaming_events(actions, videos, classes, with_map=False)
+            if progress is not None:
+                progress(len(tables))
+        return _rank(tables[config])
+
+    joint = [k for k in JOINT if k in grid]
+    starts = [base]
+    for name in joint:
+        starts = [with_value(c, name, v) for c in starts for v in grid[name]]
+    best = min(starts, key=score)
+    for _ in range(passes):
+        before = best
+        for name, values in grid.items():
+            best = min((with_value(best, name, v) for v in values), key=score)
+        if best == before:
+            break
+    return sorted(tables.items(), key=lambda ct: _rank(ct[1]))
+
+
+def _rank(table: dict) -> tuple:
+    f1 = table["by_tiou"]["0.5"]["f1"]
+    delay = table["onset_delay"]["median_s"]
+    return (-f1, table["events_per_true_action"], delay if delay == delay else 1e9)
+
+
+def config_changes(config: TrackerConfig, base: TrackerConfig | None = None) -> dict:
+    """The fields of `config` that differ from `base` (default: TrackerConfig's defaults)."""
+    base = base or TrackerConfig()
+    return {
+        f.name: getattr(config, f.name)
+        for f in dataclasses.fields(config)
+        if getattr(config, f.name) != getattr(base, f.name)
+    }
