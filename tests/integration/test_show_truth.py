@@ -14,22 +14,18 @@ from tests.conftest import CMD
 SOURCE = "synthetic://?seed=5&duration_s=30"
 
 
-def test_show_truth_prints_every_true_action_and_a_summary_beside_the_events():
-    result = subprocess.run(
-        [
-            *CMD,
-            "run",
-            SOURCE,
-            "--fast",
-            "--show-truth",
-            "--no-metrics",
-            "--zmq",
-            "tcp://127.0.0.1:0",
-        ],
+def run_synthetic(*options: str) -> subprocess.CompletedProcess:
+    """`actstream run SOURCE --fast` on a free port, no metrics endpoint."""
+    return subprocess.run(
+        [*CMD, "run", SOURCE, "--fast", "--no-metrics", "--zmq", "tcp://127.0.0.1:0", *options],
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+def test_show_truth_prints_every_true_action_and_a_summary_beside_the_events():
+    result = run_synthetic("--show-truth")
     assert result.returncode == 0, result.stderr[-2000:]
     scene = synthetic_scene(parse_source(SOURCE), reader_options(load_config(None)))
     truth = [a for a in scene.segments(30.0) if a.start_s < 29.9]
@@ -57,23 +53,6 @@ def test_show_truth_prints_every_true_action_and_a_summary_beside_the_events():
 
 
 def test_random_initialisation_only_when_asked_for():
-    result = subprocess.run(
-        [
-            *CMD,
-            "run",
-            SOURCE,
-            "--fast",
-            "--random-init",
-            "--quiet",
-            "--no-metrics",
-            "--zmq",
-            "tcp://127.0.0.1:0",
-            "--duration-s",
-            "3",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_synthetic("--random-init", "--backend", "torch", "--quiet", "--duration-s", "3")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "seeded random init" in result.stderr
