@@ -209,26 +209,24 @@ class Tracker:
         return events
 
     def _match(self, det: Interval, window_start_s: float) -> int | None:
-        """The tracked action of det's label that det overlaps most (tIoU ≥ match_iou)."""
-        best, best_iou = None, self.config.match_iou
-        for i, track in enumerate(self._tracks):
-            if track.label != det.label:
-                continue
-            iou = _iou(track.start_s, self._reach(track, det), det, window_start_s)
-            if iou >= best_iou:
-                best, best_iou = i, iou
-        return best
+        """The tracked action of det's label that det overlaps most (tIoU ≥ match_iou; the
+        latest of equals)."""
+        mine = [i for i, t in enumerate(self._tracks) if t.label == det.label]
+        if not mine:
+            return None
+        iou = _ious(det, [self._tracks[i] for i in mine], window_start_s)
+        best = len(iou) - 1 - int(np.argmax(iou[::-1]))
+        return mine[best] if iou[best] >= self.config.match_iou else None
 
     def _other_label(self, det: Interval, window_start_s: float) -> bool:
         """Whether det is a live action of another label read again (one motion, one label)."""
         if self.config.cross_class_iou >= 1:
             return False
-        return any(
-            t.label != det.label
-            and t.state in ("pending", "open")
-            and _iou(t.start_s, self._reach(t, det), det, window_start_s)
-            >= self.config.cross_class_iou
-            for t in self._tracks
+        others = [
+            t for t in self._tracks if t.label != det.label and t.state in ("pending", "open")
+        ]
+        return bool(others) and bool(
+            (_ious(det, others, window_start_s) >= self.config.cross_class_iou).any()
         )
 
     @staticmethod
@@ -285,3 +283,11 @@ def _iou(start: float, end: float, det: Interval, window_start_s: float) -> floa
     action sliding out of the window's left edge is seen truncated."""
     seen = (max(det.start_s, window_start_s), det.end_s)
     return float(interval_iou(max(start, window_start_s), end, np.array([seen]))[0])
+
+
+def _ious(det: Interval, tracks: list[_Track], window_start_s: float) -> np.ndarray:
+    """`_iou` of det with each track (reaching as far as `Tracker._reach` says), in one call."""
+    bounds = np.array(
+        [[max(t.start_s, window_start_s), Tracker._reach(t, det)] for t in tracks], np.float64
+    )
+    return interval_iou(max(det.start_s, window_start_s), det.end_s, bounds)
