@@ -8,6 +8,8 @@ the key path (`temporal.lookbak: unknown key; known: ...`); `apply_overrides` ap
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -36,6 +38,30 @@ def check_unit(obj: Any, *names: str) -> None:
 
 # ---- the strict loader ------------------------------------------------------------------------
 T = typing.TypeVar("T")
+INT_LIMIT = 2**31 - 1  # every integer setting is a count, size, port or seed
+# YAML 1.1 reads 1e1 (no dot) as a string; a number field takes it as the number it means.
+_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (the last would win)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(
+                    f"line {key_node.start_mark.line + 1}: {key!r} given twice (the first "
+                    "would be thrown away); give each key and section once"
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def safe_load(text: str) -> Any:
+    """`yaml.safe_load` that refuses duplicate keys."""
+    return yaml.load(text, Loader=_StrictLoader)
 
 
 def from_dict(cls: type[T], data: Any, path: str = "") -> T:
@@ -100,10 +126,16 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{path}: expected an integer, got {_kind(value)}")
+        if abs(value) > INT_LIMIT:
+            raise ConfigError(f"{path}: {value} is out of range (at most {INT_LIMIT})")
         return value
     if tp is float:
+        if isinstance(value, str) and _EXPONENT.fullmatch(value.strip()):
+            value = float(value)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{path}: expected a number, got {_kind(value)}")
+        if math.isnan(value):
+            raise ConfigError(f"{path}: expected a number, got .nan")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -161,8 +193,8 @@ def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
                 f"--set {item!r}: expected KEY=VALUE, e.g. tracker.onset_threshold=0.6"
             )
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
+            value = safe_load(raw) if raw.strip() else ""
+        except (yaml.YAMLError, ConfigError):
             value = raw
         parts = key.strip().split(".")
         node = data
@@ -186,11 +218,17 @@ def _deepcopy(data: Any) -> Any:
 def read_yaml_mapping(path: str | Path) -> dict:
     """A YAML file's top-level mapping (empty file: {}); `ConfigError` naming the file."""
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text config (not UTF-8); give a YAML file") from None
+    if "\x00" in text:
+        raise ConfigError(f"{path}: not a text config (binary data); give a YAML file")
     try:
-        data = yaml.safe_load(text)
+        data = safe_load(text)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

@@ -40,6 +40,8 @@ class StreamConfig:
         for name in ("buffer_frames", "timeout_s", "reconnect_initial_s", "reconnect_max_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+            if getattr(self, name) == float("inf"):
+                raise ValueError(f"{name} must be finite, got .inf")
         if not 0 <= self.reader_nice <= 19:
             raise ValueError(f"reader_nice must be in [0, 19], got {self.reader_nice}")
         if not 0 <= self.reconnect_jitter < 1:

@@ -1,4 +1,5 @@
 import dataclasses
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,7 @@ import yaml
 from engine.config import AppConfig, load_config
 from engine.loader import ConfigError, config_to_dict, from_dict
 from models.fastback_clip import FastBackConfig
+from tests.conftest import CMD
 from training.clips import load_clip_config
 from training.config import load_train_config
 
@@ -124,3 +126,59 @@ def test_configs_are_frozen():
     c = AppConfig()
     with pytest.raises(AttributeError):
         c.stream.timeout_s = 1.0  # type: ignore[misc]
+
+
+# ---- #14 rows 2-5, 12, 13: config mistakes refused in one line, never a traceback ----------
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("stream.timeout_s=.inf", "stream: timeout_s must be finite, got .inf"),
+        ("stream.timeout_s=.nan", "stream.timeout_s: expected a number, got .nan"),
+        (
+            "stream.buffer_frames=99999999999999999999999999999999",
+            "stream.buffer_frames: 99999999999999999999999999999999 is out of range",
+        ),
+    ],
+)
+def test_non_finite_and_huge_values_are_refused(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert message in str(err.value)
+
+
+def test_exponent_notation_without_a_dot_is_a_number():
+    assert load_config(None, ["stream.timeout_s=1e1"]).stream.timeout_s == 10.0
+
+
+def test_binary_or_non_utf8_config_is_one_clear_error(tmp_path):
+    for name, data in (
+        ("bin.yaml", b"\x00\x01\x02stream: {}"),
+        ("latin.yaml", "stream: {}  # caf\xe9".encode("latin-1")),
+    ):
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(ConfigError, match="not a text config"):
+            load_config(path)
+
+
+def test_a_key_or_section_given_twice_is_refused(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text(
+        "stream:\n  timeout_s: 3\ntracker:\n  onset_threshold: 0.4\nstream:\n  buffer_frames: 8\n"
+    )
+    with pytest.raises(ConfigError, match=r"line 5: 'stream' given twice"):
+        load_config(path)
+    path.write_text("tracker:\n  onset_threshold: 0.4\n  onset_threshold: 0.6\n")
+    with pytest.raises(ConfigError, match="'onset_threshold' given twice"):
+        load_config(path)
+
+
+def test_config_mistakes_exit_2_with_one_line_and_no_traceback(tmp_path):
+    path = tmp_path / "bin.yaml"
+    path.write_bytes(b"\xff\xfe\x00garbage")
+    for args in (["--config", str(path)], ["--set", "stream.timeout_s=.inf"]):
+        result = subprocess.run(
+            [*CMD, "run", "--random-init", *args], capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
