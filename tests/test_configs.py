@@ -182,3 +182,15 @@ def test_config_mistakes_exit_2_with_one_line_and_no_traceback(tmp_path):
         )
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_broken_set_beside_an_option_names_what_the_user_typed():
+    result = subprocess.run(
+        [*CMD, "run", "--random-init", "--fast", "--set", "stream=5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "stream: expected a mapping, got int 5" in result.stderr
+    assert "realtime" not in result.stderr  # --fast's own translation is never blamed

@@ -97,8 +97,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
-    """The command line's options as config overrides, after the user's own `--set`s."""
-    overrides = list(args.overrides)
+    """The command line's options as config overrides, then the user's own `--set`s (an
+    error in a `--set` names what the user typed, never an option's translation)."""
+    overrides: list[str] = []
     if args.weights:
         overrides.append(f"weights={json.dumps(args.weights)}")
     elif args.random_init:
@@ -120,7 +121,7 @@ def _overrides(args: argparse.Namespace) -> list[str]:
         overrides.append(f"publisher.curve_secret_key={json.dumps(args.curve_secret_key)}")
     if args.curve_clients:
         overrides.append(f"publisher.curve_clients_dir={json.dumps(args.curve_clients)}")
-    return overrides
+    return overrides + list(args.overrides)
 
 
 def run_command(args: argparse.Namespace) -> int:
