@@ -204,3 +204,29 @@ def test_rtsp_credentials_never_reach_logs_metrics_or_events(rtsp_server):
     for text in (out, err, metrics):
         assert "s3cret" not in text
     assert "rtsp://***@" in err  # the URL is shown, redacted
+
+
+def test_keys_stay_out_of_git_working_trees_and_default_to_the_users_config(tmp_path):
+    repo = tmp_path / "project"
+    (repo / ".git").mkdir(parents=True)  # a working tree, as `git init` leaves it
+    refused = run_cli("keys", str(repo / "keys"), "--name", "detector")
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert "inside the git working tree" in refused.stderr and "--force" in refused.stderr
+    assert not (repo / "keys").exists()
+    forced = run_cli("keys", str(repo / "keys"), "--name", "detector", "--force")
+    assert forced.returncode == 0 and (repo / "keys" / "detector.key_secret").is_file()
+    # no DIR: ~/.config/actstream/keys (XDG_CONFIG_HOME when set), created
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "cfg")}
+    default = subprocess.run(
+        [*CMD, "keys", "--name", "viewer"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=env,
+    )
+    assert default.returncode == 0, default.stderr
+    assert (tmp_path / "cfg" / "actstream" / "keys" / "viewer.key_secret").is_file()
+    # the README's example folders are git-ignored in this project
+    ignored = (ROOT / ".gitignore").read_text().split()
+    assert {"/keys/", "/allowed/", "*.key_secret"} <= set(ignored)
