@@ -7,8 +7,21 @@ import json
 import signal
 import sys
 import threading
+import time
 
 from engine.cli.common import fail, say
+
+QUIET_S = 5.0  # a detector sends a heartbeat every second: this long with nothing is a problem
+
+
+def nothing_arrived(endpoint: str, seconds: float, curve: bool) -> str:
+    hint = (
+        "the detector's public key (--curve-server-key) or this subscriber's key pair may be "
+        "wrong, or its public key not in the detector's --curve-clients"
+        if curve
+        else "if the detector encrypts (CURVE), give --curve-server-key and --curve-client-key"
+    )
+    return f"nothing from {endpoint} in {seconds:.0f} s: is a detector running there? ({hint})"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -16,7 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "subscribe",
         help="print a detector's events",
         description="Print messages from a detector as 'TOPIC JSON' lines; "
-        "report sequence gaps (missed messages) on stderr.",
+        "report sequence gaps (missed messages) on stderr. Says on stderr when nothing "
+        "arrives in the first 5 s (or within --timeout-s), and then exits 1 with --timeout-s.",
     )
     subp.add_argument(
         "--zmq",
@@ -80,11 +94,16 @@ def subscribe_command(args: argparse.Namespace) -> int:
         return fail(f"{args.zmq}: cannot subscribe ({exc})")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    received = 0
+    received, started, warned = 0, time.monotonic(), False
+    curve = bool(args.curve_server_key or args.curve_client_key)
     try:
         while not stop.is_set():
             item = sub.receive(args.timeout_s if args.timeout_s is not None else 0.5)
             if item is None:
+                quiet = time.monotonic() - started
+                if not received and not warned and (quiet >= QUIET_S or args.timeout_s):
+                    say(nothing_arrived(args.zmq, quiet, curve))
+                    warned = True
                 if args.timeout_s is not None:
                     break
                 continue
@@ -105,4 +124,4 @@ def subscribe_command(args: argparse.Namespace) -> int:
         return fail(f"{args.zmq}: malformed message ({exc})")
     finally:
         sub.close()
-    return 0
+    return 0 if received or args.timeout_s is None else 1

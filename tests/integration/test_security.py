@@ -148,7 +148,8 @@ def test_keys_run_and_subscribe_commands_with_curve(tmp_path):
         assert sub.returncode == 0, sub.stderr
         assert len(sub.stdout.splitlines()) == 3
         plain = run_cli("subscribe", "--zmq", endpoint, "--count", "1", "--timeout-s", "1.5")
-        assert plain.returncode == 0 and plain.stdout == ""
+        assert plain.returncode == 1 and plain.stdout == ""  # nothing, and it says why
+        assert "nothing from" in plain.stderr and "--curve-server-key" in plain.stderr
     finally:
         detector.wait(30)
     assert detector.returncode == 0, detector.stderr
@@ -230,3 +231,9 @@ def test_keys_stay_out_of_git_working_trees_and_default_to_the_users_config(tmp_
     # the README's example folders are git-ignored in this project
     ignored = (ROOT / ".gitignore").read_text().split()
     assert {"/keys/", "/allowed/", "*.key_secret"} <= set(ignored)
+
+
+def test_subscribe_with_no_detector_says_so_and_exits_1():
+    result = run_cli("subscribe", "--zmq", f"tcp://127.0.0.1:{free_port()}", "--timeout-s", "1")
+    assert result.returncode == 1 and result.stdout == ""
+    assert "is a detector running there?" in result.stderr and "Traceback" not in result.stderr
