@@ -30,6 +30,14 @@ from training.progress import Progress
 logger = logging.getLogger(__name__)
 
 
+class TrainingInterrupted(Exception):
+    """Ctrl-C (SIGINT) during training: the steps done so far were saved for `--resume`."""
+
+    def __init__(self, step: int, state_path: Path) -> None:
+        super().__init__(f"interrupted after step {step}; {state_path} resumes it")
+        self.step, self.state_path = step, state_path
+
+
 class Task(Protocol):
     """What a training run optimises; the loop owns optimisation, EMA, AMP, DDP, progress,
     validation timing, checkpoints and resuming.
@@ -140,7 +148,9 @@ def fit(
     resume: bool = False,
     progress: bool = True,
 ) -> Path:
-    """Trains `task` for `o.steps` steps; returns the final checkpoint (`out_dir/last.pt`)."""
+    """Trains `task` for `o.steps` steps; returns the final checkpoint (`out_dir/last.pt`).
+    Ctrl-C saves the steps done (last.pt and train_state.pt) and raises
+    `TrainingInterrupted`."""
     dist_info = dist_info or DistInfo()
     model = task.model
     if dist_info.world > 1:
@@ -197,10 +207,7 @@ def fit(
         )
         plot_curves(history, out_dir / "curves.png")
 
-    bar = Progress(o.steps, start=start) if progress and dist_info.main else None
-    task.net.train()
-    t0 = time.monotonic()
-    for step in range(start, o.steps):
+    def one_step(step: int) -> int:
         batch = task.sample(rng)
         with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
             out = task.forward(task.net, batch)
@@ -235,6 +242,20 @@ def fit(
             task.net.train()
         if (step + 1) % o.checkpoint_every == 0 or last:
             save(step + 1)
+        return step + 1
+
+    bar = Progress(o.steps, start=start) if progress and dist_info.main else None
+    task.net.train()
+    t0 = time.monotonic()
+    done = start  # steps whose every update (optimizer, schedule, EMA) is complete
+    try:
+        for step in range(start, o.steps):
+            done = one_step(step)
+    except KeyboardInterrupt:
+        if dist_info.main:
+            history[:] = [h for h in history if h["step"] <= done]
+            save(done)  # what --resume continues from; a step in flight is done again
+        raise TrainingInterrupted(done, state_path) from None
     if dist_info.world > 1:
         import torch.distributed as dist
 

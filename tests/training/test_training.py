@@ -350,3 +350,51 @@ def test_cached_features_give_the_same_head_output_as_frames(tiny_data):
     # Equal except where a window starts mid-video (its first frame has no predecessor in
     # the window): compare the last half of each window, far beyond the encoder's reach.
     torch.testing.assert_close(a.cls_logits[:, 16:32], b.cls_logits[:, 16:32], atol=1e-4, rtol=1e-4)
+
+
+def test_ctrl_c_during_train_saves_what_resume_continues_from(tiny_data, tmp_path):
+    import signal
+    import time
+
+    import torch
+
+    run = tmp_path / "run"
+    sets = [
+        *TINY,
+        f"out_dir={run}",
+        f"data.annotations={tiny_data / 'annotations.json'}",
+        f"data.root={tiny_data}",
+        "data.cache_dir=null",
+        "data.val_subset=test",
+        "optim.batch_size=2",
+        "optim.eval_every=100000",
+        "optim.checkpoint_every=5",
+    ]
+    args = [x for s in sets for x in ("--set", s)]
+    config = str(ROOT / "configs" / "train_synthetic.yaml")
+    proc = subprocess.Popen(
+        [*CMD, "train", config, *args, "--set", "optim.steps=100000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    state = run / "train_state.pt"
+    deadline = time.monotonic() + 240
+    while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)  # polling for the first checkpoint (a condition, bounded)
+    assert state.exists(), proc.communicate(timeout=30)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "--resume" in err.strip().splitlines()[-1]
+    step = int(torch.load(state, weights_only=True)["step"])
+    assert step >= 4  # the first checkpoint (5), or the step before it if cut mid-save
+    more = subprocess.run(
+        [*CMD, "train", config, *args, "--set", f"optim.steps={step + 3}", "--resume"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert more.returncode == 0, more.stderr
+    history = json.loads(torch.load(state, weights_only=True)["history"])
+    assert [h["step"] for h in history if "loss" in h] == list(range(1, step + 4))

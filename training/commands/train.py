@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from engine.cli.common import add_overrides, fail
+from engine.cli.common import EXIT_INTERRUPTED, add_overrides, fail, say
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +30,7 @@ def train_command(args: argparse.Namespace) -> int:
     from training.annotations import AnnotationError
     from training.config import load_train_config
     from training.detection import train
+    from training.loop import TrainingInterrupted
 
     try:
         if _task_of(args.config) == "clips":
@@ -42,6 +43,12 @@ def train_command(args: argparse.Namespace) -> int:
         else:
             config = load_train_config(args.config, args.overrides)
             path = train(config, resume=args.resume, init_from=args.init)
+    except TrainingInterrupted as exc:
+        say(f"train: {exc}: actstream train {args.config} --resume")
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:  # before the first step: nothing to save
+        say("train: interrupted before the first step")
+        return EXIT_INTERRUPTED
     except (ConfigError, AnnotationError, CheckpointError, BackboneError) as exc:
         return fail(str(exc))
     except FileNotFoundError as exc:
