@@ -2,7 +2,8 @@
 
 As each stream's time passes a true action's start and end, one human-readable line says so;
 every `summary_every_s` of stream time, one line sums up that stream's events so far against
-the truth: reported actions, matched (one-to-one, same label, tIoU ≥ 0.5), false, missed
+the truth: reported actions, matched (one-to-one as `actstream eval` matches, same label,
+tIoU ≥ 0.5), false, missed
 (true actions that ended more than `settle_s` ago without a match). Pure bookkeeping in
 stream time; `write` gets each line.
 """
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from engine.wire.events import ActionEvent
-from models.intervals import Interval, interval_iou
+from models.intervals import Interval, match_events
 from stream.synthetic import ActionSegment, SyntheticScene
 
 SETTLE_S = 3.0  # a true action counts as missed this long after its end without a report
@@ -89,7 +90,8 @@ class TruthMonitor:
     def summary(self, stream_id: str, t_s: float) -> str:
         st = self.streams[stream_id]
         ended = [a for a in st.truth if a.end_s <= t_s]
-        matched = _greedy_matches(st.reported, ended, 0.5)
+        truth = [Interval(a.start_s, a.end_s, a.label) for a in ended]
+        matched = match_events(st.reported, truth, 0.5)
         settled = [i for i, a in enumerate(ended) if a.end_s <= t_s - SETTLE_S]
         missed = sum(i not in {j for _, j in matched} for i in settled)
         false = len(st.reported) - len(matched)
@@ -98,24 +100,3 @@ class TruthMonitor:
             f"{st.onsets} onsets, {len(st.reported)} actions closed, {len(matched)} matched, "
             f"{false} false, {missed} missed"
         )
-
-
-def _greedy_matches(
-    reported: list[Interval], truth: list[ActionSegment], threshold: float
-) -> list[tuple[int, int]]:
-    """One-to-one pairs by descending tIoU (a live count; `actstream eval` uses the
-    Hungarian matching of `training.event_metrics`)."""
-    pairs = []
-    for i, r in enumerate(reported):
-        for j, a in enumerate(truth):
-            if a.label == r.label:
-                iou = float(interval_iou(r.start_s, r.end_s, [[a.start_s, a.end_s]])[0])
-                if iou >= threshold:
-                    pairs.append((iou, i, j))
-    used_r, used_t, out = set(), set(), []
-    for _, i, j in sorted(pairs, reverse=True):
-        if i not in used_r and j not in used_t:
-            used_r.add(i)
-            used_t.add(j)
-            out.append((i, j))
-    return out

@@ -13,43 +13,12 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from models.faformer import FrameLabels
+from models.intervals import hungarian
 from models.losses import sigmoid_focal_loss
-
-
-def hungarian(cost: np.ndarray) -> list[tuple[int, int]]:
-    """Minimum-cost assignment of the rows of `cost` (n, m), n <= m, to distinct columns
-    (Kuhn–Munkres with potentials, O(n² m)); returns (row, column) pairs."""
-    n, m = cost.shape
-    if n > m:
-        return [(r, c) for c, r in hungarian(cost.T)]
-    u, v = np.zeros(n + 1), np.zeros(m + 1)
-    match = np.zeros(m + 1, int)  # match[j]: row (1-based) assigned to column j; 0 = none
-    for i in range(1, n + 1):
-        match[0], j0 = i, 0
-        minv, used, way = np.full(m + 1, np.inf), np.zeros(m + 1, bool), np.zeros(m + 1, int)
-        while match[j0]:
-            used[j0] = True
-            i0 = match[j0]
-            cur = cost[i0 - 1] - u[i0] - v[1:]
-            free = ~used[1:]
-            better = free & (cur < minv[1:])
-            minv[1:][better], way[1:][better] = cur[better], j0
-            j1 = 1 + int(np.argmin(np.where(free, minv[1:], np.inf)))
-            delta = minv[j1]
-            u[match[used]] += delta
-            v[used] -= delta
-            minv[~used] -= delta
-            j0 = j1
-        while j0:
-            j1 = way[j0]
-            match[j0] = match[j1]
-            j0 = j1
-    return [(int(match[j]) - 1, j - 1) for j in range(1, m + 1) if match[j]]
 
 
 def smoothing_loss(logits: torch.Tensor, valid: torch.Tensor, tau: float = 4.0) -> torch.Tensor:

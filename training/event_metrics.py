@@ -20,13 +20,11 @@ end: what a subscriber waits). Beside it, matching-free counts:
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
 
-from models.intervals import Interval, interval_iou
-from models.seg_losses import hungarian
+from models.intervals import Interval, match_events
 from training.metrics import detection_map
 
 EVENT_TIOUS = (0.3, 0.5, 0.7)
@@ -47,30 +45,6 @@ class ReportedAction:
     @property
     def announced_start_s(self) -> float:
         return self.interval.start_s if self.onset_start_s is None else self.onset_start_s
-
-
-def match_events(
-    reported: list[Interval], truth: list[Interval], threshold: float
-) -> list[tuple[int, int]]:
-    """One-to-one (reported index, truth index) pairs: same video and label, tIoU ≥
-    threshold, most pairs then largest total tIoU."""
-    groups: dict[tuple[str, str], tuple[list[int], list[int]]] = defaultdict(lambda: ([], []))
-    for i, r in enumerate(reported):
-        groups[(r.video_id, r.label)][0].append(i)
-    for j, t in enumerate(truth):
-        groups[(t.video_id, t.label)][1].append(j)
-    pairs = []
-    for rows, cols in groups.values():
-        if not rows or not cols:
-            continue
-        bounds = np.array([[truth[j].start_s, truth[j].end_s] for j in cols])
-        iou = np.stack([interval_iou(reported[i].start_s, reported[i].end_s, bounds) for i in rows])
-        feasible = iou >= threshold
-        if not feasible.any():
-            continue
-        cost = np.where(feasible, -(1.0 + iou), 0.0)
-        pairs += [(rows[r], cols[c]) for r, c in hungarian(cost) if feasible[r, c]]
-    return sorted(pairs)
 
 
 def prf(tp: int, n_reported: int, n_truth: int) -> dict[str, float]:
