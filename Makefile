@@ -26,8 +26,8 @@ demo-model: $(STAMP)
 # The decision layer chosen on fresh validation videos and measured on fresh test videos
 # (seeds never used in training); see README "Event quality".
 event-quality: $(STAMP)
-	$(VENV)/bin/actstream synth data/val --videos 50 --seed 11
-	$(VENV)/bin/actstream synth data/test --videos 50 --seed 12
+	$(VENV)/bin/actstream synth data/val --videos 50 --seed 11 --split validation
+	$(VENV)/bin/actstream synth data/test --videos 50 --seed 12 --split test
 	$(VENV)/bin/actstream tune configs/weights/demo.pt data/val --subset all --out runs/tune
 	$(VENV)/bin/actstream eval configs/weights/demo.pt data/test --subset all --out runs/eval_test
 

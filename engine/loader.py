@@ -107,7 +107,8 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
                 errors.append(str(exc))
         raise ConfigError(errors[0] if len(errors) == 1 else f"{path}: {_kind(value)} not allowed")
     if origin is Literal:
-        if value not in args:
+        # exact values: `false` is not 0, nor `90.0` 90
+        if not any(a == value and type(a) is type(value) for a in args):
             raise ConfigError(f"{path}: expected one of {list(args)}, got {value!r}")
         return value
     if origin is tuple:

@@ -5,6 +5,7 @@ thread would deliver it.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,6 +18,8 @@ from stream.frames import FpsSampler, Frame, stream_time_s
 from stream.settings import ReaderOptions
 from stream.sources import SourceError, SourceKind, SourceSpec, av_open_args
 from stream.synthetic import CLASSES, SyntheticScene
+
+logger = logging.getLogger(__name__)
 
 # Consecutive undecodable packets after which a live stream is treated as broken.
 MAX_CONSECUTIVE_DECODE_ERRORS = 50
@@ -47,6 +50,7 @@ class PyAVFrames(FrameSource):
         )
         self.spec, self.options = spec, options
         self.finite = not spec.live
+        self._rotation_logged = False
         # One scaler per source: `VideoFrame.reformat` builds a new one per frame, which
         # costs about a third of a small frame's decode time.
         self.scaler = VideoReformatter()
@@ -97,10 +101,32 @@ class PyAVFrames(FrameSource):
                 yield t_s, frame
 
     def image(self, raw: av.VideoFrame) -> np.ndarray:
+        turns = self._quarter_turns(raw)
+        width, height = self.options.width, self.options.height
+        if turns % 2:  # resized to the turned size, then turned
+            width, height = height, width
         # Resize and convert inside PyAV (libswscale), in one pass.
-        return self.scaler.reformat(
-            raw, width=self.options.width, height=self.options.height, format="rgb24"
-        ).to_ndarray()
+        img = self.scaler.reformat(raw, width=width, height=height, format="rgb24").to_ndarray()
+        return np.ascontiguousarray(np.rot90(img, turns)) if turns else img
+
+    def _quarter_turns(self, raw: av.VideoFrame) -> int:
+        """Counter-clockwise quarter turns that make `raw` upright (`stream.rotate`)."""
+        rotate = self.options.stream.rotate
+        if rotate != "auto":
+            return (-rotate // 90) % 4
+        degrees = raw.rotation  # counter-clockwise, from the display matrix (0 without one)
+        if not degrees:
+            return 0
+        turns = round(degrees / 90) % 4
+        if not self._rotation_logged:
+            self._rotation_logged = True
+            logger.info(
+                "%s: turning frames %d° clockwise as the video's display matrix says "
+                "(stream.rotate: 0 keeps them as decoded)",
+                self.spec.display,
+                (-90 * turns) % 360,
+            )
+        return turns
 
     def close(self) -> None:
         self.container.close()

@@ -24,6 +24,9 @@ class StreamConfig:
             refusing to start.
         reader_nice: added to the reader threads' nice value (Linux; 0-19): decoding yields the
             cores to the model when both want them, and fills them when the model waits.
+        rotate: "auto" turns frames upright as the video's display matrix says (phone
+            footage); 0, 90, 180 or 270 turns every frame that many degrees clockwise instead
+            (0: as decoded, ignoring the metadata).
     """
 
     buffer_frames: int = 32
@@ -35,6 +38,7 @@ class StreamConfig:
     reconnect_jitter: float = 0.2
     retry_first_open: bool = False
     reader_nice: int = 5
+    rotate: Literal["auto", 0, 90, 180, 270] = "auto"
 
     def __post_init__(self) -> None:
         for name in ("buffer_frames", "timeout_s", "reconnect_initial_s", "reconnect_max_s"):

@@ -43,3 +43,24 @@ def decode_all(
             if limit is not None and len(out) >= limit:
                 break
     return out
+
+
+def with_display_rotation(path: Path, out: Path, clockwise_degrees: int) -> Path:
+    """A copy of an mp4 whose first track header carries a display matrix turning the picture
+    `clockwise_degrees` (90, 180 or 270) for display, as phones write it."""
+    import struct
+
+    one = 0x10000
+    matrix = {
+        90: (0, one, 0, -one, 0, 0),
+        180: (-one, 0, 0, 0, -one, 0),
+        270: (0, -one, 0, one, 0, 0),
+    }[clockwise_degrees]
+    data = bytearray(path.read_bytes())
+    at = data.find(b"tkhd")
+    version = data[at + 4]
+    # version/flags, times and track id, reserved, duration, reserved, layer..volume, reserved
+    at += 4 + 4 + (32 if version == 1 else 20) + 8 + 8
+    data[at : at + 36] = struct.pack(">9i", *matrix, 0, 0, 0x40000000)
+    out.write_bytes(bytes(data))
+    return out

@@ -8,7 +8,6 @@ plus `annotations.json` in the ActivityNet layout (one segment per clip, its lab
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from training.annotations import VideoAnnotation, load_annotations, write_annota
 from training.config import OptimConfig
 from training.data import decoded_frames
 from training.loop import fit
-from training.synth import subset_of, write_video
+from training.synth import SplitStreams, split_plan, write_video
 
 TASK = "clips"
 
@@ -41,16 +40,19 @@ def write_clip_dataset(
     fps: int = 10,
     size: int = 64,
     classes: tuple[str, ...] = DEFAULT_CLASSES,
+    split: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Writes `clips` trimmed clips (classes in turn, each clip exactly one action of one
-    actor, with distractors) and `annotations.json`; returns the JSON path."""
+    actor, with distractors) and `annotations.json`; returns the JSON path. Scenes and
+    `split` as in `training.synth.write_synthetic_dataset`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
+    streams = SplitStreams(seed)
     annotations = []
-    for i in range(clips):
-        label = classes[i % len(classes)]
+    for i, (subset, k) in enumerate(split_plan(clips, split)):
+        rng = streams[subset]
+        label = classes[k % len(classes)]
         scene = SyntheticScene(
             seed=rng.getrandbits(31),
             width=size,
@@ -62,14 +64,12 @@ def write_clip_dataset(
         )
         action = scene.segments(30.0)[0]
         duration = round((action.end_s - action.start_s) * fps) / fps
-        cid = f"clip_{seed}_{i:05d}"
+        cid = streams.item_id("clip", subset, k)
         write_video(
             out / f"{cid}.mp4", _Shifted(scene, action.start_s), duration_s=duration, fps=fps
         )
         annotations.append(
-            VideoAnnotation(
-                cid, subset_of(i, clips), duration, float(fps), ((0.0, duration),), (label,)
-            )
+            VideoAnnotation(cid, subset, duration, float(fps), ((0.0, duration),), (label,))
         )
         if progress is not None:
             progress(i + 1, clips)

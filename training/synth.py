@@ -7,7 +7,7 @@ source): actions defined by motion, several per video, overlapping across actors
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import av
@@ -16,6 +16,7 @@ from stream.synthetic import CLASSES, SyntheticScene
 from training.annotations import VideoAnnotation, write_annotations
 
 SPLITS = (("train", 0.7), ("validation", 0.15), ("test", 0.15))
+SPLIT_NAMES = tuple(name for name, _ in SPLITS)
 
 
 def subset_of(index: int, total: int) -> str:
@@ -26,6 +27,42 @@ def subset_of(index: int, total: int) -> str:
         if index < round(edge):
             return name
     return SPLITS[-1][0]
+
+
+def split_plan(total: int, split: str | None) -> list[tuple[str, int]]:
+    """(subset, index within the subset) of each of `total` items: 70 / 15 / 15 in order, or
+    every item in `split`."""
+    if split is not None and split not in SPLIT_NAMES:
+        raise ValueError(f"split must be one of {', '.join(SPLIT_NAMES)}, got {split!r}")
+    counts: dict[str, int] = {}
+    plan = []
+    for i in range(total):
+        name = split or subset_of(i, total)
+        plan.append((name, counts.get(name, 0)))
+        counts[name] = counts.get(name, 0) + 1
+    return plan
+
+
+class SplitStreams:
+    """One random stream per subset, so that the k-th scene of a subset is a pure function of
+    (seed, subset, k): train, validation and test scenes never coincide, whatever the number
+    of items or the split asked for. The train stream is `random.Random(seed)` itself (the
+    bundled model's training scenes); the others are seeded with "seed:subset"."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self._streams: dict[str, random.Random] = {}
+
+    def __getitem__(self, subset: str) -> random.Random:
+        if subset not in self._streams:
+            key = self.seed if subset == "train" else f"{self.seed}:{subset}"
+            self._streams[subset] = random.Random(key)
+        return self._streams[subset]
+
+    def item_id(self, prefix: str, subset: str, index: int) -> str:
+        """`prefix_seed_00007` for train, `prefix_seed_validation_00007` for the others."""
+        middle = "" if subset == "train" else f"{subset}_"
+        return f"{prefix}_{self.seed}_{middle}{index:05d}"
 
 
 def write_video(path: Path, scene: SyntheticScene, *, duration_s: float, fps: int) -> None:
@@ -41,24 +78,18 @@ def write_video(path: Path, scene: SyntheticScene, *, duration_s: float, fps: in
             out.mux(packet)
 
 
-def write_synthetic_dataset(
-    out_dir: str | Path,
-    *,
+def plan_scenes(
     videos: int,
+    *,
     seed: int = 0,
     duration_s: float = 60.0,
-    fps: int = 10,
     size: int = 64,
-    progress: Callable[[int, int], None] | None = None,
-) -> Path:
-    """Writes `videos` mp4 files and `annotations.json` into `out_dir`; returns the JSON path."""
-    if videos < 1:
-        raise ValueError(f"videos must be >= 1, got {videos}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
-    annotations = []
-    for i in range(videos):
+    split: str | None = None,
+) -> Iterator[tuple[str, str, SyntheticScene]]:
+    """(video id, subset, scene) of each video `write_synthetic_dataset` writes, in order."""
+    streams = SplitStreams(seed)
+    for subset, k in split_plan(videos, split):
+        rng = streams[subset]
         scene = SyntheticScene(
             seed=rng.getrandbits(31),
             width=size,
@@ -67,13 +98,35 @@ def write_synthetic_dataset(
             num_distractors=rng.choice((0, 1, 2)),
             duration_s=duration_s,
         )
-        vid = f"synth_{seed}_{i:05d}"
+        yield streams.item_id("synth", subset, k), subset, scene
+
+
+def write_synthetic_dataset(
+    out_dir: str | Path,
+    *,
+    videos: int,
+    seed: int = 0,
+    duration_s: float = 60.0,
+    fps: int = 10,
+    size: int = 64,
+    split: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Writes `videos` mp4 files and `annotations.json` into `out_dir`; returns the JSON path.
+    `split`: every video in that subset (default: 70 / 15 / 15 train / validation / test)."""
+    if videos < 1:
+        raise ValueError(f"videos must be >= 1, got {videos}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    annotations = []
+    plan = plan_scenes(videos, seed=seed, duration_s=duration_s, size=size, split=split)
+    for i, (vid, subset, scene) in enumerate(plan):
         write_video(out / f"{vid}.mp4", scene, duration_s=duration_s, fps=fps)
         segs = scene.segments(duration_s)
         annotations.append(
             VideoAnnotation(
                 video_id=vid,
-                subset=subset_of(i, videos),
+                subset=subset,
                 duration_s=duration_s,
                 fps=float(fps),
                 segments=tuple((s.start_s, s.end_s) for s in segs),

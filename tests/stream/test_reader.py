@@ -12,7 +12,7 @@ from stream.frames import Frame
 from stream.reader import ALLOWED_TRANSITIONS, ReaderState, StatusEvent, StreamReader
 from stream.settings import ReaderOptions, StreamConfig
 from stream.sources import parse_source
-from tests.media import scene_frames, write_h264_mp4
+from tests.media import scene_frames, with_display_rotation, write_h264_mp4
 
 
 def collect(spec, options, limit_s=20.0, capacity=10_000):
@@ -177,3 +177,25 @@ def test_reader_thread_runs_at_its_own_nice_value():
         reader.stop()
         buf.close()
         reader.join(5)
+
+
+@pytest.mark.parametrize("clockwise", [90, 180, 270])
+def test_rotated_phone_footage_reaches_the_model_upright(tmp_path, clockwise):
+    # upright picture: 96 wide, 64 high, a bright block in its top-left corner
+    upright = np.full((64, 96, 3), 20, np.uint8)
+    upright[:24, :32] = 235
+    stored = np.ascontiguousarray(np.rot90(upright, clockwise // 90))  # turned the other way
+    plain = write_h264_mp4(tmp_path / "stored.mp4", [stored] * 5, fps=10)
+    phone = with_display_rotation(plain, tmp_path / "phone.mp4", clockwise)
+
+    def first(path, **stream):
+        settings = StreamConfig(realtime=False, **stream)
+        options = ReaderOptions(width=48, height=32, fps=10.0, stream=settings)
+        return collect(parse_source(str(path)), options)[1][0].image.astype(float)
+
+    for image in (first(phone), first(plain, rotate=clockwise)):
+        assert image.shape == (32, 48, 3)  # the model's size, upright
+        assert image[:12, :16].mean() > 200 and image[16:, 24:].mean() < 60
+    as_decoded = first(phone, rotate=0)
+    assert as_decoded[:12, :16].mean() < 200 or as_decoded[16:, 24:].mean() > 60
+    assert StreamConfig().rotate == "auto"

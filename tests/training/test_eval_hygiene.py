@@ -21,8 +21,8 @@ def run_eval(data: Path, out: Path) -> subprocess.CompletedProcess:
 
 
 def test_eval_warns_on_videos_the_bundled_model_was_trained_on(tmp_path):
-    # seed 0 is the bundled model's training seed: its first videos are training videos
-    write_synthetic_dataset(tmp_path / "seen", videos=3, seed=0, duration_s=10.0)
+    # seed 0 is the bundled model's training seed: its first train scenes are training videos
+    write_synthetic_dataset(tmp_path / "seen", videos=3, seed=0, duration_s=10.0, split="train")
     result = run_eval(tmp_path / "seen", tmp_path / "ev1")
     assert result.returncode == 0, result.stderr
     assert "3 of the 3 evaluated videos are in the checkpoint's training set" in result.stderr

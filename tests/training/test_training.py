@@ -19,7 +19,7 @@ from tests.integration.helpers import small_model
 from training.config import DataConfig, load_train_config
 from training.data import WindowSampler, load_videos
 from training.detection import train
-from training.synth import write_synthetic_dataset
+from training.synth import plan_scenes, write_synthetic_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = [*small_model(32), "loss.regression_ranges=[[0, 8], [8, 16], [16, .inf]]"]
@@ -398,3 +398,27 @@ def test_ctrl_c_during_train_saves_what_resume_continues_from(tiny_data, tmp_pat
     assert more.returncode == 0, more.stderr
     history = json.loads(torch.load(state, weights_only=True)["history"])
     assert [h["step"] for h in history if "loss" in h] == list(range(1, step + 4))
+
+
+def test_synth_subsets_never_share_a_scene_whatever_the_count_or_split():
+    def scenes(videos, seed, split=None):
+        return {vid: (sub, sc.seed) for vid, sub, sc in plan_scenes(videos, seed=seed, split=split)}
+
+    big, small = scenes(300, 0), scenes(50, 0)
+    # the train scenes are those the bundled model was trained on: synth_0_00000 ... 00209
+    assert [v for v, (sub, _) in big.items() if sub == "train"] == [
+        f"synth_0_{i:05d}" for i in range(210)
+    ]
+    assert big["synth_0_00000"][1] == scenes(1, 0, "train")["synth_0_00000"][1]
+    every = {**big, **small, **scenes(50, 0, "validation"), **scenes(50, 0, "test")}
+    by_seed: dict[int, set[str]] = {}
+    for vid, (sub, scene_seed) in every.items():
+        by_seed.setdefault(scene_seed, set()).add(sub)
+        # an id names one scene whatever --videos or --split made it
+        assert all(d[vid][1] == scene_seed for d in (big, small) if vid in d)
+    assert all(len(subsets) == 1 for subsets in by_seed.values())
+    assert (
+        scenes(5, 0, "validation")["synth_0_validation_00004"] == every["synth_0_validation_00004"]
+    )
+    with pytest.raises(ValueError, match="split must be one of"):
+        scenes(3, 0, "val")

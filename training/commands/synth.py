@@ -22,6 +22,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--fps", type=int, default=10, help="frame rate (default 10)")
     synth.add_argument("--size", type=int, default=64, help="frame width and height (default 64)")
     synth.add_argument(
+        "--split",
+        choices=("train", "validation", "test"),
+        help="put every video in this subset (default: 70 / 15 / 15 train / validation / test); "
+        "a subset's scenes depend only on the seed, the subset and the index within it",
+    )
+    synth.add_argument(
         "--clips",
         type=int,
         metavar="N",
@@ -36,7 +42,7 @@ def synth_command(args: argparse.Namespace) -> int:
 
     if args.videos < 1 or args.duration_s <= 0 or args.fps < 1 or args.size < 16:
         return fail("synth: need --videos >= 1, --duration-s > 0, --fps >= 1, --size >= 16")
-    common = {"seed": args.seed, "fps": args.fps, "size": args.size}
+    common = {"seed": args.seed, "fps": args.fps, "size": args.size, "split": args.split}
     if args.clips is not None:
         from training.clips import write_clip_dataset
 
