@@ -76,6 +76,9 @@ class PyAVFrames(FrameSource):
                     ctx.thread_count = 1
             rate = self.video.average_rate or self.video.guessed_rate
             self.fps = float(rate) if rate else None
+            if spec.kind is SourceKind.HTTP and "play" not in spec.params:
+                # a server that reports a finite duration serves a file: played once
+                self.finite = bool(self.container.duration and self.container.duration > 0)
         except BaseException:
             self.container.close()
             raise

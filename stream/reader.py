@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import av
 
-from stream.buffer import BufferClosed, FrameBuffer
+from stream.buffer import BufferClosed, DropPolicy, FrameBuffer
 from stream.frame_sources import (
     FrameSource,
     PyAVFrames,
@@ -199,15 +199,18 @@ class StreamReader:
                 self._set_state(ReaderState.DISCONNECTED, message)
             else:
                 opened_once = True
+                live = not frames.finite  # an http(s) URL is a file when its server says so
+                if not live and self.buffer.policy is DropPolicy.DROP_OLDEST:
+                    self.buffer.policy = DropPolicy.BLOCK  # a file keeps every frame
                 self._set_state(ReaderState.CONNECTED)
-                if self.spec.live:
+                if live:
                     self.first_open_done.set()  # a file is open once a frame decodes (_pump)
                 try:
                     ended = self._pump(frames)
                     reason = "stream ended"
                 except (av.FFmpegError, OSError, ValueError) as exc:
                     ended, reason = False, describe_read_error(exc)
-                    if not self.spec.live:
+                    if not live:
                         message = f"{self.spec.display}: {reason}"
                         if not self.frames_delivered:  # not one frame: a start-up mistake
                             self.first_error = message
@@ -217,7 +220,7 @@ class StreamReader:
                     frames.close()
                 if self._stop.is_set():
                     break
-                if ended or not self.spec.live:
+                if ended or not live:
                     self._set_state(ReaderState.ENDED)
                     return
                 self._set_state(ReaderState.DISCONNECTED, reason)
@@ -244,8 +247,9 @@ class StreamReader:
     def _pump(self, source: FrameSource) -> bool:
         """Moves frames from `source` into the buffer; True when the source really ended."""
         sampler = FpsSampler(self.options.fps)
-        pace = self.options.stream.realtime and not (
-            self.spec.live and self.spec.kind is not SourceKind.SYNTHETIC
+        # Files and generated scenes are paced at their own rate; a camera paces itself.
+        pace = self.options.stream.realtime and (
+            source.finite or self.spec.kind is SourceKind.SYNTHETIC
         )
         wall0 = t0 = None
         period_s = 1.0 / self.options.fps

@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 STREAM_ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 _ID_PREFIX_RE = re.compile(r"^([A-Za-z][A-Za-z0-9_-]{0,63})=(.+)$")
 V4L2_OPTIONS = ("video_size", "framerate", "input_format", "pixel_format")
+HTTP_PLAY = ("live", "file")  # an http(s) URL's `#live` / `#file` overrides what it looks like
 SYNTHETIC_OPTIONS = ("seed", "fps", "width", "height", "duration_s", "actors", "distractors")
 
 
@@ -68,6 +69,10 @@ class SourceSpec:
 
     @property
     def live(self) -> bool:
+        """Whether the source may be a live one (an `http(s)://` URL is decided when it opens:
+        a finite duration makes it a file, unless `#live` / `#file` says)."""
+        if self.kind is SourceKind.HTTP:
+            return self.params.get("play") != "file"
         return self.kind in LIVE_KINDS
 
 
@@ -151,11 +156,17 @@ def parse_source(text: str, stream_id: str | None = None) -> SourceSpec:
             )
         if not parts.hostname and kind is not SourceKind.UDP:
             raise SourceError(f"{display}: URL has no host; expected {scheme}://HOST[:PORT]/PATH")
+        params = {}
+        if kind is SourceKind.HTTP and parts.fragment in HTTP_PLAY:
+            # `#live` / `#file`: how to play it (a fragment never reaches the server)
+            params["play"] = parts.fragment
+            text, display = text[: text.rindex("#")], display[: display.rindex("#")]
         return SourceSpec(
             stream_id=stream_id or _sanitize(parts.hostname or scheme),
             kind=kind,
             url=text,
             display=display,
+            params=params,
         )
     return _file_spec(text, stream_id)
 

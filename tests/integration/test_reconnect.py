@@ -6,6 +6,7 @@ import http.server
 import signal
 import threading
 import time
+from fractions import Fraction
 
 import pytest
 
@@ -24,6 +25,7 @@ from tests.integration.helpers import (
     scrape,
     small_config,
 )
+from tests.media import scene_frames
 
 pytestmark = pytest.mark.integration
 FAST_RETRY = dict(reconnect_initial_s=0.2, reconnect_max_s=0.5, reconnect_jitter=0.1)
@@ -131,32 +133,113 @@ def test_frozen_server_is_detected_by_the_timeout_and_reconnected():
         server.stop()
 
 
-def test_http_source_streams_a_file_served_over_http(clip_mp4):
+class _Serving:
+    """A ThreadingHTTPServer on 127.0.0.1 in a thread (a context manager)."""
+
+    def __init__(self, handler):
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{path}"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+def test_an_mp4_file_over_http_plays_once_and_ends(clip_mp4):
     handler = functools.partial(
         http.server.SimpleHTTPRequestHandler, directory=str(clip_mp4.parent)
     )
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    serve = threading.Thread(target=httpd.serve_forever)
-    serve.start()
-    try:
-        url = f"http://127.0.0.1:{httpd.server_address[1]}/{clip_mp4.name}"
-        spec = parse_source(url)
-        # The file arrives as fast as it decodes: room for all of it, so that none is dropped
-        # between two drains.
-        watch = Watch(
-            spec, ReaderOptions(fps=25.0, stream=StreamConfig(timeout_s=2.0, **FAST_RETRY)), 256
-        )
+    with _Serving(handler) as served:
+        url = served.url(clip_mp4.name)
+        options = ReaderOptions(fps=25.0, stream=StreamConfig(timeout_s=2.0, **FAST_RETRY))
+        # The server reports a duration: a file, read once at its own pace, every frame kept
+        # (the buffer blocks instead of dropping), then `ended` - never replayed.
+        watch = Watch(parse_source(url), options, capacity=8)
         try:
-            watch.wait_for(ReaderState.CONNECTED)
-            # The whole file arrives, then the live HTTP stream ends: a disconnect.
+            watch.wait_for(ReaderState.ENDED)
+            assert watch.states() == [ReaderState.CONNECTED, ReaderState.ENDED]
+            assert watch.frames_after(0) == 100 and watch.reader.reconnects == 0
+            assert watch.buf.dropped == 0
+        finally:
+            watch.close()
+        # `#live` says it is a live stream after all: its end is a disconnect, then a retry
+        watch = Watch(parse_source(url + "#live"), options, capacity=256)
+        try:
+            assert watch.reader.spec.url == url  # the fragment never reaches the server
             watch.wait_for(ReaderState.DISCONNECTED)
             assert watch.frames_after(0) == 100
         finally:
             watch.close()
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        serve.join(5)
+
+
+class _MjpegCamera(http.server.BaseHTTPRequestHandler):
+    """An endless multipart MJPEG stream, as IP cameras serve it (until `stop` is set)."""
+
+    stop = threading.Event()
+    jpegs: list[bytes] = []
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+        self.end_headers()
+        i = 0
+        while not self.stop.is_set():
+            jpeg = self.jpegs[i % len(self.jpegs)]
+            head = f"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
+            try:
+                self.wfile.write(head.encode() + jpeg + b"\r\n")
+                self.wfile.flush()
+            except OSError:
+                return
+            i += 1
+            self.stop.wait(0.04)
+
+    def log_message(self, *args):
+        pass
+
+
+def _jpegs(n: int) -> list[bytes]:
+    import av
+
+    codec = av.CodecContext.create("mjpeg", "w")
+    codec.width, codec.height, codec.pix_fmt = 160, 120, "yuvj420p"
+    codec.time_base = Fraction(1, 25)
+    out = []
+    for i, image in enumerate(scene_frames(n, width=160, height=120)):
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuvj420p")
+        frame.pts = i
+        out += [bytes(p) for p in codec.encode(frame)]
+    return out
+
+
+def test_an_endless_mjpeg_stream_over_http_stays_live():
+    _MjpegCamera.stop.clear()
+    _MjpegCamera.jpegs = _jpegs(10)
+    with _Serving(_MjpegCamera) as served:
+        options = ReaderOptions(fps=10.0, stream=StreamConfig(timeout_s=2.0, **FAST_RETRY))
+        watch = Watch(parse_source(served.url("video.mjpg")), options)
+        try:
+            up = watch.wait_for(ReaderState.CONNECTED)
+            assert watch.reader.spec.live
+            deadline = time.monotonic() + 20
+            while watch.frames_after(up) < 10 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert watch.frames_after(up) >= 10
+            _MjpegCamera.stop.set()  # the camera goes away: a disconnect, not an end
+            watch.wait_for(ReaderState.DISCONNECTED)
+            assert ReaderState.ENDED not in watch.states()
+        finally:
+            _MjpegCamera.stop.set()
+            watch.close()
 
 
 def test_missing_camera_device_fails_with_a_clear_message():

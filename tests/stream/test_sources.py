@@ -109,3 +109,15 @@ def test_stream_id_prefix_works_before_a_relative_file_path(tmp_path, monkeypatc
     (tmp_path / "clips" / "a.mp4").write_bytes(b"x")
     spec = parse_source("door=clips/a.mp4")
     assert spec.stream_id == "door" and spec.url == "clips/a.mp4"
+
+
+def test_http_urls_may_say_whether_they_are_files_or_live():
+    auto = parse_source("http://cam.local/video.mp4")
+    assert auto.live and "play" not in auto.params  # decided when opened (its duration)
+    file = parse_source("https://u:secret@cam.local/clip.mp4#file")
+    assert not file.live and file.url == "https://u:secret@cam.local/clip.mp4"
+    assert file.display == "https://***@cam.local/clip.mp4"
+    live = parse_source("http://cam.local/stream.ts#live")
+    assert live.live and live.url == "http://cam.local/stream.ts"
+    other = parse_source("http://cam.local/page#anchor")  # not ours: left as written
+    assert other.url.endswith("#anchor") and other.live
