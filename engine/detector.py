@@ -31,7 +31,7 @@ from stream.frames import Frame
 from stream.reader import ReaderState, StatusEvent, StreamReader
 from stream.sources import SourceSpec
 
-JOIN_TIMEOUT_S = 5.0
+JOIN_TIMEOUT_S = 1.5  # for all readers together, at shutdown
 # Reader states after which the connection's frames are all in; the last three are final.
 _CONNECTION_OVER = (
     ReaderState.DISCONNECTED,
@@ -155,13 +155,16 @@ class Detector:
                 self._ready.clear()
 
     def stop_sources(self) -> None:
-        """Stops every reader and joins its thread (frames already buffered stay unread)."""
+        """Stops every reader and joins their threads, all within `JOIN_TIMEOUT_S` (frames
+        already buffered stay unread). A reader stuck in a read (a frozen server) is left
+        behind: its thread is a daemon, and its stream is reported stopped."""
         for st in self.streams.values():
             if st.reader is not None:
                 st.reader.stop()
             st.buffer.close()
+        deadline = time.monotonic() + JOIN_TIMEOUT_S
         for reader in self._readers():
-            reader.join(JOIN_TIMEOUT_S)
+            reader.join(max(0.0, deadline - time.monotonic()))
 
     def close(self, *, publish: bool = True, reason: str = "shutdown") -> None:
         """Stops readers, ends open actions (offset with `reason`), closes the publisher and
@@ -175,9 +178,13 @@ class Detector:
                 if st.timeline.newest is not None:
                     self._emit(st, st.tracker.close_all(reason, at_s=st.timeline.end_s))
                 if not st.finished:  # its reader's last status could not reach the buffer
-                    if st.reader is not None:
+                    detail = "detector shut down"
+                    if st.reader is not None and st.reader.is_alive():
+                        st.state = ReaderState.STOPPED.value  # stuck in a read: abandoned
+                        detail += " (its source did not answer; the read was abandoned)"
+                    elif st.reader is not None:
                         st.state = st.reader.state.value
-                    self.publisher.publish(StreamStatus(sid, st.state, "detector shut down"))
+                    self.publisher.publish(StreamStatus(sid, st.state, detail))
         self.publisher.close()
         self.metrics.close()
 

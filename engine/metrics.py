@@ -117,6 +117,11 @@ class Metrics:
             "Messages the publisher could not queue or send.",
             registry=r,
         )
+        self.messages_unheard = Counter(
+            "actstream_messages_unheard",
+            "Messages published while no subscription matched them (nobody received them).",
+            registry=r,
+        )
         self.batch_size = Histogram(
             "actstream_backbone_batch_size",
             "Frames per backbone batch.",

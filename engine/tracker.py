@@ -43,7 +43,7 @@ from models.intervals import Interval, interval_iou
 class TrackerConfig:
     """Segments → one onset and one offset per action. The defaults were chosen by
     `actstream tune` for the bundled model on 50 validation videos (`actstream synth --seed
-    11`) by event F1 at tIoU 0.5 (README, "Choosing the decision layer").
+    11 --split validation`) by event F1 at tIoU 0.5 (README, "Choosing the decision layer").
 
     Attributes:
         onset_threshold: a segment needs this score to start (or confirm) an action.
@@ -67,11 +67,11 @@ class TrackerConfig:
 
     onset_threshold: float = 0.5
     keep_threshold: float = 0.175
-    confirm_runs: int = 3
-    offset_confirm_runs: int = 4
+    confirm_runs: int = 2
+    offset_confirm_runs: int = 2
     match_iou: float = 0.3
     cross_class_iou: float = 1.0
-    open_tolerance_frames: float = 2.0
+    open_tolerance_frames: float = 3.0
     close_after_missed_runs: int = 2
     late_after_s: float = 3.0
     late_policy: Literal["mark", "drop"] = "mark"

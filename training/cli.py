@@ -5,11 +5,14 @@ its handler and imports what it needs only when it runs)."""
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import signal
 import sys
 
 import engine.cli.compile as compile_cmd
 from engine.cli import keys, proxy, run, subscribe
-from engine.cli.common import setup_logging
+from engine.cli.common import EXIT_INTERRUPTED, say, setup_logging
 from training.commands import bench, evaluate, synth, train, tune
 
 COMMANDS = (run, subscribe, compile_cmd, keys, proxy, synth, train, evaluate, tune, bench)
@@ -32,11 +35,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum: int, _frame: object) -> None:
+    """SIGTERM (systemd, Docker, `timeout`) acts as Ctrl-C until a command installs its own
+    handling: whatever is half-done is undone on the way out."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.log_level)
-    return args.handler(args)
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        args = build_parser().parse_args(argv)
+        setup_logging(args.log_level)
+        return args.handler(args)
+    except KeyboardInterrupt:  # a command without handling of its own, or while importing
+        say("interrupted")
+        return EXIT_INTERRUPTED
+
+
+def entry() -> None:
+    """The `actstream` program: `main`, then an immediate exit once the output is flushed.
+    Every command has closed what it opened when `main` returns; the interpreter's own
+    teardown (torch's native libraries, garbage collection of the model) would take seconds,
+    and a reader abandoned in a read of a frozen source could hold it longer still."""
+    code = main()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass  # a closed pipe: nothing more can be said
+    os._exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -10,7 +10,7 @@ import sys
 import threading
 import uuid
 
-from engine.cli.common import EXIT_INTERRUPTED, add_overrides, fail, logger, say
+from engine.cli.common import add_overrides, fail, logger, say
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -125,6 +125,16 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    """`actstream run`; SIGINT or SIGTERM at any point exits 0 (a stop asked for is not a
+    failure), within seconds, with every stream's last status `stopped`."""
+    try:
+        return _run(args)
+    except KeyboardInterrupt:  # before the detector's own handlers: importing, compiling
+        say("interrupted during start-up; nothing was left half-written")
+        return 0
+
+
+def _run(args: argparse.Namespace) -> int:
     from engine.backbones import BackboneError
     from engine.backends.base import BackendError
     from engine.backends.manifest import EngineError
@@ -147,9 +157,6 @@ def run_command(args: argparse.Namespace) -> int:
         config, backend = load_backend(config)
     except (CheckpointError, EngineError, BackendError, BackboneError) as exc:
         return fail(str(exc))
-    except KeyboardInterrupt:  # Ctrl-C while the weights compile on a first start
-        say("interrupted during start-up")
-        return EXIT_INTERRUPTED
     except (RuntimeError, AssertionError) as exc:
         return fail(f"engine.device {config.engine.device!r}: {str(exc).splitlines()[0]}")
 

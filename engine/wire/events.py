@@ -114,10 +114,15 @@ class Heartbeat:
 Message = ActionEvent | StreamStatus | Heartbeat
 
 
-def encode(message: Message, *, run_id: str, seq: int, wall_s: float) -> tuple[bytes, bytes]:
-    """The multipart frames [topic, JSON payload] of one message."""
+def encode(
+    message: Message, *, run_id: str, seq: int, wall_s: float, snapshot: bool = False
+) -> tuple[bytes, bytes]:
+    """The multipart frames [topic, JSON payload] of one message (`snapshot`: state re-sent to
+    a subscriber that just joined, marked `"snapshot": true`)."""
     body = {"schema": SCHEMA, "run_id": run_id, "seq": seq, "wall_s": round(wall_s, 6)}
     body.update(message.body())
+    if snapshot:
+        body["snapshot"] = True
     return message.topic.encode(), json.dumps(body, separators=(",", ":")).encode()
 
 

@@ -1,8 +1,12 @@
-"""ZeroMQ PUB publisher: one thread owns the socket, fed by a queue; it numbers messages per
+"""ZeroMQ publisher: one thread owns the socket, fed by a queue; it numbers messages per
 stream and sends heartbeats.
 
-PUB never blocks the detector: at the high-water mark ZeroMQ drops messages silently, so
-subscribers detect losses from gaps in the per-stream sequence numbers.
+The socket is an XPUB (PUB semantics for subscribers, which connect with SUB): it never
+blocks the detector, and at the high-water mark ZeroMQ drops messages silently, so subscribers
+detect losses from gaps in the per-stream sequence numbers. XPUB also tells the publisher of
+every subscription: a subscriber that joins gets a snapshot at once (each stream's current
+status and every action still open, marked `"snapshot": true`), and a message that no
+subscription matched is counted as unheard, not as sent.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ class PublisherConfig:
 logger = logging.getLogger(__name__)
 
 LINGER_MS = 500  # how long close() may spend flushing queued messages
+SUBSCRIPTION_POLL_S = 0.05  # a joining subscriber gets its snapshot within about this
 QUEUE_MAX = 100_000
 _CLOSE = object()  # queued by close(): send what is queued, then stop
 
@@ -102,9 +107,16 @@ class Publisher:
         self._ready = threading.Event()
         self._error: str | None = None
         self._seq: dict[str, int] = {}
+        # publisher thread's: the last status sent per stream, the onsets still open, and
+        # the subscriptions' topic prefixes (with multiplicity)
+        self._last_status: dict[str, StreamStatus] = {}
+        self._open: dict[str, ActionEvent] = {}
+        self._subscriptions: dict[bytes, int] = {}
         self.bound_endpoint: str | None = None
         self.dropped = 0
-        self.sent = 0
+        self.sent = 0  # messages that at least one subscription matched
+        self.unheard = 0  # messages no subscriber was there for
+        self.snapshots = 0  # snapshot messages sent to joining subscribers
         self._started_s = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
 
@@ -140,9 +152,11 @@ class Publisher:
         # A CURVE server gets a context of its own: its ZAP authenticator then governs
         # this socket only.
         ctx = zmq.Context() if self._curve else zmq.Context.instance()
-        sock = ctx.socket(zmq.PUB)
+        sock = ctx.socket(zmq.XPUB)
         sock.setsockopt(zmq.SNDHWM, self._send_hwm)
         sock.setsockopt(zmq.LINGER, LINGER_MS)
+        # every subscription and unsubscription reaches us, also repeats of a known prefix
+        sock.setsockopt(zmq.XPUB_VERBOSER, 1)
         try:
             if self._curve:
                 self._curve.apply(ctx, sock)
@@ -162,11 +176,14 @@ class Publisher:
         next_beat = time.monotonic() if self.heartbeat_s else None
         try:
             while True:
-                wait = 0.1 if next_beat is None else max(0.0, next_beat - time.monotonic())
+                self._take_subscriptions(sock)
+                wait = SUBSCRIPTION_POLL_S
+                if next_beat is not None:
+                    wait = min(wait, max(0.0, next_beat - time.monotonic()))
                 try:
                     message = self._queue.get(timeout=wait)
                 except queue.Empty:
-                    message = None  # time for a heartbeat, nothing to send
+                    message = None  # time for a heartbeat or a look at subscriptions
                 if message is _CLOSE:
                     break
                 if message is not None:
@@ -195,21 +212,72 @@ class Publisher:
             self._curve.close()
             ctx.term()
 
-    def _send(self, sock: zmq.Socket, message: Message) -> None:
+    def _take_subscriptions(self, sock: zmq.Socket) -> None:
+        """Reads the subscription messages waiting on the XPUB socket; the new subscriptions
+        (a subscriber's prefixes arrive together) get one snapshot at once."""
+        joined: list[bytes] = []
+        while True:
+            try:
+                frame = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if not frame or frame[0] not in (0, 1):
+                continue  # not a subscription message (subscribers send nothing else)
+            prefix = frame[1:]
+            count = self._subscriptions.get(prefix, 0) + (1 if frame[0] == 1 else -1)
+            if count > 0:
+                self._subscriptions[prefix] = count
+            else:
+                self._subscriptions.pop(prefix, None)
+            if frame[0] == 1:
+                joined.append(prefix)
+        if joined:
+            self._send_snapshot(sock, joined)
+
+    def _send_snapshot(self, sock: zmq.Socket, prefixes: list[bytes]) -> None:
+        """Each stream's current status, then every open action's onset, that `prefixes`
+        select (other subscribers that match get them too: they are marked)."""
+        statuses = [
+            self._last_status.get(stream) or StreamStatus(stream, state)
+            for stream, state in self._states.items()
+        ]
+        for message in [*statuses, *self._open.values()]:
+            topic = message.topic.encode()
+            if any(topic.startswith(prefix) for prefix in prefixes):
+                self._send(sock, message, snapshot=True)
+
+    def _heard(self, topic: bytes) -> bool:
+        return any(topic.startswith(prefix) for prefix in self._subscriptions)
+
+    def _send(self, sock: zmq.Socket, message: Message, *, snapshot: bool = False) -> None:
         key = getattr(message, "stream", None) or ""
         seq = self._seq.get(key, 0)
         self._seq[key] = seq + 1
-        topic, payload = encode(message, run_id=self.run_id, seq=seq, wall_s=self._clock())
+        topic, payload = encode(
+            message, run_id=self.run_id, seq=seq, wall_s=self._clock(), snapshot=snapshot
+        )
         try:
             sock.send_multipart([topic, payload], flags=zmq.NOBLOCK)
-            self.sent += 1
         except zmq.Again:
             self.dropped += 1
             self._metrics.messages_dropped.inc()
             return
+        if self._heard(topic):
+            self.sent += 1
+        else:
+            self.unheard += 1
+            self._metrics.messages_unheard.inc()
+        if snapshot:
+            self.snapshots += 1
+            return
         if isinstance(message, StreamStatus):
             self._states[message.stream] = message.state
+            self._last_status[message.stream] = message
         if isinstance(message, ActionEvent):
+            if message.type == "onset":
+                self._open[message.event_id] = message
+            else:
+                self._open.pop(message.event_id, None)
             now = time.time()
             self._metrics.events.labels(message.stream, message.type, message.label).inc()
             self._metrics.frame_to_event_seconds.labels(message.stream).observe(

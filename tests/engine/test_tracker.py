@@ -9,7 +9,13 @@ WINDOW_S = 12.8
 
 
 # Every decision on the first sighting: the behaviour each mechanism below is measured against.
-IMMEDIATE = dict(onset_threshold=0.3, keep_threshold=0.3, confirm_runs=1, offset_confirm_runs=1)
+IMMEDIATE = dict(
+    onset_threshold=0.3,
+    keep_threshold=0.3,
+    confirm_runs=1,
+    offset_confirm_runs=1,
+    open_tolerance_frames=2.0,
+)
 
 
 def make(**kw):

@@ -45,6 +45,7 @@ IMMEDIATE_TRACKER = [
     "tracker.keep_threshold=0.3",
     "tracker.confirm_runs=1",
     "tracker.offset_confirm_runs=1",
+    "tracker.open_tolerance_frames=2",
 ]
 
 
@@ -88,27 +89,41 @@ def make_detector(
 
 
 def connect_subscriber(endpoint: str, timeout_s: float = 10.0) -> Subscriber:
-    """A subscriber that has provably joined (it received a heartbeat)."""
+    """A subscriber that has provably joined (it received a heartbeat); what it received
+    before that heartbeat (the snapshot a joining subscriber gets) is in `sub.on_join`."""
     sub = Subscriber(endpoint)
+    sub.on_join = []
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         item = sub.receive(0.2)
+        if item is not None and item[1]["type"] != "heartbeat":
+            sub.on_join.append(item[1])
         if item is not None and item[1]["type"] == "heartbeat":
             return sub
     sub.close()
     raise AssertionError(f"no heartbeat from {endpoint} within {timeout_s} s")
 
 
-def drain(sub: Subscriber, *, idle_s: float = 0.5, limit_s: float = 20.0) -> list[dict]:
-    """Every message until none arrives for `idle_s` (heartbeats excluded)."""
-    out, deadline = [], time.monotonic() + limit_s
+def drain(
+    sub: Subscriber, *, idle_s: float = 0.5, limit_s: float = 20.0, snapshots: bool = False
+) -> list[dict]:
+    """Every live message until none arrives for `idle_s` (heartbeats excluded, and the
+    snapshot a joining subscriber gets unless `snapshots`: then also what
+    `connect_subscriber` received before its heartbeat, first)."""
+    out = list(getattr(sub, "on_join", [])) if snapshots else []
+    deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
         item = sub.receive(idle_s)
         if item is None:
             break
-        if item[1]["type"] != "heartbeat":
+        if item[1]["type"] != "heartbeat" and (snapshots or not item[1].get("snapshot")):
             out.append(item[1])
     return out
+
+
+def live(messages: list[dict]) -> list[dict]:
+    """The messages that are news (not a joining subscriber's snapshot)."""
+    return [m for m in messages if not m.get("snapshot")]
 
 
 def run_in_thread(detector: Detector, duration_s: float | None = None):
