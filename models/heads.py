@@ -38,6 +38,11 @@ class LossConfig:
             action-token losses against the per-frame classification loss.
         center_radius: ActionFormer's centre-sampling radius, in strides.
         regression_ranges: per pyramid level, the [lo, hi] reach (frames) of its positives.
+        onset_windows: share of training windows that end shortly after an action has begun
+            (1 to `onset_span_frames` frames into it): a stream decides an onset on exactly
+            such windows, which windows ending anywhere rarely show (0: every window ends
+            anywhere in the video).
+        onset_span_frames: how far into the action those windows end, at most.
     """
 
     reg_weight: float = 1.0
@@ -50,6 +55,14 @@ class LossConfig:
         (16.0, 32.0),
         (32.0, math.inf),
     )
+    onset_windows: float = 0.0
+    onset_span_frames: int = 30
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.onset_windows <= 1.0:
+            raise ValueError(f"onset_windows must be in [0, 1], got {self.onset_windows}")
+        if self.onset_span_frames < 1:
+            raise ValueError(f"onset_span_frames must be >= 1, got {self.onset_span_frames}")
 
 
 @dataclass(frozen=True, kw_only=True)

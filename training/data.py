@@ -133,8 +133,11 @@ class WindowSampler:
         regression_ranges: tuple[tuple[float, float], ...],
         num_classes: int,
         center_radius: float,
+        onset_windows: float = 0.0,
+        onset_span_frames: int = 30,
     ) -> None:
         self.videos, self.window, self.context = videos, window, context
+        self.onset_windows, self.onset_span = onset_windows, onset_span_frames
         self.num_classes, self.center_radius = num_classes, center_radius
         self.points = make_points(window, strides) if strides else None
         self.ranges = point_ranges(self.points, regression_ranges) if strides else None
@@ -147,8 +150,7 @@ class WindowSampler:
         for _ in range(batch_size):
             video = self.videos[rng.choice(len(self.videos), p=self.weights)]
             n = len(video.data)
-            # the window may end anywhere in the video (a stream is judged at every instant)
-            end = int(rng.integers(min(n, self.window // 4), n + 1))
+            end = self._window_end(video, rng)
             start = end - total
             x = np.zeros((total, *video.data.shape[1:]), video.data.dtype)
             v = np.zeros(total, bool)
@@ -186,6 +188,19 @@ class WindowSampler:
         return Batch(
             torch.stack(inputs), torch.stack(valid), targets, torch.stack(frames), segments
         )
+
+
+    def _window_end(self, video: VideoItem, rng: np.random.Generator) -> int:
+        """Where a window ends (exclusive grid index): anywhere in the video (a stream is
+        judged at every instant), or, for a share `onset_windows`, 1 to `onset_span` steps
+        into a random action (the windows an onset is decided on). With a share of 0 the
+        generator is drawn exactly as before the option existed."""
+        n = len(video.data)
+        if self.onset_windows and len(video.bounds) and rng.random() < self.onset_windows:
+            start = float(video.bounds[rng.integers(len(video.bounds)), 0])
+            into = int(rng.integers(1, self.onset_span + 1))
+            return int(np.clip(np.ceil(start) + into, 1, n))
+        return int(rng.integers(min(n, self.window // 4), n + 1))
 
 
 def frame_labels(bounds: np.ndarray, labels: np.ndarray, length: int, num_classes: int):

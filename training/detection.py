@@ -94,6 +94,8 @@ class DetectionTask:
             regression_ranges=loss.regression_ranges,
             num_classes=len(self.classes),
             center_radius=loss.center_radius,
+            onset_windows=loss.onset_windows,
+            onset_span_frames=loss.onset_span_frames,
         )
         self.net: nn.Module = WindowModel(
             model, window=m.head.window_frames, from_features=self.from_features

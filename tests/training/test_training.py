@@ -422,3 +422,40 @@ def test_synth_subsets_never_share_a_scene_whatever_the_count_or_split():
     )
     with pytest.raises(ValueError, match="split must be one of"):
         scenes(3, 0, "val")
+
+
+def test_onset_windows_end_just_after_an_action_has_begun():
+    from training.annotations import VideoAnnotation
+    from training.data import VideoItem
+
+    bounds = np.array([[20.0, 60.0], [100.0, 130.0]], np.float32)
+    ann = VideoAnnotation("v", "train", 20.0, 10.0, ((2.0, 6.0), (10.0, 13.0)), ("a", "b"))
+    video = VideoItem("v", np.zeros((200, 4), np.float32), 0.0, 0.1, bounds, np.array([0, 1]), ann)
+
+    def ends(share, seed=0):
+        sampler = WindowSampler(
+            [video],
+            window=32,
+            context=0,
+            strides=(1, 2),
+            num_classes=2,
+            center_radius=1.5,
+            regression_ranges=((0, 4), (4, float("inf"))),
+            onset_windows=share,
+            onset_span_frames=5,
+        )
+        rng = np.random.default_rng(seed)
+        return [sampler._window_end(video, rng) for _ in range(400)]
+
+    onset = ends(1.0)
+    # every window ends 1 to 5 frames into one of the two actions
+    assert set(onset) <= set(range(21, 26)) | set(range(101, 106))
+    assert len(set(onset)) == 10
+    anywhere = ends(0.0)
+    assert len(set(anywhere)) > 100 and min(anywhere) >= 8
+    half = ends(0.5)
+    near = sum(e in range(21, 26) or e in range(101, 106) for e in half)
+    assert 150 < near < 260  # about half, plus the uniform ends that fall there by chance
+    # the default draws the generator exactly as before the option existed
+    rng = np.random.default_rng(3)
+    assert ends(0.0, seed=3)[:5] == [int(rng.integers(8, 201)) for _ in range(5)]
