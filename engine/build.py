@@ -80,6 +80,7 @@ def build_detector(
             on_decoded=_counter(metrics.frames_decoded.labels(sid)),
             on_drop=_counter(metrics.frames_dropped.labels(sid, "buffer_full")),
             on_late=_counter(metrics.frames_dropped.labels(sid, "late")),
+            on_decode_error=_counter(metrics.decode_errors.labels(sid)),
         )
         tracker = Tracker(config.tracker, frame_period_s=period_s, id_prefix=f"{run_id}-{sid}-")
         streams.append(StreamParts(spec, buffer, tracker, reader))

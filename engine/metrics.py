@@ -77,6 +77,12 @@ class Metrics:
             ["stream", "reason"],
             registry=r,
         )
+        self.decode_errors = Counter(
+            "actstream_decode_errors",
+            "Packets that could not be decoded (damaged media), skipped.",
+            ["stream"],
+            registry=r,
+        )
         self.reconnects = Counter(
             "actstream_stream_reconnects",
             "Reconnect attempts of a live stream.",
@@ -138,6 +144,7 @@ class Metrics:
         self.frames_processed.labels(stream)
         self.frames_dropped.labels(stream, "buffer_full")
         self.reconnects.labels(stream)
+        self.decode_errors.labels(stream)
         self.stream_up.labels(stream).set(0)
         self.buffer_frames.labels(stream).set_function(buffer_depth)
         self.frame_to_event_seconds.labels(stream)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import av
@@ -42,7 +42,16 @@ class FrameSource:
 
 
 class PyAVFrames(FrameSource):
-    def __init__(self, spec: SourceSpec, options: ReaderOptions) -> None:
+    """Frames of a PyAV-opened source. Packets that do not decode (damaged or truncated
+    media) are skipped and counted: `on_decode_error(n)` per packet, and one warning per
+    burst (when decoding recovers or the source ends) saying how many were skipped where."""
+
+    def __init__(
+        self,
+        spec: SourceSpec,
+        options: ReaderOptions,
+        on_decode_error: Callable[[int], None] | None = None,
+    ) -> None:
         fmt, av_options = av_open_args(
             spec,
             timeout_s=options.stream.timeout_s,
@@ -51,6 +60,8 @@ class PyAVFrames(FrameSource):
         self.spec, self.options = spec, options
         self.finite = not spec.live
         self._rotation_logged = False
+        self._on_decode_error = on_decode_error
+        self.decode_errors = 0
         # One scaler per source: `VideoFrame.reformat` builds a new one per frame, which
         # costs about a third of a small frame's decode time.
         self.scaler = VideoReformatter()
@@ -85,23 +96,44 @@ class PyAVFrames(FrameSource):
 
     def __iter__(self) -> Iterator[tuple[float, av.VideoFrame]]:
         raw_index = 0
-        consecutive_errors = 0
+        burst, burst_at_s = 0, None  # undecodable packets in a row, and where they began
+        last_s = 0.0
         wall0 = time.monotonic()
-        for packet in self.container.demux(self.video):
-            try:
-                decoded = packet.decode()
-                consecutive_errors = 0
-            except av.InvalidDataError:
-                consecutive_errors += 1
-                if consecutive_errors >= MAX_CONSECUTIVE_DECODE_ERRORS:
-                    raise
-                continue
-            for frame in decoded:
-                t_s = stream_time_s(frame.pts, frame.time_base, raw_index, self.fps)
-                if t_s is None:
-                    t_s = time.monotonic() - wall0
-                raw_index += 1
-                yield t_s, frame
+        try:
+            for packet in self.container.demux(self.video):
+                try:
+                    decoded = packet.decode()
+                except av.InvalidDataError:
+                    self.decode_errors += 1
+                    if self._on_decode_error is not None:
+                        self._on_decode_error(1)
+                    if burst == 0:
+                        burst_at_s = last_s
+                    burst += 1
+                    if burst >= MAX_CONSECUTIVE_DECODE_ERRORS:
+                        raise
+                    continue
+                if burst and decoded:
+                    self._log_burst(burst, burst_at_s)
+                    burst = 0
+                for frame in decoded:
+                    t_s = stream_time_s(frame.pts, frame.time_base, raw_index, self.fps)
+                    if t_s is None:
+                        t_s = time.monotonic() - wall0
+                    raw_index += 1
+                    last_s = t_s
+                    yield t_s, frame
+        finally:
+            if burst:
+                self._log_burst(burst, burst_at_s)
+
+    def _log_burst(self, count: int, at_s: float | None) -> None:
+        logger.warning(
+            "%s: %d packet(s) could not be decoded after %.2f s (damaged media); skipped",
+            self.spec.display,
+            count,
+            at_s or 0.0,
+        )
 
     def image(self, raw: av.VideoFrame) -> np.ndarray:
         turns = self._quarter_turns(raw)

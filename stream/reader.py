@@ -85,6 +85,8 @@ class StreamReader:
         on_late: optional callback with the number of frames a live `synthetic://` source
             skipped because its reader fell behind by more than a frame (as a camera's
             frames are gone when nobody reads them: no backlog of frames to render).
+        on_decode_error: optional callback with the number of packets that could not be
+            decoded (damaged media; skipped).
         rng: randomness for reconnect jitter.
     """
 
@@ -97,6 +99,7 @@ class StreamReader:
         on_decoded: Callable[[int], None] | None = None,
         on_drop: Callable[[int], None] | None = None,
         on_late: Callable[[int], None] | None = None,
+        on_decode_error: Callable[[int], None] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.spec = spec
@@ -105,6 +108,7 @@ class StreamReader:
         self._on_decoded = on_decoded
         self._on_drop = on_drop
         self._on_late = on_late
+        self._on_decode_error = on_decode_error
         self.frames_late = 0
         self._rng = rng or random.Random()
         self._stop = threading.Event()
@@ -241,7 +245,7 @@ class StreamReader:
         self._delivered_since_open = False
         if self.spec.kind is SourceKind.SYNTHETIC:
             return SyntheticFrames(self.spec, self.options)
-        return PyAVFrames(self.spec, self.options)
+        return PyAVFrames(self.spec, self.options, self._on_decode_error)
 
     # ---- the decode loop ------------------------------------------------------------------
     def _pump(self, source: FrameSource) -> bool:

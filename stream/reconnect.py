@@ -10,8 +10,10 @@ from dataclasses import dataclass
 class Backoff:
     """Delay before reconnect attempt `attempt` (0 for the first retry).
 
-    delay = min(max_s, initial_s * factor ** attempt), then scaled by a random factor in
-    [1 - jitter, 1 + jitter] so that many cameras behind one switch do not retry in step.
+    delay = initial_s * factor ** attempt, scaled by a random factor in [1 - jitter,
+    1 + jitter] so that many cameras behind one switch do not retry in step, then capped at
+    max_s: never longer than max_s (at the cap the delays spread over
+    [max_s * (1 - jitter), max_s]).
     """
 
     initial_s: float = 0.5
@@ -29,4 +31,4 @@ class Backoff:
 
     def delay_s(self, attempt: int, rng: random.Random) -> float:
         base = min(self.max_s, self.initial_s * self.factor ** min(attempt, 64))
-        return base * (1.0 + self.jitter * (2.0 * rng.random() - 1.0))
+        return min(self.max_s, base * (1.0 + self.jitter * (2.0 * rng.random() - 1.0)))

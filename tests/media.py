@@ -64,3 +64,15 @@ def with_display_rotation(path: Path, out: Path, clockwise_degrees: int) -> Path
     data[at : at + 36] = struct.pack(">9i", *matrix, 0, 0, 0x40000000)
     out.write_bytes(bytes(data))
     return out
+
+
+def damaged_copy(path: Path, out: Path, *, holes: int = 5, size: int = 400) -> Path:
+    """A copy of an mp4 with `holes` runs of random bytes written over its media data."""
+    data = bytearray(path.read_bytes())
+    start = data.find(b"mdat") + 8
+    rng = np.random.default_rng(0)
+    for k in range(holes):
+        at = start + (len(data) - start) * (k + 1) // (holes + 2)
+        data[at : at + size] = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+    out.write_bytes(bytes(data))
+    return out

@@ -3,7 +3,9 @@ decoded and reaches the model; broken configs fail at start-up in one line namin
 (Other cases live next to their code: tests/stream/test_sources.py, test_reader.py,
 tests/engine/test_checkpoint.py, test_compile.py, tests/integration/test_cli.py.)"""
 
+import logging
 import subprocess
+import threading
 from fractions import Fraction
 from pathlib import Path
 
@@ -15,6 +17,8 @@ from stream.frame_sources import decode_file
 from stream.settings import ReaderOptions, StreamConfig
 from stream.sources import parse_source
 from tests.conftest import CMD
+from tests.integration.helpers import ScriptedHead, make_detector, scrape, small_config
+from tests.media import damaged_copy, scene_frames, write_h264_mp4
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -124,3 +128,24 @@ def test_broken_configs_fail_at_start_up_in_one_line(tmp_path, text, message):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "bad.yaml" in lines[0] and message in lines[0], lines
+
+
+def test_damaged_file_decodes_what_it_can_counts_what_it_skipped_and_says_so(tmp_path, caplog):
+    clip = write_h264_mp4(tmp_path / "clip.mp4", scene_frames(100, fps=25), fps=25)
+    damaged = damaged_copy(clip, tmp_path / "damaged.mp4")
+    config = small_config("stream.realtime=false")
+    detector = make_detector([f"cam={damaged}"], config, ScriptedHead({}), metrics=True)
+    port = detector.metrics.serve("127.0.0.1", 0)
+    try:
+        with caplog.at_level(logging.WARNING, logger="stream.frame_sources"):
+            detector.start()
+            detector.run(threading.Event(), duration_s=60)  # returns when the file has ended
+        skipped = scrape(port)[("actstream_decode_errors_total", (("stream", "cam"),))]
+        decoded = scrape(port)[("actstream_frames_decoded_total", (("stream", "cam"),))]
+    finally:
+        detector.close()
+    assert skipped >= 2 and 50 < decoded < 100  # decoded as far as it could
+    bursts = [r.getMessage() for r in caplog.records if "could not be decoded" in r.getMessage()]
+    assert bursts and all(m.startswith(f"{damaged}: ") for m in bursts)
+    assert len(bursts) <= skipped  # one line per burst, not per packet
+    assert sum(int(m.split(": ")[1].split()[0]) for m in bursts) == skipped

@@ -1,3 +1,4 @@
+import random
 import threading
 from fractions import Fraction
 
@@ -118,10 +119,15 @@ def test_backoff_grows_exponentially_and_is_capped():
     assert [b.delay_s(a, rng) for a in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
 
 
-def test_backoff_jitter_stays_within_its_band():
-    b = Backoff(initial_s=1.0, max_s=1.0, jitter=0.2)
+def test_backoff_jitter_stays_within_its_band_and_never_passes_the_cap():
+    b = Backoff(initial_s=1.0, max_s=10.0, jitter=0.2)
     assert b.delay_s(0, FixedRandom(0.0)) == pytest.approx(0.8)
     assert b.delay_s(0, FixedRandom(0.999999)) == pytest.approx(1.2, abs=1e-5)
+    # at the cap: spread below it, never above (jitter used to be added after the cap)
+    at_cap = [b.delay_s(20, FixedRandom(x)) for x in (0.0, 0.25, 0.5, 0.75, 0.999999)]
+    assert at_cap[0] == pytest.approx(8.0) and max(at_cap) == 10.0
+    rng = random.Random(1)
+    assert max(b.delay_s(a, rng) for a in range(100) for _ in range(20)) <= 10.0
 
 
 def test_backoff_rejects_nonsense():
