@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,36 @@ ROOT = Path(__file__).resolve().parents[1]
 CMD = [sys.executable, "-m", "training.cli"]  # what the `actstream` command runs
 RTSP_SERVER = Path(__file__).with_name("rtsp_server.py")
 SYSTEM_PYTHON = "/usr/bin/python3"
+
+# Every bound on a wait in the suite is multiplied by this (a loaded or slow machine:
+# ACTSTREAM_TEST_TIME_SCALE=3). Waits are on conditions; a bound only says when to give up.
+TIME_SCALE = float(os.environ.get("ACTSTREAM_TEST_TIME_SCALE", "1") or 1)
+
+
+def scaled(seconds: float) -> float:
+    """A wait bound on this machine (`ACTSTREAM_TEST_TIME_SCALE`)."""
+    return seconds * TIME_SCALE
+
+
+def run_cli(*args: str, timeout: float = 60.0, **kw) -> subprocess.CompletedProcess:
+    """`actstream ARGS...` from the repository root, output captured, bounded by
+    `scaled(timeout)`."""
+    return subprocess.run(
+        [*CMD, *args], capture_output=True, text=True, timeout=scaled(timeout), cwd=ROOT, **kw
+    )
+
+
+def wait_until(condition, what: str, timeout_s: float = 20.0, every_s: float = 0.02):
+    """Polls `condition()` until it returns something truthy (returned), for at most
+    `scaled(timeout_s)`; then fails naming `what`."""
+    deadline = time.monotonic() + scaled(timeout_s)
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not {what} within {scaled(timeout_s):.0f} s")
+        time.sleep(every_s)
 
 
 def pytest_configure(config):
@@ -59,7 +90,7 @@ class RtspServer:
             stderr=subprocess.STDOUT,
             text=True,
         )
-        ready, _, _ = select.select([self.proc.stdout], [], [], ready_timeout_s)
+        ready, _, _ = select.select([self.proc.stdout], [], [], scaled(ready_timeout_s))
         line = self.proc.stdout.readline() if ready else ""
         if not line.startswith("READY "):
             self.stop()

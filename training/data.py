@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,14 +55,16 @@ def load_videos(
     fps: float,
     image_size: int,
     classes: tuple[str, ...] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[VideoItem], tuple[str, ...]]:
     """Loads every video of `subset` ("all": every video of the JSON) as frames (kind
-    "videos") or features ("features")."""
+    "videos") or features ("features"); `progress(done, total)` after each."""
     anns, file_classes = load_annotations(config.annotations)
     classes = classes or file_classes
     root = Path(config.root)
     items = []
-    for ann in (a for a in anns if subset in (a.subset, "all")):
+    chosen = [a for a in anns if subset in (a.subset, "all")]
+    for ann in chosen:
         path = root / f"{ann.video_id}{config.file_ext}"
         if config.kind == "features":
             if ann.fps is None:
@@ -74,6 +77,8 @@ def load_videos(
             step_s, offset_s = 1.0 / fps, 0.0
         bounds, labels = _to_grid(ann, classes, offset_s, step_s)
         items.append(VideoItem(ann.video_id, data, offset_s, step_s, bounds, labels, ann))
+        if progress is not None:
+            progress(len(items), len(chosen))
     if not items:
         raise ValueError(f"{config.annotations}: no videos in subset {subset!r}")
     return items, classes
@@ -149,7 +154,6 @@ class WindowSampler:
         total = self.context + self.window
         for _ in range(batch_size):
             video = self.videos[rng.choice(len(self.videos), p=self.weights)]
-            n = len(video.data)
             end = self._window_end(video, rng)
             start = end - total
             x = np.zeros((total, *video.data.shape[1:]), video.data.dtype)
@@ -188,7 +192,6 @@ class WindowSampler:
         return Batch(
             torch.stack(inputs), torch.stack(valid), targets, torch.stack(frames), segments
         )
-
 
     def _window_end(self, video: VideoItem, rng: np.random.Generator) -> int:
         """Where a window ends (exclusive grid index): anywhere in the video (a stream is

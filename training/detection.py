@@ -22,6 +22,7 @@ from training.config import TrainConfig
 from training.data import Batch, VideoItem, WindowSampler, load_videos
 from training.evaluate import backbone_features, evaluate_offline
 from training.loop import fit, init_distributed
+from training.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -51,15 +52,32 @@ def context_frames(model: ActionModel) -> int:
     return model.temporal.config.past_frames
 
 
+def _progress(label: str):
+    """A progress callback (done, total) that prints a line every 10 items off a terminal."""
+    bar: list[Progress] = []  # made on the first call, when the total is known
+
+    def update(done: int, total: int) -> None:
+        if not bar:
+            bar.append(Progress(total, every=10, label=label))
+        bar[0].update(done)
+
+    return update
+
+
 def cache_backbone_features(
-    model: ActionModel, videos: list[VideoItem], device: str
+    model: ActionModel, videos: list[VideoItem], device: str, progress=None
 ) -> list[VideoItem]:
-    """Runs the (frozen) backbone once over every video: frames become features."""
+    """Runs the (frozen) backbone once over every video: frames become features;
+    `progress(done, total)` after each."""
     model.backbone.eval()
-    return [
-        dataclasses.replace(v, data=backbone_features(model, v.data, device).cpu().numpy())
-        for v in videos
-    ]
+    out = []
+    for v in videos:
+        out.append(
+            dataclasses.replace(v, data=backbone_features(model, v.data, device).cpu().numpy())
+        )
+        if progress is not None:
+            progress(len(out), len(videos))
+    return out
 
 
 class DetectionTask:
@@ -72,13 +90,22 @@ class DetectionTask:
         self.from_features = config.optim.mode == "cached_features"
         (train_videos, self.classes), (self.val_videos, _) = (
             load_videos(
-                config.data, subset, fps=m.fps, image_size=m.backbone.image_size, classes=m.classes
+                config.data,
+                subset,
+                fps=m.fps,
+                image_size=m.backbone.image_size,
+                classes=m.classes,
+                progress=_progress(f"loading {subset} videos"),
             )
             for subset in (config.data.train_subset, config.data.val_subset)
         )
         if self.from_features and config.data.kind == "videos":
-            train_videos = cache_backbone_features(model, train_videos, device)
-            self.val_videos = cache_backbone_features(model, self.val_videos, device)
+            train_videos = cache_backbone_features(
+                model, train_videos, device, _progress("backbone features (train)")
+            )
+            self.val_videos = cache_backbone_features(
+                model, self.val_videos, device, _progress("backbone features (validation)")
+            )
             for p in model.backbone.parameters():
                 p.requires_grad_(False)
         self.trained_on = {

@@ -16,8 +16,10 @@ def format_duration(seconds: float) -> str:
 class Progress:
     """Redraws one line on a terminal; prints a line every `every` updates otherwise."""
 
-    def __init__(self, total: int, *, start: int = 0, every: int = 50, stream=None) -> None:
-        self.total, self.start = total, start
+    def __init__(
+        self, total: int, *, start: int = 0, every: int = 50, stream=None, label: str = "step"
+    ) -> None:
+        self.total, self.start, self.label = total, start, label
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self.every = every
@@ -31,7 +33,7 @@ class Progress:
         eta = elapsed / max(done, 1) * (self.total - step)
         parts = " ".join(f"{k} {v:.3g}" for k, v in values.items())
         pct = 100 * step / self.total
-        line = f"step {step}/{self.total} [{pct:3.0f}%] {parts} ETA {format_duration(eta)}"
+        line = f"{self.label} {step}/{self.total} [{pct:3.0f}%] {parts} ETA {format_duration(eta)}"
         if self.tty:
             self.stream.write("\r" + line.ljust(100))
             if step == self.total:

@@ -5,7 +5,6 @@ same events from the torch and onnxruntime backends."""
 import dataclasses
 import json
 import shutil
-import subprocess
 import threading
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.config import load_config
 from models.action_model import build_model
 from stream.sources import parse_sources
-from tests.conftest import CMD
+from tests.conftest import run_cli as conftest_run_cli
 from tests.integration.helpers import small_model
 from training.synth import write_synthetic_dataset
 
@@ -175,7 +174,7 @@ def test_weights_compile_once_into_the_cache(checkpoint, tmp_path, monkeypatch):
 
 
 def run_cli(*args, timeout=120):
-    return subprocess.run([*CMD, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    return conftest_run_cli(*args, timeout=timeout)
 
 
 def test_compile_and_run_commands(checkpoint, tmp_path):

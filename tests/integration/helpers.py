@@ -3,6 +3,8 @@ head whose output the test fixes."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
 import time
 import urllib.request
@@ -18,6 +20,7 @@ from engine.wire.subscriber import Subscriber
 from models.action_model import build_model
 from models.intervals import Interval
 from stream.sources import parse_sources
+from tests.conftest import CMD, ROOT, scaled
 
 
 def small_model(window_frames: int = 16) -> list[str]:
@@ -93,7 +96,7 @@ def connect_subscriber(endpoint: str, timeout_s: float = 10.0) -> Subscriber:
     before that heartbeat (the snapshot a joining subscriber gets) is in `sub.on_join`."""
     sub = Subscriber(endpoint)
     sub.on_join = []
-    deadline = time.monotonic() + timeout_s
+    deadline = time.monotonic() + scaled(timeout_s)
     while time.monotonic() < deadline:
         item = sub.receive(0.2)
         if item is not None and item[1]["type"] != "heartbeat":
@@ -101,7 +104,7 @@ def connect_subscriber(endpoint: str, timeout_s: float = 10.0) -> Subscriber:
         if item is not None and item[1]["type"] == "heartbeat":
             return sub
     sub.close()
-    raise AssertionError(f"no heartbeat from {endpoint} within {timeout_s} s")
+    raise AssertionError(f"no heartbeat from {endpoint} within {scaled(timeout_s)} s")
 
 
 def drain(
@@ -111,9 +114,9 @@ def drain(
     snapshot a joining subscriber gets unless `snapshots`: then also what
     `connect_subscriber` received before its heartbeat, first)."""
     out = list(getattr(sub, "on_join", [])) if snapshots else []
-    deadline = time.monotonic() + limit_s
+    deadline = time.monotonic() + scaled(limit_s)
     while time.monotonic() < deadline:
-        item = sub.receive(idle_s)
+        item = sub.receive(scaled(idle_s))
         if item is None:
             break
         if item[1]["type"] != "heartbeat" and (snapshots or not item[1].get("snapshot")):
@@ -131,6 +134,11 @@ def run_in_thread(detector: Detector, duration_s: float | None = None):
     thread = threading.Thread(target=detector.run, args=(stop,), kwargs={"duration_s": duration_s})
     thread.start()
     return stop, thread
+
+
+def metric(port: int, name: str, **labels: str) -> float:
+    """One sample of /metrics (0 when the series does not exist yet)."""
+    return scrape(port).get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 def scrape(port: int) -> dict[tuple[str, tuple], float]:
@@ -154,3 +162,49 @@ def scrape(port: int) -> dict[tuple[str, tuple], float]:
             name, items = name_labels, ()
         out[(name, items)] = float(value)
     return out
+
+
+class Running:
+    """`actstream run ...` in a subprocess, its stdout lines collected by a thread."""
+
+    def __init__(self, *args: str, env: dict | None = None) -> None:
+        self.proc = subprocess.Popen(
+            [*CMD, "run", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def topics(self) -> list[str]:
+        return [line.split(" ", 1)[0] for line in list(self.lines)]
+
+    def wait_until(self, done, what: str, timeout_s: float = 60.0) -> None:
+        """Waits for `done()` while the process runs (fails if it exits first)."""
+        deadline = time.monotonic() + scaled(timeout_s)
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if done():
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"not {what} within {scaled(timeout_s)} s; rc {self.proc.poll()}")
+
+    def stop(self, sig: int) -> tuple[int, str, float]:
+        """Sends `sig`; (exit status, stderr, seconds until the process was gone)."""
+        t0 = time.monotonic()
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(scaled(30))
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+        elapsed = time.monotonic() - t0
+        self._reader.join(5)
+        return self.proc.returncode, self.proc.stderr.read(), elapsed

@@ -4,7 +4,6 @@ decoded and reaches the model; broken configs fail at start-up in one line namin
 tests/engine/test_checkpoint.py, test_compile.py, tests/integration/test_cli.py.)"""
 
 import logging
-import subprocess
 import threading
 from fractions import Fraction
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 from stream.frame_sources import decode_file
 from stream.settings import ReaderOptions, StreamConfig
 from stream.sources import parse_source
-from tests.conftest import CMD
+from tests.conftest import run_cli
 from tests.integration.helpers import ScriptedHead, make_detector, scrape, small_config
 from tests.media import damaged_copy, scene_frames, write_h264_mp4
 
@@ -105,10 +104,6 @@ def test_unsupported_codec_is_a_one_line_start_up_error(tmp_path):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "unknown.mkv: unsupported video codec" in lines[0], lines
-
-
-def run_cli(*args):
-    return subprocess.run([*CMD, *args], capture_output=True, text=True, timeout=60, cwd=ROOT)
 
 
 @pytest.mark.parametrize(

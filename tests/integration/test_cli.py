@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import zmq
 
-from tests.conftest import CMD, free_port
+from tests.conftest import CMD, free_port, run_cli, scaled
+from tests.integration.helpers import Running
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,10 +25,6 @@ SMALL = [
     "--backend",
     "torch",
 ]
-
-
-def run_cli(*args, timeout=60):
-    return subprocess.run([*CMD, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
 def one_error_line(result):
@@ -152,21 +149,18 @@ def test_subscribe_receives_what_run_prints_and_sigint_exits_cleanly():
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(1.0)  # let the subscriber start connecting before anything is published
-    run = subprocess.Popen(
-        [*CMD, "run", "--zmq", endpoint, "--metrics-port", "0", *SMALL],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    # the subscriber connects before anything is published: its socket is up once it
+    # imported what it needs (it would retry the connection until the detector binds)
+    run = Running("--zmq", endpoint, "--metrics-port", "0", *SMALL)
+    run.wait_until(
+        lambda: "status.demo.connected" in run.topics() and run.topics().count("heartbeat") >= 3,
+        "connected, three heartbeats",
     )
-    time.sleep(6.0)
-    t0 = time.monotonic()
-    run.send_signal(signal.SIGINT)
-    run_out, run_err = run.communicate(timeout=15)
-    stop_s = time.monotonic() - t0
-    sub_out, _ = sub.communicate(timeout=20)
-    assert run.returncode == 0, run_err
+    code, run_err, stop_s = run.stop(signal.SIGINT)
+    sub_out, _ = sub.communicate(timeout=scaled(20))
+    assert code == 0, run_err
     assert stop_s < 5.0
+    run_out = "\n".join(run.lines)
     published = [line for line in run_out.splitlines() if line]
     lines = [line for line in sub_out.splitlines() if line]
     snapshot = [line for line in lines if '"snapshot":true' in line]
@@ -213,20 +207,29 @@ def test_sigterm_with_a_source_that_never_comes_back_exits_0_within_5_s():
     holds up shutdown; the healthy stream keeps flowing meanwhile."""
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     dead = f"rtsp://127.0.0.1:{free_port()}/gone"  # nothing listens there
-    run = subprocess.Popen(
-        [*CMD, "run", f"dead={dead}", "ok=synthetic://", "--zmq", endpoint, "--no-metrics"]
-        + ["--set", "stream.retry_first_open=true", "--set", "stream.reconnect_max_s=0.5", *SMALL],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
+    run = Running(
+        f"dead={dead}",
+        "ok=synthetic://",
+        "--zmq",
+        endpoint,
+        "--no-metrics",
+        *["--set", "stream.retry_first_open=true", "--set", "stream.reconnect_max_s=0.5"],
+        *SMALL,
     )
-    time.sleep(5.0)
-    t0 = time.monotonic()
-    run.send_signal(signal.SIGTERM)
-    out, err = run.communicate(timeout=15)
-    assert run.returncode == 0, err
-    assert time.monotonic() - t0 < 5.0
+    run.wait_until(
+        lambda: (
+            run.topics().count("status.dead.reconnecting") >= 3
+            and "status.ok.connected" in run.topics()
+            and any(
+                '"ok":"connected"' in line for line in run.lines if line.startswith("heartbeat")
+            )
+        ),
+        "retrying the dead camera three times, the other one flowing",
+    )
+    code, err, elapsed = run.stop(signal.SIGTERM)
+    out = "\n".join(run.lines)
+    assert code == 0, err
+    assert elapsed < 5.0
     topics = [line.split(" ", 1)[0] for line in out.splitlines() if line]
     dead_states = [t for t in topics if t.startswith("status.dead.")]
     assert dead_states.count("status.dead.reconnecting") >= 3  # retried, and retried again

@@ -14,7 +14,7 @@ from engine.config import load_config
 from engine.wire.publisher import Publisher
 from engine.wire.security import CurveServer, KeyFileError, generate_keypair
 from engine.wire.subscriber import Subscriber
-from tests.conftest import CMD, free_port
+from tests.conftest import CMD, free_port, run_cli
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,10 +95,6 @@ def test_bad_key_files_are_refused_by_name(keys, tmp_path):
         Subscriber("tcp://127.0.0.1:1", curve_server_key=made["detector"][0])
     with pytest.raises(KeyFileError, match="exists"):
         generate_keypair(tmp_path / "sub1", "sub1")
-
-
-def run_cli(*args, timeout=60):
-    return subprocess.run([*CMD, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
 def test_keys_run_and_subscribe_commands_with_curve(tmp_path):

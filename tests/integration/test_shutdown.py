@@ -2,25 +2,25 @@
 run` process exits 0 within 5 s of SIGINT or SIGTERM in every state: importing torch, compiling
 on a first start, steady state, a stream stuck on a frozen server."""
 
-import os
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import CMD, free_port
+from tests.conftest import free_port, wait_until
 from tests.integration.helpers import (
+    Running,
     ScriptedHead,
     connect_subscriber,
     drain,
     make_detector,
+    metric,
     scrape,
     small_config,
 )
-from tests.integration.test_cli import ROOT, SMALL
+from tests.integration.test_cli import SMALL
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +46,14 @@ def test_close_joins_every_thread_and_ends_open_actions_as_shutdown(clip_mp4, rt
     stop = threading.Event()
     loop = threading.Thread(target=detector.run, args=(stop,))
     loop.start()
-    time.sleep(1.5)
+    started = dict(type="onset", label="spin")
+    wait_until(
+        lambda: all(
+            metric(port, "actstream_events_published_total", stream=sid, **started) >= 1
+            for sid in ("file", "synth", "cam")
+        ),
+        "an action open on every stream",
+    )
     stop.set()
     loop.join(5)
     t0 = time.monotonic()
@@ -69,51 +76,6 @@ def test_close_joins_every_thread_and_ends_open_actions_as_shutdown(clip_mp4, rt
 
 
 # ---- the `actstream run` process: SIGINT / SIGTERM exit 0 within 5 s in every state --------
-
-
-class Running:
-    """`actstream run ...` in a subprocess, its stdout lines collected by a thread."""
-
-    def __init__(self, *args: str, env: dict | None = None) -> None:
-        self.proc = subprocess.Popen(
-            [*CMD, "run", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-            env={**os.environ, **(env or {})},
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def topics(self) -> list[str]:
-        return [line.split(" ", 1)[0] for line in list(self.lines)]
-
-    def wait_until(self, done, what: str, timeout_s: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            if done():
-                return
-            time.sleep(0.02)
-        raise AssertionError(f"not {what} within {timeout_s} s; rc {self.proc.poll()}")
-
-    def stop(self, sig: int) -> tuple[int, str, float]:
-        """Sends `sig`; (exit status, stderr, seconds until the process was gone)."""
-        t0 = time.monotonic()
-        self.proc.send_signal(sig)
-        try:
-            self.proc.wait(30)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-        elapsed = time.monotonic() - t0
-        self._reader.join(5)
-        return self.proc.returncode, self.proc.stderr.read(), elapsed
 
 
 def _loaded(pid: int, library: str) -> bool:

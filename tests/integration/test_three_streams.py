@@ -3,18 +3,18 @@ RTSP camera — through one detector: events published for each, per-stream sequ
 without gaps, and /metrics frame counters equal to what the readers decoded."""
 
 import threading
-import time
 
 import pytest
 
 from engine.wire.events import EVENT_SCHEMA
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until
 from tests.integration.helpers import (
     ScriptedHead,
     connect_subscriber,
     drain,
     live,
     make_detector,
+    metric,
     scrape,
     small_config,
 )
@@ -40,7 +40,14 @@ def test_three_streams_publish_gapless_events_and_metrics_match_readers(clip_mp4
         stop, thread = threading.Event(), None
         thread = threading.Thread(target=detector.run, args=(stop,))
         thread.start()
-        time.sleep(3.0)
+        ended = dict(type="offset", label="wave")
+        wait_until(
+            lambda: all(
+                metric(port, "actstream_events_published_total", stream=sid, **ended) >= 1
+                for sid in ("file", "synth", "cam")
+            ),
+            "every stream's action over",
+        )
         stop.set()
         thread.join(10)
         assert not thread.is_alive()
