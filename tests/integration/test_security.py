@@ -2,6 +2,7 @@
 get nothing), and what binds where by default."""
 
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -14,7 +15,7 @@ from engine.config import load_config
 from engine.wire.publisher import Publisher
 from engine.wire.security import CurveServer, KeyFileError, generate_keypair
 from engine.wire.subscriber import Subscriber
-from tests.conftest import CMD, free_port, run_cli
+from tests.conftest import CMD, free_port, run_cli, scaled, wait_until
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -188,13 +189,19 @@ def test_rtsp_credentials_never_reach_logs_metrics_or_events(rtsp_server):
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(3.5)
-    metrics = (
-        urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)
-        .read()
-        .decode()
-    )
-    out, err = run.communicate(timeout=30)
+
+    def processing() -> str | None:
+        """The metrics text once the camera's frames go through the model."""
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)
+            text = text.read().decode()
+        except OSError:
+            return None  # not serving yet
+        camera = re.search(r'actstream_frames_processed_total\{stream="s127-0-0-1"\} (\S+)', text)
+        return text if camera and float(camera.group(1)) > 0 else None
+
+    metrics = wait_until(processing, "frames through the model", timeout_s=30)
+    out, err = run.communicate(timeout=scaled(30))
     assert run.returncode == 0, err
     assert "status.bad.reconnecting" in out and "heartbeat" in out  # both streams were reported
     assert "actstream_frames_processed_total" in metrics

@@ -12,7 +12,7 @@ import pytest
 
 from engine.wire.events import ActionEvent
 from engine.wire.publisher import Publisher
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,12 +39,25 @@ def test_stalled_subscriber_does_not_slow_the_publisher_and_reports_the_gap_afte
         stderr=subprocess.PIPE,
         cwd=ROOT,
     )
+
+    def handled() -> int:  # messages the publisher thread has taken from its queue
+        return publisher.sent + publisher.dropped + publisher.unheard
+
+    def flowing(beats: int = 3):
+        """A condition: `beats` more messages sent with no new drop (the subscriber reads)."""
+        mark = [publisher.sent, publisher.dropped]
+
+        def check() -> bool:
+            if publisher.dropped != mark[1]:
+                mark[:] = [publisher.sent, publisher.dropped]
+            return publisher.sent - mark[0] >= beats
+
+        return check
+
     try:
-        deadline = time.monotonic() + 15
-        while publisher.sent < 20 and time.monotonic() < deadline:
-            time.sleep(0.1)  # heartbeats: let the subscriber connect
-        time.sleep(1.0)
-        calls = []
+        # heartbeats reach the subscriber: it has connected and subscribed
+        wait_until(lambda: publisher.sent >= 20, "the subscriber receiving heartbeats")
+        calls, start = [], handled()
         for i in range(40_000):
             now = time.time()
             event = ActionEvent("onset", f"e{i}", "cam", "wave", 0.9, 1.0, now, 1.2, now)
@@ -53,17 +66,18 @@ def test_stalled_subscriber_does_not_slow_the_publisher_and_reports_the_gap_afte
             calls.append(time.perf_counter() - t)
             if i % 2000 == 0:
                 time.sleep(0.05)  # let the publisher thread send
-        time.sleep(1.0)
+        wait_until(lambda: handled() >= start + 40_000, "every event handed to ZeroMQ")
         out: list[bytes] = []
         reader = threading.Thread(target=lambda: out.append(sub.stdout.read()))
         reader.start()  # the subscriber resumes
-        time.sleep(1.0)
+        wait_until(flowing(), "heartbeats sent without drops: the subscriber reads again")
+        before = handled()
         for i in range(5):  # after resuming it gets new messages again
             now = time.time()
             publisher.publish(
                 ActionEvent("onset", f"late{i}", "cam", "wave", 0.9, 1.0, now, 1.2, now)
             )
-        time.sleep(1.0)
+        wait_until(lambda: handled() >= before + 5, "the late events handed to ZeroMQ")
         publisher.close()  # the subscriber exits 5 s after its last message
         _, err = sub.communicate(timeout=30)
         reader.join(10)

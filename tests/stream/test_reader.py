@@ -12,6 +12,7 @@ from stream.frames import Frame
 from stream.reader import ALLOWED_TRANSITIONS, ReaderState, StatusEvent, StreamReader
 from stream.settings import ReaderOptions, StreamConfig
 from stream.sources import parse_source
+from tests.conftest import scaled, wait_until
 from tests.media import scene_frames, with_display_rotation, write_h264_mp4
 
 
@@ -134,8 +135,9 @@ def test_live_reader_stops_promptly_and_reports_stopped():
     buf = FrameBuffer(4, DropPolicy.DROP_OLDEST, is_frame=lambda i: isinstance(i, Frame))
     reader = StreamReader(parse_source("synthetic://"), buf, ReaderOptions(width=16, height=16))
     reader.start()
-    assert reader.first_open_done.wait(5)
-    time.sleep(1.0)  # ~10 frames at 10 fps into a 4-frame buffer nobody reads
+    assert reader.first_open_done.wait(scaled(5))
+    # frames keep coming into a 4-frame buffer nobody reads
+    wait_until(lambda: buf.dropped >= 4, "4 frames dropped")
     t0 = time.monotonic()
     reader.stop()
     reader.join(5)
