@@ -20,7 +20,7 @@ from engine.wire.subscriber import Subscriber
 from models.action_model import build_model
 from models.intervals import Interval
 from stream.sources import parse_sources
-from tests.conftest import CMD, ROOT, scaled
+from tests.conftest import CMD, ROOT, scaled, wait_until
 
 
 def small_model(window_frames: int = 16) -> list[str]:
@@ -139,6 +139,19 @@ def run_in_thread(detector: Detector, duration_s: float | None = None):
 def metric(port: int, name: str, **labels: str) -> float:
     """One sample of /metrics (0 when the series does not exist yet)."""
     return scrape(port).get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def wait_for_events(port: int, streams, type: str, label: str, what: str) -> None:
+    """Waits until every stream of `streams` has published an event of `type` and `label`
+    (by the detector's metrics on `port`)."""
+    wanted = dict(type=type, label=label)
+    wait_until(
+        lambda: all(
+            metric(port, "actstream_events_published_total", stream=sid, **wanted) >= 1
+            for sid in streams
+        ),
+        what,
+    )
 
 
 def scrape(port: int) -> dict[tuple[str, tuple], float]:

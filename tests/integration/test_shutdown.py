@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, wait_until
+from tests.conftest import free_port
 from tests.integration.helpers import (
     Running,
     ScriptedHead,
     connect_subscriber,
     drain,
     make_detector,
-    metric,
     scrape,
     small_config,
+    wait_for_events,
 )
 from tests.integration.test_cli import SMALL
 
@@ -46,14 +46,7 @@ def test_close_joins_every_thread_and_ends_open_actions_as_shutdown(clip_mp4, rt
     stop = threading.Event()
     loop = threading.Thread(target=detector.run, args=(stop,))
     loop.start()
-    started = dict(type="onset", label="spin")
-    wait_until(
-        lambda: all(
-            metric(port, "actstream_events_published_total", stream=sid, **started) >= 1
-            for sid in ("file", "synth", "cam")
-        ),
-        "an action open on every stream",
-    )
+    wait_for_events(port, ("file", "synth", "cam"), "onset", "spin", "an action open on each")
     stop.set()
     loop.join(5)
     t0 = time.monotonic()

@@ -7,16 +7,16 @@ import threading
 import pytest
 
 from engine.wire.events import EVENT_SCHEMA
-from tests.conftest import free_port, wait_until
+from tests.conftest import free_port
 from tests.integration.helpers import (
     ScriptedHead,
     connect_subscriber,
     drain,
     live,
     make_detector,
-    metric,
     scrape,
     small_config,
+    wait_for_events,
 )
 
 pytestmark = pytest.mark.integration
@@ -40,14 +40,7 @@ def test_three_streams_publish_gapless_events_and_metrics_match_readers(clip_mp4
         stop, thread = threading.Event(), None
         thread = threading.Thread(target=detector.run, args=(stop,))
         thread.start()
-        ended = dict(type="offset", label="wave")
-        wait_until(
-            lambda: all(
-                metric(port, "actstream_events_published_total", stream=sid, **ended) >= 1
-                for sid in ("file", "synth", "cam")
-            ),
-            "every stream's action over",
-        )
+        wait_for_events(port, ("file", "synth", "cam"), "offset", "wave", "each action over")
         stop.set()
         thread.join(10)
         assert not thread.is_alive()
