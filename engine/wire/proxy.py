@@ -1,7 +1,8 @@
 """`actstream proxy`: one endpoint for the events of several detector processes.
 
-An XSUB socket connects to every detector's PUB endpoint and an XPUB socket binds for
-subscribers; messages flow down, subscriptions flow up (so detectors still filter by topic).
+An XSUB socket connects to every detector's endpoint and an XPUB socket binds for
+subscribers; messages flow down, subscriptions flow up (so detectors still filter by topic,
+and send a subscriber that joins through the proxy their snapshot).
 Messages keep their detector's `run_id` and per-stream `seq`, so subscribers still see gaps.
 """
 
@@ -29,6 +30,9 @@ class Proxy:
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.RCVHWM, hwm)
             sock.setsockopt(zmq.SNDHWM, hwm)
+        # every subscription and unsubscription goes up, also repeats of a known prefix: each
+        # subscriber that joins gets its detector's snapshot, and detectors count correctly
+        self.xpub.setsockopt(zmq.XPUB_VERBOSER, 1)
         try:
             for endpoint in upstreams:
                 try:

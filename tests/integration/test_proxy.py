@@ -11,9 +11,17 @@ from pathlib import Path
 
 import pytest
 
+from engine.wire.events import StreamStatus
+from engine.wire.publisher import Publisher
 from engine.wire.subscriber import Subscriber
-from tests.conftest import free_port
-from tests.integration.helpers import ScriptedHead, drain, make_detector, small_config
+from tests.conftest import free_port, scaled, wait_until
+from tests.integration.helpers import (
+    ScriptedHead,
+    connect_subscriber,
+    drain,
+    make_detector,
+    small_config,
+)
 from tests.media import scene_frames, write_h264_mp4
 
 pytestmark = pytest.mark.integration
@@ -97,3 +105,36 @@ def test_proxy_without_upstreams_or_with_a_taken_port_fails_in_one_line():
         )
     assert result.returncode == 2 and "cannot bind" in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def test_a_subscriber_joining_through_the_proxy_gets_the_detectors_snapshot():
+    publisher = Publisher("tcp://127.0.0.1:*", run_id="px", streams=["cam"], heartbeat_s=0.05)
+    upstream = publisher.start()
+    bind = f"tcp://127.0.0.1:{free_port()}"
+    proxy = subprocess.Popen(
+        [sys.executable, "-m", "training.cli", "proxy", "--upstream", upstream, "--bind", bind],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    first = second = None
+    try:
+        first = connect_subscriber(bind)  # a subscriber already there, same prefixes
+        publisher.publish(StreamStatus("cam", "connected"))
+        wait_until(lambda: publisher.sent >= 30, "heartbeats through the proxy")
+        second = Subscriber(bind)  # joins later, with the same subscriptions as the first
+
+        def snapshot():
+            item = second.receive(0.2)
+            return item if item is not None and item[1].get("snapshot") else None
+
+        _, message, _ = wait_until(snapshot, "the snapshot through the proxy")
+        assert (message["stream"], message["state"]) == ("cam", "connected")
+    finally:
+        for sub in (first, second):
+            if sub is not None:
+                sub.close()
+        proxy.send_signal(signal.SIGTERM)
+        proxy.wait(scaled(10))
+        publisher.close()
+    assert proxy.returncode == 0, proxy.stderr.read()
