@@ -11,7 +11,7 @@ from engine.metrics import Metrics
 from engine.wire.events import StreamStatus
 from engine.wire.publisher import Publisher
 from engine.wire.subscriber import Subscriber
-from tests.conftest import free_port
+from tests.conftest import free_port, scaled
 from tests.engine.test_events import ONSET
 from tests.integration.helpers import connect_subscriber
 
@@ -104,7 +104,7 @@ def test_a_subscriber_that_joins_late_gets_the_streams_states_and_the_open_actio
         # published while nobody listens: lost for everyone, and counted as unheard
         publisher.publish(StreamStatus("cam1", "connected"))
         publisher.publish(ONSET)  # still open
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + scaled(10)
         while publisher.unheard < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert publisher.unheard >= 2 and publisher.sent == 0

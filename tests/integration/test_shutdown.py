@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, scaled
 from tests.integration.helpers import (
     Running,
     ScriptedHead,
@@ -147,7 +147,7 @@ def test_stop_with_a_stream_stuck_on_a_frozen_rtsp_server_takes_under_5_s(rtsp_s
         server.proc.send_signal(signal.SIGSTOP)  # the camera hangs, the connection stays open
         # frozen: the camera's decoded count stops moving (its reader now waits in a read)
         last, still = _decoded(port, "cam"), 0
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + scaled(30)
         while still < 5 and time.monotonic() < deadline:
             time.sleep(0.1)
             now = _decoded(port, "cam")

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from engine.checkpoint import load_checkpoint, save_checkpoint
-from tests.conftest import CMD
+from tests.conftest import CMD, scaled
 from tests.integration.helpers import small_model
 from training.config import DataConfig, load_train_config
 from training.data import WindowSampler, load_videos
@@ -256,7 +256,7 @@ def test_checkpoint_write_killed_midway_leaves_the_previous_checkpoint_loadable(
         [sys.executable, "-c", KILLER, str(path)], cwd=ROOT, stdout=subprocess.PIPE, text=True
     )
     assert proc.stdout.readline().strip() == "saved"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + scaled(30)
     while time.monotonic() < deadline:  # wait until the big write is under way
         temps = list(tmp_path.glob(".ckpt.pt.*.tmp"))
         if temps and temps[0].stat().st_size > 1_000_000:
@@ -379,7 +379,7 @@ def test_ctrl_c_during_train_saves_what_resume_continues_from(tiny_data, tmp_pat
         text=True,
     )
     state = run / "train_state.pt"
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + scaled(240)
     while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)  # polling for the first checkpoint (a condition, bounded)
     assert state.exists(), proc.communicate(timeout=30)
