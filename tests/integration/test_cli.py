@@ -144,7 +144,7 @@ def test_corrupt_weights(tmp_path):
 def test_subscribe_receives_what_run_prints_and_sigint_exits_cleanly():
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     sub = subprocess.Popen(
-        [*CMD, "subscribe", "--zmq", endpoint, "--timeout-s", "8"],
+        [*CMD, "subscribe", "--zmq", endpoint, "--timeout-s", f"{scaled(8):g}"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

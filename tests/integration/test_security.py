@@ -123,7 +123,8 @@ def test_keys_run_and_subscribe_commands_with_curve(tmp_path):
             "--backend",
             "torch",
         ]
-        + ["--curve-secret-key", str(secret), "--curve-clients", str(clients), "--duration-s", "8"],
+        + ["--curve-secret-key", str(secret), "--curve-clients", str(clients)]
+        + ["--duration-s", f"{scaled(8):g}"],
         cwd=ROOT,
         stderr=subprocess.PIPE,
         text=True,
@@ -136,7 +137,7 @@ def test_keys_run_and_subscribe_commands_with_curve(tmp_path):
             "--count",
             "3",
             "--timeout-s",
-            "6",
+            f"{scaled(6):g}",  # the detector may still be importing torch
             "--curve-server-key",
             str(tmp_path / "k" / "detector.key"),
             "--curve-client-key",
@@ -148,7 +149,7 @@ def test_keys_run_and_subscribe_commands_with_curve(tmp_path):
         assert plain.returncode == 1 and plain.stdout == ""  # nothing, and it says why
         assert "nothing from" in plain.stderr and "--curve-server-key" in plain.stderr
     finally:
-        detector.wait(30)
+        detector.wait(scaled(30))
     assert detector.returncode == 0, detector.stderr
 
 
@@ -183,7 +184,8 @@ def test_rtsp_credentials_never_reach_logs_metrics_or_events(rtsp_server):
             f"bad=rtsp://viewer:s3cret@127.0.0.1:{free_port()}/x",
         ]
         + ["--zmq", f"tcp://127.0.0.1:{free_port()}", "--metrics-port", str(metrics_port)]
-        + ["--backend", "torch", "--duration-s", "5", "--set", "stream.retry_first_open=true"],
+        + ["--backend", "torch", "--duration-s", f"{scaled(5):g}"]
+        + ["--set", "stream.retry_first_open=true"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
