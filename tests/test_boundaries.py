@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.conftest import scaled
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("stream", "models", "engine", "training", "benchmarks")
 # (package prefix, project packages it may import, outside libraries it must not import);
@@ -180,7 +182,11 @@ def import_all_blocked(modules: list[str], path: Path = ROOT) -> subprocess.Comp
         f"print('imported', {len(modules)})\n"
     )
     return subprocess.run(
-        [sys.executable, "-c", script], cwd=path, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", script],
+        cwd=path,
+        capture_output=True,
+        text=True,
+        timeout=scaled(300),
     )
 
 

@@ -8,7 +8,7 @@ import yaml
 from engine.config import AppConfig, load_config
 from engine.loader import ConfigError, config_to_dict, from_dict
 from models.fastback_clip import FastBackConfig
-from tests.conftest import CMD
+from tests.conftest import CMD, scaled
 from training.clips import load_clip_config
 from training.config import load_train_config
 
@@ -178,7 +178,10 @@ def test_config_mistakes_exit_2_with_one_line_and_no_traceback(tmp_path):
     path.write_bytes(b"\xff\xfe\x00garbage")
     for args in (["--config", str(path)], ["--set", "stream.timeout_s=.inf"]):
         result = subprocess.run(
-            [*CMD, "run", "--random-init", *args], capture_output=True, text=True, timeout=60
+            [*CMD, "run", "--random-init", *args],
+            capture_output=True,
+            text=True,
+            timeout=scaled(60),
         )
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
@@ -189,7 +192,7 @@ def test_a_broken_set_beside_an_option_names_what_the_user_typed():
         [*CMD, "run", "--random-init", "--fast", "--set", "stream=5"],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=scaled(60),
     )
     assert result.returncode == 2, result.stderr
     assert "stream: expected a mapping, got int 5" in result.stderr

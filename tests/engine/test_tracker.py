@@ -3,6 +3,7 @@ window that ends at `e` (the head runs every 0.2 s; frames are 0.1 s; tolerance 
 
 from engine.tracker import Tracker, TrackerConfig
 from models.intervals import Interval
+from tests.conftest import scaled
 
 PERIOD = 0.1
 WINDOW_S = 12.8
@@ -144,7 +145,9 @@ def test_the_tracker_imports_no_torch():
     import sys
 
     code = "import sys, engine.tracker; assert 'torch' not in sys.modules, 'torch imported'"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=scaled(60)
+    )
     assert done.returncode == 0, done.stderr[-500:]
 
 

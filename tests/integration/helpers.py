@@ -156,7 +156,11 @@ def wait_for_events(port: int, streams, type: str, label: str, what: str) -> Non
 
 def scrape(port: int) -> dict[tuple[str, tuple], float]:
     """GET /metrics → {(name, sorted label items): value}."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    text = (
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=scaled(5))
+        .read()
+        .decode()
+    )
     out = {}
     for line in text.splitlines():
         if not line or line.startswith("#"):
@@ -219,5 +223,5 @@ class Running:
             if self.proc.poll() is None:
                 self.proc.kill()
         elapsed = time.monotonic() - t0
-        self._reader.join(5)
+        self._reader.join(scaled(5))
         return self.proc.returncode, self.proc.stderr.read(), elapsed

@@ -191,7 +191,7 @@ def test_bundled_model_detects_actions_of_the_synthetic_stream():
         "--no-metrics",
         "--zmq",
         f"tcp://127.0.0.1:{free_port()}",
-        timeout=120,
+        timeout=scaled(120),
     )
     assert result.returncode == 0, result.stderr
     messages = [json.loads(line.split(" ", 1)[1]) for line in result.stdout.splitlines() if line]

@@ -16,7 +16,7 @@ from engine.metrics import Metrics
 from engine.segmenter import ModelSegmenter
 from models.action_model import build_model
 from stream.sources import parse_sources
-from tests.conftest import wait_until
+from tests.conftest import scaled, wait_until
 from tests.integration.helpers import IMMEDIATE_TRACKER, ScriptedHead
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -110,7 +110,7 @@ def test_two_minutes_at_twice_capacity_drop_oldest_bounded_latency_flat_memory()
             memory.append(rss_mb())
     finally:
         stop.set()
-        loop.join(15)
+        loop.join(scaled(15))
         detector.close()
 
     processed = total("actstream_frames_processed_total")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CMD
+from tests.conftest import CMD, scaled
 from tests.integration.helpers import small_model
 from training.synth import write_synthetic_dataset
 
@@ -151,7 +151,7 @@ def test_a_hub_name_that_is_not_a_local_folder_is_one_line_saying_to_download_it
                 "model.backbone.motion_input=false",
             ]
         ),
-        timeout=120,
+        timeout=scaled(120),
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()

@@ -60,14 +60,14 @@ def test_two_detectors_through_the_proxy_every_event_once(tmp_path):
         for t in threads:
             t.start()
         for t in threads:
-            t.join(30)
+            t.join(scaled(30))
         for d in detectors:
             d.close()
         messages = drain(sub, idle_s=1.0)
     finally:
         sub.close()
         proxy.send_signal(signal.SIGTERM)
-        proxy.wait(10)
+        proxy.wait(scaled(10))
     assert proxy.returncode == 0, proxy.stderr.read()
     actions = Counter(
         (m["run_id"], m["event_id"], m["type"])
@@ -101,7 +101,7 @@ def test_proxy_without_upstreams_or_with_a_taken_port_fails_in_one_line():
             cwd=ROOT,
             capture_output=True,
             text=True,
-            timeout=30,
+            timeout=scaled(30),
         )
     assert result.returncode == 2 and "cannot bind" in result.stderr
     assert result.stderr.count("\n") == 1

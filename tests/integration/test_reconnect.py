@@ -74,9 +74,9 @@ class Watch:
     def close(self):
         self.reader.stop()
         self.buf.close()
-        self.reader.join(10)
+        self.reader.join(scaled(10))
         self._stop.set()
-        self._thread.join(5)
+        self._thread.join(scaled(5))
         assert not self.reader.is_alive()
 
 
@@ -152,7 +152,7 @@ class _Serving:
     def __exit__(self, *exc):
         self.httpd.shutdown()
         self.httpd.server_close()
-        self.thread.join(5)
+        self.thread.join(scaled(5))
 
 
 def test_an_mp4_file_over_http_plays_once_and_ends(clip_mp4):
@@ -203,7 +203,7 @@ class _MjpegCamera(http.server.BaseHTTPRequestHandler):
             except OSError:
                 return
             i += 1
-            self.stop.wait(0.04)
+            self.stop.wait(scaled(0.04))
 
     def log_message(self, format, *args):  # noqa: A002 - http.server's signature
         self.requests.append(format % args)  # kept, not printed: the test's output stays clean
@@ -248,7 +248,7 @@ def test_missing_camera_device_fails_with_a_clear_message():
     buf = FrameBuffer(4, DropPolicy.DROP_OLDEST)
     reader = StreamReader(spec, buf, ReaderOptions())
     reader.start()
-    reader.join(10)
+    reader.join(scaled(10))
     assert not reader.is_alive() and reader.state is ReaderState.FAILED
     assert reader.first_error.startswith("/dev/video63?video_size=640x480: cannot open the camera")
 
@@ -271,7 +271,7 @@ def live_detector(sources: list[str], head, run_id: str):
 
 def shut_down(stop, loop, detector, server) -> None:
     stop.set()
-    loop.join(10)
+    loop.join(scaled(10))
     detector.close()
     server.stop()
 

@@ -9,6 +9,7 @@ from stream.frames import Frame
 from stream.reader import ReaderState, StatusEvent, StreamReader
 from stream.settings import ReaderOptions, StreamConfig
 from stream.sources import parse_source
+from tests.conftest import scaled
 from tests.media import decode_all
 
 pytestmark = pytest.mark.integration
@@ -39,7 +40,7 @@ def read_until(spec, options, until_states, limit_s=30.0):
     finally:
         reader.stop()
         buf.close()
-        reader.join(10)
+        reader.join(scaled(10))
         assert not reader.is_alive(), "reader thread did not end"
     return frames, states
 

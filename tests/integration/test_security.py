@@ -195,7 +195,9 @@ def test_rtsp_credentials_never_reach_logs_metrics_or_events(rtsp_server):
     def processing() -> str | None:
         """The metrics text once the camera's frames go through the model."""
         try:
-            text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)
+            text = urllib.request.urlopen(
+                f"http://127.0.0.1:{metrics_port}/metrics", timeout=scaled(5)
+            )
             text = text.read().decode()
         except OSError:
             return None  # not serving yet
@@ -227,7 +229,7 @@ def test_keys_stay_out_of_git_working_trees_and_default_to_the_users_config(tmp_
         [*CMD, "keys", "--name", "viewer"],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=scaled(60),
         cwd=ROOT,
         env=env,
     )

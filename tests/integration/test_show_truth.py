@@ -9,7 +9,7 @@ from engine.build import reader_options
 from engine.config import load_config
 from stream.frame_sources import synthetic_scene
 from stream.sources import parse_source
-from tests.conftest import CMD
+from tests.conftest import CMD, scaled
 
 SOURCE = "synthetic://?seed=5&duration_s=30"
 
@@ -20,7 +20,7 @@ def run_synthetic(*options: str) -> subprocess.CompletedProcess:
         [*CMD, "run", SOURCE, "--fast", "--no-metrics", "--zmq", "tcp://127.0.0.1:0", *options],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=scaled(300),
     )
 
 

@@ -48,7 +48,7 @@ def test_close_joins_every_thread_and_ends_open_actions_as_shutdown(clip_mp4, rt
     loop.start()
     wait_for_events(port, ("file", "synth", "cam"), "onset", "spin", "an action open on each")
     stop.set()
-    loop.join(5)
+    loop.join(scaled(5))
     t0 = time.monotonic()
     detector.close()
     assert time.monotonic() - t0 < 5.0

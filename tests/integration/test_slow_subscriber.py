@@ -12,7 +12,7 @@ import pytest
 
 from engine.wire.events import ActionEvent
 from engine.wire.publisher import Publisher
-from tests.conftest import free_port, wait_until
+from tests.conftest import free_port, scaled, wait_until
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,7 +31,7 @@ def test_stalled_subscriber_does_not_slow_the_publisher_and_reports_the_gap_afte
             "--zmq",
             endpoint,
             "--timeout-s",
-            "5",
+            f"{scaled(5):g}",
             "--hwm",
             "1000",
         ],
@@ -79,8 +79,8 @@ def test_stalled_subscriber_does_not_slow_the_publisher_and_reports_the_gap_afte
             )
         wait_until(lambda: handled() >= before + 5, "the late events handed to ZeroMQ")
         publisher.close()  # the subscriber exits 5 s after its last message
-        _, err = sub.communicate(timeout=30)
-        reader.join(10)
+        _, err = sub.communicate(timeout=scaled(30))
+        reader.join(scaled(10))
     finally:
         publisher.close()
         if sub.poll() is None:
@@ -88,7 +88,7 @@ def test_stalled_subscriber_does_not_slow_the_publisher_and_reports_the_gap_afte
     # Never blocked on the stall: all 40 000 calls returned while the subscriber read nothing,
     # and 99 % of them in microseconds. (No bound on the slowest single call: on a loaded
     # machine any thread can be descheduled for a second.)
-    assert np.percentile(calls, 99) < 0.005
+    assert np.percentile(calls, 99) < scaled(0.005)
     err = err.decode()
     assert "actstream: gap: stream cam missed" in err, err[-500:]
     received = out[0].decode().splitlines()

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from engine.wire.events import EVENT_SCHEMA
-from tests.conftest import free_port
+from tests.conftest import free_port, scaled
 from tests.integration.helpers import (
     ScriptedHead,
     connect_subscriber,
@@ -42,7 +42,7 @@ def test_three_streams_publish_gapless_events_and_metrics_match_readers(clip_mp4
         thread.start()
         wait_for_events(port, ("file", "synth", "cam"), "offset", "wave", "each action over")
         stop.set()
-        thread.join(10)
+        thread.join(scaled(10))
         assert not thread.is_alive()
         detector.stop_sources()
         metrics = scrape(port)

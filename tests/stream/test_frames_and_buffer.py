@@ -7,6 +7,7 @@ import pytest
 from stream.buffer import BufferClosed, DropPolicy, FrameBuffer
 from stream.frames import FpsSampler, stream_time_s
 from stream.reconnect import Backoff
+from tests.conftest import scaled
 
 
 def test_stream_time_uses_pts_times_time_base():
@@ -75,7 +76,7 @@ def test_blocking_buffer_waits_for_the_consumer_and_loses_nothing():
     t.start()
     while len(got) < 20:
         got += buf.get_many(1)
-    t.join(5)
+    t.join(scaled(5))
     assert not t.is_alive()
     assert got == list(range(20)) and buf.dropped == 0
 
@@ -94,7 +95,7 @@ def test_closing_a_buffer_wakes_a_blocked_producer():
     t = threading.Thread(target=produce)
     t.start()
     buf.close()
-    t.join(5)
+    t.join(scaled(5))
     assert not t.is_alive() and errors == ["closed"]
 
 

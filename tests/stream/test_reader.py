@@ -26,7 +26,7 @@ def collect(spec, options, limit_s=20.0, capacity=10_000):
     alive = reader.is_alive()
     reader.stop()
     buf.close()
-    reader.join(5)
+    reader.join(scaled(5))
     assert not reader.is_alive()
     items = buf.get_many(capacity)
     frames = [i for i in items if isinstance(i, Frame)]
@@ -140,7 +140,7 @@ def test_live_reader_stops_promptly_and_reports_stopped():
     wait_until(lambda: buf.dropped >= 4, "4 frames dropped")
     t0 = time.monotonic()
     reader.stop()
-    reader.join(5)
+    reader.join(scaled(5))
     assert not reader.is_alive() and time.monotonic() - t0 < 1.0
     assert reader.state is ReaderState.STOPPED
     assert buf.dropped >= 4  # live: the oldest frames went, counted
@@ -171,14 +171,14 @@ def test_reader_thread_runs_at_its_own_nice_value():
     )
     reader.start()
     try:
-        assert reader.first_open_done.wait(10)
+        assert reader.first_open_done.wait(scaled(10))
         base = os.getpriority(os.PRIO_PROCESS, 0)
         assert os.getpriority(os.PRIO_PROCESS, reader._thread.native_id) == min(19, base + 7)
         assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
     finally:
         reader.stop()
         buf.close()
-        reader.join(5)
+        reader.join(scaled(5))
 
 
 @pytest.mark.parametrize("clockwise", [90, 180, 270])

@@ -4,7 +4,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from tests.conftest import CMD
+from tests.conftest import CMD, scaled
 from training.synth import write_synthetic_dataset
 
 BUNDLED = Path(__file__).resolve().parents[2] / "configs" / "weights" / "demo.pt"
@@ -16,7 +16,7 @@ def run_eval(data: Path, out: Path) -> subprocess.CompletedProcess:
         + ["--timelines", "0", "--out", str(out)],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=scaled(300),
     )
 
 

@@ -11,7 +11,7 @@ import torch
 
 from engine.checkpoint import load_checkpoint
 from models.faformer import FAFormerConfig, FAFormerHead
-from tests.conftest import CMD
+from tests.conftest import CMD, scaled
 from tests.integration.helpers import small_model
 from training.clips import load_clip_checkpoint, write_clip_dataset
 from training.config import load_train_config
@@ -68,7 +68,7 @@ def test_faformer_head_trains_runs_in_the_detector_and_is_evaluated(tiny_data, t
         [*CMD, "eval", str(path), str(tiny_data), "--out", str(out), "--timelines", "0"],
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=scaled(180),
     )
     assert result.returncode == 0, result.stderr
     assert "offline segmentation: frame_accuracy" in result.stdout
@@ -134,7 +134,7 @@ def test_clip_recognition_synth_train_eval_commands(tmp_path):
         [*CMD, "synth", str(data), "--clips", "24", "--size", "32", "--seed", "2"],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=scaled(120),
     )
     assert result.returncode == 0, result.stderr
     db = json.loads((data / "annotations.json").read_text())["database"]
@@ -173,7 +173,7 @@ def test_clip_recognition_synth_train_eval_commands(tmp_path):
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=scaled(300),
     )
     assert result.returncode == 0, result.stderr
     model, config, step = load_clip_checkpoint(run / "last.pt")
@@ -184,7 +184,7 @@ def test_clip_recognition_synth_train_eval_commands(tmp_path):
         [*CMD, "train", str(ROOT / "configs" / "train_clips.yaml"), *more, "--resume"],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=scaled(300),
     )
     assert result.returncode == 0, result.stderr
     assert load_clip_checkpoint(run / "last.pt")[2] == 40
@@ -195,7 +195,7 @@ def test_clip_recognition_synth_train_eval_commands(tmp_path):
         [*CMD, "eval", str(run / "last.pt"), str(data), "--out", str(tmp_path / "ev")],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=scaled(120),
     )
     assert result.returncode == 0, result.stderr
     assert "clip top-1 accuracy" in result.stdout
@@ -207,7 +207,7 @@ def test_clip_recognition_synth_train_eval_commands(tmp_path):
         [*CMD, "run", "--weights", str(run / "last.pt"), "synthetic://"],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=scaled(60),
     )
     assert result.returncode == 2
     assert "clip recognition" in result.stderr and "Traceback" not in result.stderr

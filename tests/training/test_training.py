@@ -91,7 +91,7 @@ def test_training_lowers_the_loss_and_writes_a_checkpoint_the_detector_loads(tin
         ],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=scaled(60),
     )
     assert result.returncode == 0, result.stderr
     assert f"weights: {path}" in result.stderr
@@ -116,7 +116,7 @@ def test_eval_command_reports_offline_and_streaming_results(tiny_data, tmp_path)
         [*CMD, "eval", str(ckpt), str(tiny_data), "--out", str(out), "--timelines", "1"],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=scaled(120),
     )
     assert result.returncode == 0, result.stderr
     assert "offline mAP" in result.stdout and "streaming mAP" in result.stdout
@@ -263,7 +263,7 @@ def test_checkpoint_write_killed_midway_leaves_the_previous_checkpoint_loadable(
             break
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(10)
+    proc.wait(scaled(10))
     assert list(tmp_path.glob(".ckpt.pt.*.tmp")), "the kill should have hit mid-write"
     _, config, step = load_checkpoint(path)
     assert step == 1 and config.classes == ("a", "b")
@@ -305,7 +305,7 @@ def test_ddp_training_under_torchrun_with_two_cpu_processes(tiny_data, tmp_path)
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=scaled(300),
         cwd=ROOT,
         env=env,
     )
@@ -382,9 +382,9 @@ def test_ctrl_c_during_train_saves_what_resume_continues_from(tiny_data, tmp_pat
     deadline = time.monotonic() + scaled(240)
     while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)  # polling for the first checkpoint (a condition, bounded)
-    assert state.exists(), proc.communicate(timeout=30)
+    assert state.exists(), proc.communicate(timeout=scaled(30))
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    out, err = proc.communicate(timeout=scaled(120))
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "--resume" in err.strip().splitlines()[-1]
     step = int(torch.load(state, weights_only=True)["step"])
@@ -393,7 +393,7 @@ def test_ctrl_c_during_train_saves_what_resume_continues_from(tiny_data, tmp_pat
         [*CMD, "train", config, *args, "--set", f"optim.steps={step + 3}", "--resume"],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=scaled(300),
     )
     assert more.returncode == 0, more.stderr
     history = json.loads(torch.load(state, weights_only=True)["history"])

@@ -11,7 +11,7 @@ import yaml
 from engine.checkpoint import load_checkpoint
 from engine.config import load_config
 from engine.tracker import TrackerConfig
-from tests.conftest import CMD
+from tests.conftest import CMD, scaled
 from training.config import DataConfig
 from training.data import load_videos
 from training.decisions import record, simulate
@@ -66,7 +66,7 @@ def test_tune_writes_a_tracker_section_the_detector_loads(tmp_path):
         [*CMD, "tune", str(BUNDLED), str(data), "--subset", "all", "--out", str(out)],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=scaled(600),
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("recording 2 videos")
@@ -83,7 +83,7 @@ def test_tune_writes_a_tracker_section_the_detector_loads(tmp_path):
         [*CMD, "tune", str(BUNDLED), str(data), "--subset", "nope"],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=scaled(120),
     )
     assert bad.returncode == 2 and "no videos in subset 'nope'" in bad.stderr
     assert "Traceback" not in bad.stderr
