@@ -61,7 +61,6 @@ class PyAVFrames(FrameSource):
         self.finite = not spec.live
         self._rotation_logged = False
         self._on_decode_error = on_decode_error
-        self.decode_errors = 0
         # One scaler per source: `VideoFrame.reformat` builds a new one per frame, which
         # costs about a third of a small frame's decode time.
         self.scaler = VideoReformatter()
@@ -104,7 +103,6 @@ class PyAVFrames(FrameSource):
                 try:
                     decoded = packet.decode()
                 except av.InvalidDataError:
-                    self.decode_errors += 1
                     if self._on_decode_error is not None:
                         self._on_decode_error(1)
                     if burst == 0:

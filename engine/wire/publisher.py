@@ -116,7 +116,6 @@ class Publisher:
         self.dropped = 0
         self.sent = 0  # messages that at least one subscription matched
         self.unheard = 0  # messages no subscriber was there for
-        self.snapshots = 0  # snapshot messages sent to joining subscribers
         self._started_s = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
 
@@ -268,8 +267,7 @@ class Publisher:
             self.unheard += 1
             self._metrics.messages_unheard.inc()
         if snapshot:
-            self.snapshots += 1
-            return
+            return  # state re-sent, not news: no state change, no event counted
         if isinstance(message, StreamStatus):
             self._states[message.stream] = message.state
             self._last_status[message.stream] = message
