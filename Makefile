@@ -7,9 +7,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint rtsp-server-deps demo-model event-quality clean
 
+# A GPU host with TensorRT: README, "TensorRT on a GPU host" (other EXTRAS and PIP_EXTRA).
+EXTRAS ?= dev,onnx,backbones
+PIP_EXTRA ?=
+
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -c $(CONSTRAINTS) -e '.[dev,onnx,backbones]'
+	$(PY) -m pip install -q -c $(CONSTRAINTS) $(PIP_EXTRA) -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -35,8 +39,13 @@ event-quality: $(STAMP)
 rtsp-server-deps:
 	bash .ci/install_rtsp_server.sh
 
+# Two workers (pytest-xdist), a test file each at a time (its fixtures are built once): most
+# tests wait on subprocesses, sockets and real time, so two share a 2-core machine well.
+# TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) rtsp-server-deps
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

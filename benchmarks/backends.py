@@ -17,7 +17,7 @@ import torch
 
 from benchmarks.common import RESULTS, figure, save, stats_ms, time_calls
 from engine.backends.base import Backend
-from engine.backends.choice import backend_problem, default_precision
+from engine.backends.choice import EngineConfig, backend_problem, default_precision
 from engine.backends.compile import compile_engine, load_engine
 from engine.checkpoint import load_checkpoint
 from models.action_model import ModelConfig, build_model
@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
                 engine_dir,
                 backend=name,
                 precision=precision,
-                max_batch=max(args.batches),
+                # the engine `actstream run` builds, unless larger batches are asked for
+                max_batch=max(EngineConfig().max_batch, *args.batches),
                 device=args.device,
             )
             backend, _ = load_engine(engine_dir, device=args.device)

@@ -19,6 +19,7 @@ import torch
 
 from benchmarks.common import RESULTS, figure, save, stats_ms, time_calls
 from engine.backends.cache import prepare_backend
+from engine.backends.choice import EngineConfig
 from engine.checkpoint import load_checkpoint
 from engine.tracker import Tracker, TrackerConfig
 from engine.wire.events import ActionEvent
@@ -112,8 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
     model, config, _ = load_checkpoint(args.weights)
+    # the engine `actstream run` uses (batch bound engine.max_batch), unless larger batches
+    # are asked for: the same cache entry as the end-to-end benchmark
+    max_batch = max(EngineConfig().max_batch, *args.batches)
     backend = prepare_backend(
-        model, config, backend=args.backend, device=args.device, max_batch=max(args.batches)
+        model, config, backend=args.backend, device=args.device, max_batch=max_batch
     )
     stages: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:

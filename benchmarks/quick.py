@@ -2,6 +2,7 @@
 recompute, and 4 live streams end to end; prints one table with the targets.
 
     python -m benchmarks.quick [--out results/quick] [--duration-s 30] [--streams 4]
+                               [--repeats 40]
 """
 
 from __future__ import annotations
@@ -29,14 +30,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration-s", type=float, default=30.0, help="end-to-end run length")
     parser.add_argument("--streams", type=int, default=4, help="end-to-end live streams")
     parser.add_argument(
+        "--repeats",
+        type=int,
+        default=40,
+        help="timed runs per stage cost; the step benchmark scales with it (40: 10 repeats "
+        "of 500 steps at each length); fewer is faster and noisier",
+    )
+    parser.add_argument(
         "--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"]
     )
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be >= 1")
     out = Path(args.out)
     print("actstream bench: stage costs ...", file=sys.stderr, flush=True)
     _quiet(
         components.main,
-        ["--batches", "1", "4", "16", "--repeats", "40", "--video-size", "240"]
+        ["--batches", "1", "4", "16", "--repeats", str(args.repeats), "--video-size", "240"]
         + ["--backend", args.backend, "--out", str(out)],
     )
     print("actstream bench: step vs recompute ...", file=sys.stderr, flush=True)
@@ -50,9 +60,9 @@ def main(argv: list[str] | None = None) -> int:
             "1000",
             "3000",
             "--repeats",
-            "10",
+            str(max(2, args.repeats // 4)),
             "--sample",
-            "500",
+            str(max(10, round(500 * args.repeats / 40))),
         ]
         + ["--out", str(out)],
     )

@@ -53,25 +53,47 @@ def wait_until(condition, what: str, timeout_s: float = 20.0, every_s: float = 0
         time.sleep(every_s)
 
 
+def _worker() -> bool:
+    """True in a pytest-xdist worker (`make test` runs two): the session's cache belongs to
+    the process that started them."""
+    return "PYTEST_XDIST_WORKER" in os.environ
+
+
 def pytest_configure(config):
-    """Compiled engines go to a cache of this test session, not the user's (~/.cache)."""
-    os.environ["ACTSTREAM_CACHE_DIR"] = tempfile.mkdtemp(prefix="actstream-test-cache-")
+    """Compiled engines go to a cache of this test session, not the user's (~/.cache); the
+    xdist workers inherit it from the process that started them."""
+    if not _worker() or "ACTSTREAM_CACHE_DIR" not in os.environ:
+        os.environ["ACTSTREAM_CACHE_DIR"] = tempfile.mkdtemp(prefix="actstream-test-cache-")
+    if _worker():
+        # one math thread per worker (and its subprocesses): two workers with a thread per
+        # core each would spin against each other (an 8 s test took 70 s beside the soak)
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(name, "1")
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 def pytest_collection_modifyitems(config, items):
-    """`gpu` tests run where torch sees a CUDA GPU and are skipped, with the reason, elsewhere."""
+    """`gpu` tests run where torch sees a CUDA GPU and are skipped, with the reason, elsewhere.
+    Modules holding a `slow` test go first (order kept otherwise), so the workers of a
+    parallel run start on the long ones and finish together."""
+    slow_modules = {item.module.__name__ for item in items if "slow" in item.keywords}
+    items.sort(key=lambda item: item.module.__name__ not in slow_modules)
     import torch
 
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+    # ACTSTREAM_REQUIRE_TENSORRT=1: the TensorRT tests run anyway, and fail saying why
+    required = os.environ.get("ACTSTREAM_REQUIRE_TENSORRT") == "1"
     for item in items:
-        if "gpu" in item.keywords:
+        if "gpu" in item.keywords and not (required and "tensorrt" in item.name):
             item.add_marker(skip)
 
 
 def pytest_unconfigure(config):
-    shutil.rmtree(os.environ.get("ACTSTREAM_CACHE_DIR", ""), ignore_errors=True)
+    if not _worker():
+        shutil.rmtree(os.environ.get("ACTSTREAM_CACHE_DIR", ""), ignore_errors=True)
 
 
 def free_port() -> int:

@@ -92,6 +92,14 @@ class TorchGraphs(ModelFacts):
     graphs: dict[str, Callable]
     device: torch.device
     dtype: torch.dtype
+    batch_limit: int | None = None  # compiled engines: their profile's largest batch
+
+    def check_batch(self, n: int) -> None:
+        if self.batch_limit is not None and n > self.batch_limit:
+            raise BackendError(
+                f"a batch of {n} is beyond this engine's --max-batch {self.batch_limit}: "
+                "recompile with a larger --max-batch or lower engine.max_batch"
+            )
 
     def init_cache(self, batch_size: int) -> FastBackCache:
         """The cache lives on the backend's device, in its precision."""
@@ -102,11 +110,13 @@ class TorchGraphs(ModelFacts):
     def temporal_step(
         self, x: torch.Tensor, cache: FastBackCache
     ) -> tuple[torch.Tensor, FastBackCache]:
+        self.check_batch(x.shape[0])
         y, *new = self.graphs["temporal_step"](x.to(self.device, self.dtype), *cache)
         return y.float().cpu(), FastBackCache(*new)
 
     @torch.inference_mode()
     def head(self, window: torch.Tensor, valid: torch.Tensor):
+        self.check_batch(window.shape[0])
         outs = self.graphs["head"](window.to(self.device, self.dtype), valid.to(self.device))
         return wrap_head(self.model_config, tuple(t.float().cpu() for t in outs), valid)
 

@@ -5,14 +5,16 @@ immediate.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import logging
-import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from engine.backends.base import Backend, BackendError
 from engine.backends.choice import check_precision, choose_backend, default_precision
-from engine.backends.compile import compile_engine, load_engine
+from engine.backends.compile import cache_base, compile_engine, load_engine
 from engine.backends.manifest import (
     MANIFEST,
     EngineError,
@@ -23,14 +25,9 @@ from models.action_model import ActionModel, ModelConfig
 
 logger = logging.getLogger(__name__)
 
-CACHE_ENV = "ACTSTREAM_CACHE_DIR"
-
 
 def cache_root() -> Path:
-    base = os.environ.get(CACHE_ENV) or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "actstream"
-    )
-    return Path(base) / "engines"
+    return cache_base() / "engines"
 
 
 def prepare_backend(
@@ -69,18 +66,46 @@ def prepare_backend(
         cuda_graphs=cuda_graphs,
         threads=threads,
     )
-    try:
-        backend_obj, manifest = load()
-        if manifest.weights_sha256 == digest and manifest.model == config:
-            logger.info("using the cached %s engine %s", name, target)
-            return backend_obj
-    except (EngineError, BackendError) as exc:
-        if (target / MANIFEST).exists():
-            logger.warning("recompiling the cached engine: %s", exc)
-    logger.info(
-        "compiling the weights for %s (%s) into %s; later starts reuse it", name, precision, target
-    )
-    compile_engine(
-        model, config, target, backend=name, precision=precision, max_batch=max_batch, device=device
-    )
-    return load()[0]
+    with _locked(target):  # a second process with the same weights waits, then loads
+        try:
+            backend_obj, manifest = load()
+            if manifest.weights_sha256 == digest and manifest.model == config:
+                logger.info("using the cached %s engine %s", name, target)
+                return backend_obj
+        except (EngineError, BackendError) as exc:
+            if (target / MANIFEST).exists():
+                logger.warning("recompiling the cached engine: %s", exc)
+        logger.info(
+            "compiling the weights for %s (%s) into %s; later starts reuse it",
+            name,
+            precision,
+            target,
+        )
+        compile_engine(
+            model,
+            config,
+            target,
+            backend=name,
+            precision=precision,
+            max_batch=max_batch,
+            device=device,
+        )
+        return load()[0]
+
+
+@contextlib.contextmanager
+def _locked(target: Path) -> Iterator[None]:
+    """Holds an advisory lock on `<cache>/locks/<entry>.lock`: processes that start with the
+    same weights at once compile them once, and none reads an entry another is replacing."""
+    locks = target.parent.parent / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / f"{target.name}.lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.info("waiting for another process compiling into %s", target)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

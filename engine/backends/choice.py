@@ -17,7 +17,7 @@ from engine.backends.manifest import (
     BACKENDS,
 )
 from engine.backends.onnxruntime_backend import ORT_INSTALL
-from engine.backends.tensorrt_backend import tensorrt_problem
+from engine.backends.tensorrt_backend import tensorrt_problem, tensorrt_version_report
 from engine.checkpoint import versions
 from engine.loader import check_positive
 
@@ -64,7 +64,8 @@ def onnx_problem() -> str | None:
 def backend_problem(name: str, device: str) -> str | None:
     """Why backend `name` cannot run on `device` here (with how to fix it), or None."""
     if name == "tensorrt":
-        return tensorrt_problem(device)
+        problem = tensorrt_problem(device)
+        return f"{problem}; {tensorrt_version_report()}" if problem else None
     if name == "onnxruntime":
         problem = onnx_problem()
         if problem or torch.device(device).type != "cuda":

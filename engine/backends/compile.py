@@ -5,7 +5,12 @@ and load one back as a backend.
 from __future__ import annotations
 
 import copy
+import functools
+import hashlib
+import importlib.metadata
+import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -15,7 +20,7 @@ import torch
 
 from engine.backends.base import Backend, BackendError
 from engine.backends.choice import backend_problem, check_precision, library_versions
-from engine.backends.graphs import export_onnx
+from engine.backends.graphs import GRAPHS, ONNX_OPSET, export_onnx
 from engine.backends.manifest import (
     BACKENDS,
     MANIFEST,
@@ -30,9 +35,21 @@ from engine.backends.onnxruntime_backend import OnnxRuntimeBackend
 from engine.backends.tensorrt_backend import TensorRTBackend, build_tensorrt
 from engine.backends.torch_backend import TorchBackend
 from engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from engine.loader import config_to_dict
 from models.action_model import ActionModel, ModelConfig
 
 logger = logging.getLogger(__name__)
+
+CACHE_ENV = "ACTSTREAM_CACHE_DIR"
+EXPORTS_KEPT = 8  # exported graph sets the export cache keeps (the least recently used go)
+
+
+def cache_base() -> Path:
+    """`$ACTSTREAM_CACHE_DIR`, else `$XDG_CACHE_HOME/actstream` (`~/.cache/actstream`)."""
+    base = os.environ.get(CACHE_ENV) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "actstream"
+    )
+    return Path(base)
 
 
 def compile_engine(
@@ -73,14 +90,13 @@ def compile_engine(
             files = ["model.pt"]
         elif backend == "onnxruntime":
             dtype = torch.float16 if precision == "fp16" else torch.float32
-            paths = export_onnx(
+            files = onnx_graphs(
                 copy.deepcopy(model).to(device, dtype),
-                tmp,
                 config,
+                tmp,
                 precision=precision,
                 max_batch=max_batch,
             )
-            files = [p.name for p in paths.values()]
         else:
             files = build_tensorrt(
                 copy.deepcopy(model),
@@ -112,6 +128,102 @@ def compile_engine(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+def onnx_graphs(
+    model: ActionModel, config: ModelConfig, out: Path, *, precision: str, max_batch: int
+) -> list[str]:
+    """Writes `<graph>.onnx` for every graph into `out`; returns the file names. An export
+    takes 10-30 s on a CPU, so its result is kept in `<cache>/onnx/` under a key of
+    everything that shapes it (weights, model config, precision, batch bound, device, the
+    model and graph code, library versions): compiling the same weights again (another
+    `--out`, a rebuilt cache entry) copies the files, checked against their hashes."""
+    names = [f"{name}.onnx" for name in GRAPHS]
+    memo = cache_base() / "onnx" / _export_key(model, config, precision, max_batch)
+    if _remembered(memo, names):
+        for name in names:
+            shutil.copyfile(memo / name, out / name)
+        os.utime(memo)  # recently used
+        logger.info("using the exported graphs cached in %s", memo)
+        return names
+    export_onnx(model, out, config, precision=precision, max_batch=max_batch)
+    _remember(out, names, memo)
+    return names
+
+
+def _export_key(model: ActionModel, config: ModelConfig, precision: str, max_batch: int) -> str:
+    what = {
+        "weights": weights_sha256(model.state_dict()),
+        "model": config_to_dict(config),
+        "precision": precision,
+        "max_batch": max_batch,
+        "device": next(model.parameters()).device.type,
+        "opset": ONNX_OPSET,
+        "code": _code_sha256(),
+        "versions": [_version(n) for n in ("torch", "onnx", "onnxscript", "transformers", "timm")],
+    }
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+@functools.cache
+def _code_sha256() -> str:
+    """The source the graphs are traced from: the models package and the graph wrappers."""
+    import models
+
+    h = hashlib.sha256()
+    for path in sorted(Path(models.__file__).parent.glob("*.py")) + [
+        Path(__file__).with_name("graphs.py")
+    ]:
+        h.update(path.name.encode() + path.read_bytes())
+    return h.hexdigest()
+
+
+def _remembered(memo: Path, names: list[str]) -> bool:
+    try:
+        want = json.loads((memo / "files.json").read_text())
+        return sorted(want) == sorted(names) and all(
+            file_sha256(memo / name) == want[name] for name in names
+        )
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def _remember(out: Path, names: list[str], memo: Path) -> None:
+    """Copies the exported files into the export cache (complete or not at all) and drops
+    the least recently used sets beyond `EXPORTS_KEPT`. Best effort: a cache that cannot be
+    written costs the next compile its export, nothing else."""
+    tmp = None
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".", dir=memo.parent))
+        for name in names:
+            shutil.copyfile(out / name, tmp / name)
+        (tmp / "files.json").write_text(
+            json.dumps({name: file_sha256(tmp / name) for name in names})
+        )
+        if memo.exists():
+            shutil.rmtree(memo)
+        tmp.rename(memo)
+        tmp = None
+        kept = sorted(
+            (p for p in memo.parent.iterdir() if p.is_dir() and not p.name.startswith(".")),
+            key=lambda p: p.stat().st_mtime,
+            reverse=True,
+        )
+        for old in kept[EXPORTS_KEPT:]:
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        logger.warning("could not keep the exported graphs in %s: %s", memo.parent, exc)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _device_name(device: str) -> str:
@@ -156,7 +268,13 @@ def load_engine(
             d, manifest.model, precision=manifest.precision, device=device, threads=threads
         )
     else:
-        backend = TensorRTBackend(d, manifest.model, precision=manifest.precision, device=device)
+        backend = TensorRTBackend(
+            d,
+            manifest.model,
+            precision=manifest.precision,
+            device=device,
+            max_batch=manifest.max_batch,
+        )
     return backend, manifest
 
 

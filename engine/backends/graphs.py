@@ -171,15 +171,23 @@ def example_inputs(specs: list[TensorSpec], batch: int, *, device: str = "cpu", 
 
 
 def export_program(
-    model: ActionModel, name: str, config: ModelConfig, precision: str, max_batch: int
+    model: ActionModel,
+    name: str,
+    config: ModelConfig,
+    precision: str,
+    max_batch: int,
+    example_batch: int = 2,
 ) -> torch.export.ExportedProgram:
-    """`torch.export` of one graph with a dynamic batch axis (1 .. max_batch)."""
+    """`torch.export` of one graph with a dynamic batch axis (1 .. max_batch), traced at
+    `example_batch` (at least 2: a batch of 1 would be specialised; torch-tensorrt takes its
+    optimisation profile's optimum from it)."""
     io = graph_io(config, precision)[name]
     module = graph_module(model, name)
-    batch = torch.export.Dim("batch", min=1, max=max(max_batch, 2))
+    bound = max(max_batch, 2)
+    batch = torch.export.Dim("batch", min=1, max=bound)
     dynamic = {spec.name: {spec.batch_axis: batch} for spec in io["inputs"]}
     device = next(model.parameters()).device
-    args = example_inputs(io["inputs"], 2, device=str(device))
+    args = example_inputs(io["inputs"], min(max(example_batch, 2), bound), device=str(device))
     with torch.no_grad():
         return torch.export.export(module, args, dynamic_shapes=dynamic, strict=False)
 
@@ -191,9 +199,10 @@ def export_onnx(
     *,
     precision: str = "fp32",
     max_batch: int = 32,
+    names: tuple[str, ...] = GRAPHS,
 ) -> dict[str, Path]:
-    """Writes `<graph>.onnx` for every graph; returns their paths. `model` must already be in
-    the precision's dtype."""
+    """Writes `<graph>.onnx` for every graph (or those `names`); returns their paths. `model`
+    must already be in the precision's dtype."""
     import onnx
 
     # The exporter logs a warning per optional torchvision op it cannot find; not ours.
@@ -202,7 +211,7 @@ def export_onnx(
     out_dir.mkdir(parents=True, exist_ok=True)
     io_all = graph_io(config, precision)
     paths = {}
-    for name in GRAPHS:
+    for name in names:
         io = io_all[name]
         program = export_program(model, name, config, precision, max_batch)
         path = out_dir / f"{name}.onnx"

@@ -298,7 +298,14 @@ def load_backend(config):
                     f"for; recompile with actstream compile --{key} {wanted}"
                 )
         logger.info("loaded engine %s (%s)", e.engine_dir, backend.describe())
-        return dataclasses.replace(config, model=manifest.model), backend
+        if e.max_batch > manifest.max_batch:  # the engine's profile ends there
+            logger.info(
+                "engine.max_batch %d capped at the engine's --max-batch %d",
+                e.max_batch,
+                manifest.max_batch,
+            )
+            e = dataclasses.replace(e, max_batch=manifest.max_batch)
+        return dataclasses.replace(config, model=manifest.model, engine=e), backend
     if config.weights:
         model, model_config, step = load_checkpoint(config.weights, "cpu")
         config = dataclasses.replace(config, model=model_config)

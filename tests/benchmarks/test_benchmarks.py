@@ -102,7 +102,12 @@ def test_pipeline_efficiency(tmp_path):
 
 
 def test_quick_subset_prints_the_table(tmp_path, capsys):
-    assert quick.main(["--out", str(tmp_path), "--duration-s", "6", "--streams", "2"]) == 0
+    assert (
+        quick.main(
+            ["--out", str(tmp_path), "--duration-s", "6", "--streams", "2", "--repeats", "3"]
+        )
+        == 0
+    )
     table = capsys.readouterr().out
     for row in ("backbone_b16", "step vs recompute (512 window)", "frame-to-event ms, 2 streams"):
         assert row in table

@@ -2,28 +2,34 @@
 not match, backend selection with clear errors, `actstream compile` / `run --engine`, and the
 same events from the torch and onnxruntime backends."""
 
+import copy
 import dataclasses
 import json
+import logging
 import shutil
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from engine.backends.base import BackendError
 from engine.backends.cache import prepare_backend
 from engine.backends.choice import choose_backend
-from engine.backends.compile import compile_engine, load_engine
-from engine.backends.manifest import EngineError, read_manifest, weights_sha256
+from engine.backends.compile import _export_key, _remembered, compile_engine, load_engine
+from engine.backends.graphs import export_onnx
+from engine.backends.manifest import EngineError, file_sha256, read_manifest, weights_sha256
 from engine.backends.torch_backend import TorchBackend
 from engine.backends.verify import compare_backends
 from engine.build import build_detector
 from engine.checkpoint import load_checkpoint, save_checkpoint
+from engine.cli.run import load_backend
 from engine.config import load_config
 from models.action_model import build_model
 from stream.sources import parse_sources
 from tests.conftest import run_cli as conftest_run_cli
+from tests.conftest import scaled
 from tests.integration.helpers import small_model
 from training.synth import write_synthetic_dataset
 
@@ -35,7 +41,7 @@ def small(image_size: int = 32):
     return build_model(config).eval(), config
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once, however the tests are ordered or distributed
 def checkpoint(tmp_path_factory):
     model, config = small()
     path = tmp_path_factory.mktemp("ckpt") / "small.pt"
@@ -43,7 +49,7 @@ def checkpoint(tmp_path_factory):
     return path, model, config
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def engines(tmp_path_factory, checkpoint):
     _, model, config = checkpoint
     root = tmp_path_factory.mktemp("engines")
@@ -132,17 +138,12 @@ def test_graph_of_another_model_shape_is_refused_even_with_a_matching_checksum(e
     """A backbone.onnx compiled for 48x48 frames dropped into a 32x32 engine directory, its
     checksum updated: the session's own input shapes give it away."""
     other_model, other_config = small(image_size=48)
-    other = compile_engine(
-        other_model,
-        other_config,
-        tmp_path / "other",
-        backend="onnxruntime",
-        precision="fp32",
-        max_batch=8,
-    )
+    [other] = export_onnx(
+        other_model, tmp_path / "other", other_config, max_batch=8, names=("backbone",)
+    ).values()
     d = copy_engine(engines, "onnxruntime", tmp_path)
-    shutil.copy(tmp_path / "other" / "backbone.onnx", d / "backbone.onnx")
-    edit_manifest(d, lambda m: m["files"].update({"backbone.onnx": other.files["backbone.onnx"]}))
+    shutil.copy(other, d / "backbone.onnx")
+    edit_manifest(d, lambda m: m["files"].update({"backbone.onnx": file_sha256(other)}))
     with pytest.raises(BackendError, match=r"backbone.onnx: graph inputs .* do not match"):
         load_engine(d)
 
@@ -159,18 +160,65 @@ def test_explicit_backend_that_is_unavailable_says_what_is_missing():
     assert choose_backend("auto", "cpu") == "onnxruntime"  # measured faster on the CPU
 
 
-def test_weights_compile_once_into_the_cache(checkpoint, tmp_path, monkeypatch):
+def test_weights_compile_once_into_the_cache(checkpoint, tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("ACTSTREAM_CACHE_DIR", str(tmp_path))
     _, model, config = checkpoint
-    first = prepare_backend(model, config, backend="onnxruntime")
+    got: list = []
+
+    def start():
+        got.append(prepare_backend(model, config, backend="onnxruntime"))
+
+    # two starts at once: one compiles, the other waits for it and loads the entry
+    starts = [threading.Thread(target=start) for _ in range(2)]
+    with caplog.at_level(logging.INFO, logger="engine.backends.cache"):
+        for t in starts:
+            t.start()
+        for t in starts:
+            t.join(scaled(120))
+    assert [b.name for b in got] == ["onnxruntime", "onnxruntime"]
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum(m.startswith("compiling the weights") for m in messages) == 1, messages
+    assert sum(m.startswith("using the cached") for m in messages) == 1, messages
     [entry] = list((tmp_path / "engines").iterdir())
     stamp = (entry / "manifest.json").stat().st_mtime_ns
     second = prepare_backend(model, config, backend="onnxruntime")
     assert (entry / "manifest.json").stat().st_mtime_ns == stamp  # reused, not recompiled
-    assert first.name == second.name == "onnxruntime"
-    (entry / "head.onnx").write_bytes(b"corrupt")  # a damaged cache entry is rebuilt
-    third = prepare_backend(model, config, backend="onnxruntime")
+    assert second.name == "onnxruntime"
+    (entry / "head.onnx").write_bytes(b"corrupt")  # a damaged cache entry is rebuilt...
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="engine.backends.compile"):
+        third = prepare_backend(model, config, backend="onnxruntime")
     assert read_manifest(entry).files and third.name == "onnxruntime"
+    # ...from the exported graphs the first compile kept, not by exporting again
+    assert any(r.getMessage().startswith("using the exported graphs") for r in caplog.records)
+    [memo] = list((tmp_path / "onnx").iterdir())
+    names = sorted(p.name for p in memo.glob("*.onnx"))
+    assert _remembered(memo, names)
+    (memo / names[0]).write_bytes(b"corrupt")  # a damaged kept file is not used
+    assert not _remembered(memo, names)
+
+
+def test_the_export_cache_key_covers_what_shapes_the_graphs(checkpoint):
+    _, model, config = checkpoint
+    key = _export_key(model, config, "fp32", 8)
+    assert key == _export_key(copy.deepcopy(model), config, "fp32", 8)
+    assert key != _export_key(model, config, "fp32", 4)
+    assert key != _export_key(model, config, "fp16", 8)
+    assert key != _export_key(model, dataclasses.replace(config, fps=config.fps + 1), "fp32", 8)
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        next(other.parameters()).add_(1e-3)
+    assert key != _export_key(other, config, "fp32", 8)
+
+
+@pytest.mark.parametrize("asked, used", [(32, 8), (4, 4)])
+def test_run_with_an_engine_never_batches_beyond_its_max_batch(engines, asked, used):
+    config = load_config(
+        None, [f"engine.engine_dir={engines / 'onnxruntime'}", f"engine.max_batch={asked}"]
+    )
+    config, backend = load_backend(config)
+    assert config.engine.max_batch == used and read_manifest(engines / "onnxruntime").max_batch == 8
+    backend.encode_frames(*[np.zeros((used, 32, 32, 3), np.uint8)] * 2)  # within the profile
 
 
 def run_cli(*args, timeout=120):
@@ -181,11 +229,11 @@ def test_compile_and_run_commands(checkpoint, tmp_path):
     path, _, _ = checkpoint
     out = tmp_path / "engine"
     result = run_cli(
-        "compile", str(path), "--backend", "onnxruntime", "--max-batch", "4", "--out", str(out)
+        "compile", str(path), "--backend", "onnxruntime", "--max-batch", "8", "--out", str(out)
     )
     assert result.returncode == 0, result.stderr
     assert "max |compiled - eager|" in result.stderr
-    assert read_manifest(out).max_batch == 4
+    assert read_manifest(out).max_batch == 8
     result = run_cli(
         "run",
         "synthetic://a",
@@ -239,6 +287,8 @@ def test_compile_refuses_what_cannot_be_built(checkpoint, tmp_path):
     for args, message in [
         (["--backend", "onnxruntime", "--precision", "fp16"], "fp16 needs a CUDA device"),
         (["--backend", "tensorrt"], "backend tensorrt is unavailable"),
+        # what is installed against what the TensorRT path needs, on the same line
+        (["--backend", "tensorrt"], f"; versions: torch {torch.__version__}"),
         (["--backend", "torch", "--standalone-engine"], "applies to the tensorrt backend only"),
         (["--max-batch", "0"], "--max-batch must be >= 1"),
     ]:
@@ -276,7 +326,7 @@ def test_torch_and_onnxruntime_give_the_same_events(tmp_path):
     [video] = sorted((tmp_path / "video").glob("*.mp4"))
     model, model_config, _ = load_checkpoint(ROOT / "configs" / "weights" / "demo.pt")
     compile_engine(
-        model, model_config, tmp_path / "ort", backend="onnxruntime", precision="fp32", max_batch=8
+        model, model_config, tmp_path / "ort", backend="onnxruntime", precision="fp32", max_batch=32
     )
     ort, _ = load_engine(tmp_path / "ort")
     config = load_config(ROOT / "configs" / "demo.yaml", ["stream.realtime=false"])

@@ -2,6 +2,7 @@
 the checker, ONNX Runtime equal to eager PyTorch, and only operators TensorRT's ONNX parser
 supports (the list kept in engine/backends/tensorrt_onnx_ops.json)."""
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -28,6 +29,8 @@ from models.actionformer import HeadConfig
 from models.faformer import FAFormerConfig
 from models.fastback import TemporalConfig
 
+pytestmark = pytest.mark.slow
+
 TRT_OPS = json.loads(
     (Path(__file__).parents[2] / "engine" / "backends" / "tensorrt_onnx_ops.json").read_text()
 )
@@ -53,12 +56,19 @@ CONFIGS = {
 }
 
 
-@pytest.fixture(scope="module", params=sorted(CONFIGS))
-def exported(request, tmp_path_factory):
-    config = CONFIGS[request.param]
+@functools.cache
+def export_once(name: str, root: Path):
+    """One export per shape in a session, however the tests are ordered or distributed (a
+    parametrized module fixture is set up again whenever its parameter changes)."""
+    config = CONFIGS[name]
     model = build_model(config).eval()
-    out = tmp_path_factory.mktemp(f"onnx-{request.param}")
+    out = root / f"onnx-{name}"
     return config, model, export_onnx(model, out, config, max_batch=8), out
+
+
+@pytest.fixture(params=sorted(CONFIGS))
+def exported(request, tmp_path_factory):
+    return export_once(request.param, tmp_path_factory.getbasetemp())
 
 
 @pytest.mark.parametrize("name", GRAPHS)

@@ -36,7 +36,7 @@ def sets(overrides: list[str]) -> list[str]:
     return [x for o in overrides for x in ("--set", o)]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once, however the tests are ordered or distributed
 def hf_folder(tmp_path_factory) -> Path:
     import torch
 
@@ -49,7 +49,7 @@ def hf_folder(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def trained(tmp_path_factory, hf_folder) -> tuple[Path, Path]:
     """(checkpoint, data folder): a few steps of `actstream train` with the folder's ResNet."""
     data = tmp_path_factory.mktemp("hf-data")
