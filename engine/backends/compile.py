@@ -141,11 +141,14 @@ def onnx_graphs(
     names = [f"{name}.onnx" for name in GRAPHS]
     memo = cache_base() / "onnx" / _export_key(model, config, precision, max_batch)
     if _remembered(memo, names):
-        for name in names:
-            shutil.copyfile(memo / name, out / name)
-        os.utime(memo)  # recently used
-        logger.info("using the exported graphs cached in %s", memo)
-        return names
+        try:
+            for name in names:
+                shutil.copyfile(memo / name, out / name)
+            os.utime(memo)  # recently used
+            logger.info("using the exported graphs cached in %s", memo)
+            return names
+        except OSError:  # another process replaced or dropped the set meanwhile: export
+            pass
     export_onnx(model, out, config, precision=precision, max_batch=max_batch)
     _remember(out, names, memo)
     return names
