@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import functools
 import hashlib
-import importlib.metadata
 import json
 import logging
 import os
@@ -34,7 +33,12 @@ from engine.backends.manifest import (
 from engine.backends.onnxruntime_backend import OnnxRuntimeBackend
 from engine.backends.tensorrt_backend import TensorRTBackend, build_tensorrt
 from engine.backends.torch_backend import TorchBackend
-from engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from engine.checkpoint import (
+    CheckpointError,
+    installed_version,
+    load_checkpoint,
+    save_checkpoint,
+)
 from engine.loader import config_to_dict
 from models.action_model import ActionModel, ModelConfig
 
@@ -163,16 +167,11 @@ def _export_key(model: ActionModel, config: ModelConfig, precision: str, max_bat
         "device": next(model.parameters()).device.type,
         "opset": ONNX_OPSET,
         "code": _code_sha256(),
-        "versions": [_version(n) for n in ("torch", "onnx", "onnxscript", "transformers", "timm")],
+        "versions": [
+            installed_version(n) for n in ("torch", "onnx", "onnxscript", "transformers", "timm")
+        ],
     }
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32]
-
-
-def _version(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 @functools.cache

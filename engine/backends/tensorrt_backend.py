@@ -31,6 +31,7 @@ import torch
 
 from engine.backends.base import BackendError, TorchGraphs, frames_to_tensor
 from engine.backends.graphs import GRAPHS, example_inputs, export_program, graph_io
+from engine.checkpoint import installed_version
 from models.action_model import ActionModel, ModelConfig
 
 logger = logging.getLogger(__name__)
@@ -81,15 +82,6 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
 
 
-def _installed(package: str) -> str | None:
-    import importlib.metadata
-
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def _minor(version: str) -> str:
     return ".".join(version.split("+")[0].split(".")[:2])
 
@@ -97,8 +89,12 @@ def _minor(version: str) -> str:
 def tensorrt_version_report() -> str:
     """One line: the versions installed against what the TensorRT path needs."""
     torch_v = torch.__version__
-    trt_torch = _installed("torch-tensorrt") or _installed("torch_tensorrt")
-    trt = _installed("tensorrt") or _installed("tensorrt-cu13") or _installed("tensorrt-cu12")
+    trt_torch = installed_version("torch-tensorrt") or installed_version("torch_tensorrt")
+    trt = (
+        installed_version("tensorrt")
+        or installed_version("tensorrt-cu13")
+        or installed_version("tensorrt-cu12")
+    )
     cuda = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU build"
     need = _minor(trt_torch) if trt_torch else TORCH_TENSORRT_PIN
     return (
@@ -111,7 +107,7 @@ def tensorrt_version_report() -> str:
 def version_mismatch() -> str | None:
     """torch-tensorrt built for another torch minor version, or a torch without CUDA: the
     import may work and the first compile fail, so it is refused up front."""
-    trt_torch = _installed("torch-tensorrt") or _installed("torch_tensorrt")
+    trt_torch = installed_version("torch-tensorrt") or installed_version("torch_tensorrt")
     if trt_torch and _minor(trt_torch) != _minor(torch.__version__):
         return (
             f"torch-tensorrt {trt_torch} needs torch {_minor(trt_torch)}.*, but torch is "
