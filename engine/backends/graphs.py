@@ -170,6 +170,12 @@ def example_inputs(specs: list[TensorSpec], batch: int, *, device: str = "cpu", 
     return tuple(out)
 
 
+def example_batch_size(example_batch: int, max_batch: int) -> int:
+    """The batch a graph is traced at: `example_batch` within 2 .. the batch bound (a batch
+    of 1 would be specialised)."""
+    return min(max(example_batch, 2), max(max_batch, 2))
+
+
 def export_program(
     model: ActionModel,
     name: str,
@@ -183,11 +189,12 @@ def export_program(
     optimisation profile's optimum from it)."""
     io = graph_io(config, precision)[name]
     module = graph_module(model, name)
-    bound = max(max_batch, 2)
-    batch = torch.export.Dim("batch", min=1, max=bound)
+    batch = torch.export.Dim("batch", min=1, max=max(max_batch, 2))
     dynamic = {spec.name: {spec.batch_axis: batch} for spec in io["inputs"]}
     device = next(model.parameters()).device
-    args = example_inputs(io["inputs"], min(max(example_batch, 2), bound), device=str(device))
+    args = example_inputs(
+        io["inputs"], example_batch_size(example_batch, max_batch), device=str(device)
+    )
     with torch.no_grad():
         return torch.export.export(module, args, dynamic_shapes=dynamic, strict=False)
 

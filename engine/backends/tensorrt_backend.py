@@ -30,7 +30,13 @@ import numpy as np
 import torch
 
 from engine.backends.base import BackendError, TorchGraphs, frames_to_tensor
-from engine.backends.graphs import GRAPHS, example_inputs, export_program, graph_io
+from engine.backends.graphs import (
+    GRAPHS,
+    example_batch_size,
+    example_inputs,
+    export_program,
+    graph_io,
+)
 from engine.checkpoint import installed_version
 from models.action_model import ActionModel, ModelConfig
 
@@ -68,11 +74,9 @@ def tensorrt_import_problem() -> str | None:
     for module in ("torch_tensorrt", "tensorrt"):
         try:
             __import__(module)
-        except ImportError as exc:
-            if exc.name in ("torch_tensorrt", "tensorrt"):
+        except Exception as exc:  # a broken install raises more than ImportError
+            if isinstance(exc, ImportError) and exc.name in ("torch_tensorrt", "tensorrt"):
                 return f"{exc.name} is not installed: {TRT_INSTALL}"
-            return f"{module} cannot be imported ({_one_line(exc)}): {TRT_INSTALL}"
-        except Exception as exc:  # a broken install: see the docstring
             return f"{module} cannot be imported ({_one_line(exc)}): {TRT_INSTALL}"
     return None
 
@@ -89,7 +93,7 @@ def _minor(version: str) -> str:
 def tensorrt_version_report() -> str:
     """One line: the versions installed against what the TensorRT path needs."""
     torch_v = torch.__version__
-    trt_torch = installed_version("torch-tensorrt") or installed_version("torch_tensorrt")
+    trt_torch = installed_version("torch-tensorrt")
     trt = (
         installed_version("tensorrt")
         or installed_version("tensorrt-cu13")
@@ -107,7 +111,7 @@ def tensorrt_version_report() -> str:
 def version_mismatch() -> str | None:
     """torch-tensorrt built for another torch minor version, or a torch without CUDA: the
     import may work and the first compile fail, so it is refused up front."""
-    trt_torch = installed_version("torch-tensorrt") or installed_version("torch_tensorrt")
+    trt_torch = installed_version("torch-tensorrt")
     if trt_torch and _minor(trt_torch) != _minor(torch.__version__):
         return (
             f"torch-tensorrt {trt_torch} needs torch {_minor(trt_torch)}.*, but torch is "
@@ -177,7 +181,7 @@ def build_tensorrt(
             str(path),
             output_format="exported_program",
             arg_inputs=list(
-                example_inputs(specs, min(max(opt, 2), max(max_batch, 2)), device=device)
+                example_inputs(specs, example_batch_size(opt, max_batch), device=device)
             ),
             dynamic_shapes={s.name: {s.batch_axis: batch} for s in specs},
         )
