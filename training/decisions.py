@@ -11,8 +11,11 @@ threshold on the grid (decoding is unchanged above it).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from engine.config import AppConfig
 from engine.segmenter import ModelSegmenter, Window
@@ -93,6 +96,71 @@ def record(
     return Recording(video.video_id, segmenter.runs, lag, period), reported_actions(
         events, video.video_id
     )
+
+
+RECORDINGS_FORMAT = 1
+
+
+def recording_key(checkpoint: str, videos: list[VideoItem], config: AppConfig, stop_below: float):
+    """What a set of recordings depends on: the checkpoint's bytes, the videos, the decoding
+    and the lowest score kept (the tracker is what gets searched, so it is not part of it)."""
+    digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
+    return {
+        "format": RECORDINGS_FORMAT,
+        "checkpoint_sha256": digest,
+        "videos": [v.video_id for v in videos],
+        "decode": dataclasses.asdict(config.decode),
+        "stop_below": stop_below,
+    }
+
+
+def save_recordings(path: Path, key: dict, recordings: list[Recording]) -> None:
+    """Writes `recordings` with `key` as JSON (atomically)."""
+    body = {
+        "key": key,
+        "recordings": [
+            {
+                "video_id": r.video_id,
+                "decision_lag_s": r.decision_lag_s,
+                "frame_period_s": r.frame_period_s,
+                "runs": [
+                    [run.window_start_s, run.window_end_s, [_plain(d) for d in run.detections]]
+                    for run in r.runs
+                ],
+            }
+            for r in recordings
+        ],
+    }
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(body, separators=(",", ":")))
+    tmp.replace(path)
+
+
+def load_recordings(path: Path, key: dict) -> tuple[list[Recording] | None, str]:
+    """The recordings saved at `path` if they were made for `key`; else (None, why not)."""
+    try:
+        body = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None, f"{path}: none saved yet"
+    except (OSError, ValueError) as exc:
+        return None, f"{path}: unreadable ({exc})"
+    if body.get("key") != key:
+        old = body.get("key") or {}
+        what = [k for k in key if old.get(k) != key[k]]
+        return None, f"{path}: made for another {' and '.join(what) or 'format'}"
+    return [
+        Recording(
+            r["video_id"],
+            [HeadRun(s, e, [Interval(*d) for d in dets]) for s, e, dets in r["runs"]],
+            r["decision_lag_s"],
+            r["frame_period_s"],
+        )
+        for r in body["recordings"]
+    ], ""
+
+
+def _plain(d: Interval) -> list:
+    return [d.start_s, d.end_s, d.label, d.score]
 
 
 def simulate(rec: Recording, config: TrackerConfig) -> list[ReportedAction]:

@@ -14,7 +14,7 @@ from engine.tracker import TrackerConfig
 from tests.conftest import CMD, scaled
 from training.config import DataConfig
 from training.data import load_videos
-from training.decisions import record, simulate
+from training.decisions import load_recordings, record, recording_key, save_recordings, simulate
 from training.evaluate import replay, reported_actions
 from training.synth import write_synthetic_dataset
 
@@ -50,6 +50,13 @@ def test_replaying_recorded_head_runs_gives_the_detectors_own_events(tmp_path):
     rec, own = record(model, video, path, app, stop_below=0.05)
     assert len(rec.runs) == 150 and own  # a head run every 2 frames of 30 s
     assert [key(a) for a in simulate(rec, app.tracker)] == [key(a) for a in own]
+    saved, made_for = tmp_path / "recordings.json", recording_key(str(BUNDLED), [video], app, 0.05)
+    save_recordings(saved, made_for, [rec])
+    (loaded,), why = load_recordings(saved, made_for)
+    assert loaded == rec and why == ""  # exactly what was recorded
+    other_decoding = dataclasses.replace(app, decode=dataclasses.replace(app.decode, nms_sigma=0.9))
+    stale, why = load_recordings(saved, recording_key(str(BUNDLED), [video], other_decoding, 0.05))
+    assert stale is None and "made for another decode" in why
     other = TrackerConfig(onset_threshold=0.3, keep_threshold=0.3, confirm_runs=1)
     replayed = reported_actions(
         replay(model, path, dataclasses.replace(app, tracker=other)), video.video_id
@@ -79,6 +86,15 @@ def test_tune_writes_a_tracker_section_the_detector_loads(tmp_path):
         for r in json.loads((out / "tune.json").read_text())["results"]
     ]
     assert len(scores) > 20 and scores[0] == max(scores)
+    again = subprocess.run(
+        [*CMD, "tune", str(BUNDLED), str(data), "--subset", "all", "--out", str(out), "--reuse"],
+        capture_output=True,
+        text=True,
+        timeout=scaled(300),
+    )
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("reusing the head runs of 2 videos")
+    assert yaml.safe_load((out / "tracker.yaml").read_text())["tracker"] == section
     bad = subprocess.run(
         [*CMD, "tune", str(BUNDLED), str(data), "--subset", "nope"],
         capture_output=True,

@@ -28,7 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(ties: fewer events per true action, then earlier onsets), one parameter at a time "
         "until a pass over the grid changes nothing. Prints the best config's "
         "event table and writes OUT/tracker.yaml (a tracker section to paste into a "
-        "detector config) and OUT/tune.json (every config with its table).",
+        "detector config), OUT/tune.json (every config with its table) and "
+        "OUT/recordings.json (the head runs, for --reuse).",
     )
     add_checkpoint_and_data(
         tune,
@@ -38,12 +39,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     tune.add_argument("--config", help="detector config whose other sections the replay uses")
     add_overrides(tune, "decode.nms_sigma=0.5")
     tune.add_argument("--out", default="runs/tune", help="results folder (default runs/tune)")
+    tune.add_argument(
+        "--reuse",
+        action="store_true",
+        help="search again on OUT/recordings.json when it was recorded for this checkpoint, "
+        "these videos and this decoding (every replay writes it); otherwise record anew",
+    )
     tune.set_defaults(handler=tune_command)
 
 
 def tune_command(args: argparse.Namespace) -> int:
     from training.config import DataConfig
-    from training.decisions import GRID, config_changes, record, simulate, tune
+    from training.decisions import (
+        GRID,
+        config_changes,
+        load_recordings,
+        record,
+        recording_key,
+        save_recordings,
+        simulate,
+        tune,
+    )
     from training.evaluate import streaming_result
     from training.event_metrics import event_table
     from training.progress import Progress
@@ -55,13 +71,25 @@ def tune_command(args: argparse.Namespace) -> int:
     except InputError as exc:
         return fail(str(exc))
     lowest = min(GRID["onset_threshold"]) * min(GRID["keep_ratio"])
-    print(f"recording {len(videos)} videos of {args.subset!r} ...", flush=True)
-    bar = Progress(len(videos), every=1)
-    recordings = []
-    for i, v in enumerate(videos, 1):
-        rec, _ = record(model, v, str(ann.parent / f"{v.video_id}.mp4"), app, stop_below=lowest)
-        recordings.append(rec)
-        bar.update(i)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    saved = out / "recordings.json"
+    key = recording_key(args.checkpoint, videos, app, lowest)
+    recordings, why = load_recordings(saved, key) if args.reuse else (None, "")
+    if recordings is not None:
+        print(f"reusing the head runs of {len(videos)} videos in {saved}", flush=True)
+    else:
+        if why:
+            print(f"recording anew: {why}", flush=True)
+        print(f"recording {len(videos)} videos of {args.subset!r} ...", flush=True)
+        bar = Progress(len(videos), every=1)
+        recordings = []
+        for i, v in enumerate(videos, 1):
+            path = str(ann.parent / f"{v.video_id}.mp4")
+            rec, _ = record(model, v, path, app, stop_below=lowest)
+            recordings.append(rec)
+            bar.update(i)
+        save_recordings(saved, key, recordings)
     print("searching the tracker grid (coordinate search, a line per config) ...", flush=True)
     scored = tune(
         recordings,
@@ -73,8 +101,6 @@ def tune_command(args: argparse.Namespace) -> int:
     best = scored[0][0]
     actions = {r.video_id: simulate(r, best) for r in recordings}
     table = streaming_result(actions, videos, classes).events  # with the mAPs
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     chosen = {f.name: getattr(best, f.name) for f in dataclasses.fields(best)}
     yaml_lines = [
         f"# chosen by actstream tune on {len(videos)} videos of {args.subset!r} "
