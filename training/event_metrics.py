@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.intervals import Interval, match_events
+from models.intervals import Interval, interval_iou, match_events
 from training.metrics import detection_map
 
 EVENT_TIOUS = (0.3, 0.5, 0.7)
@@ -83,6 +83,43 @@ def split_share(reported: list[Interval], truth: list[Interval]) -> float:
     return split / len(truth)
 
 
+WRONG_LABEL_IOU = 0.3
+
+
+def error_kinds(
+    reported: list[Interval], truth: list[Interval], pairs: list[tuple[int, int]]
+) -> dict[str, dict[str, int]]:
+    """Counts of false events and missed true actions by kind (module doc), given the
+    one-to-one `pairs` (reported index, truth index) at tIoU 0.5."""
+    matched_r, matched_t = {i for i, _ in pairs}, {j for _, j in pairs}
+    false = dict.fromkeys(("mislocated", "wrong_label", "duplicate", "spurious"), 0)
+    missed = dict.fromkeys(("mislocated", "wrong_label", "merged", "not_found"), 0)
+    for kind, items, others, matched, matched_other, first in (
+        (false, reported, truth, matched_r, matched_t, "duplicate"),
+        (missed, truth, reported, matched_t, matched_r, "merged"),
+    ):
+        by_video: dict[str, list[int]] = {}
+        for k, o in enumerate(others):
+            by_video.setdefault(o.video_id, []).append(k)
+        for i, x in enumerate(items):
+            if i in matched:
+                continue
+            near = by_video.get(x.video_id, [])
+            bounds = np.array([[others[k].start_s, others[k].end_s] for k in near]).reshape(-1, 2)
+            iou = interval_iou(x.start_s, x.end_s, bounds)
+            same = np.array([others[k].label == x.label for k in near], bool)
+            taken = np.array([k in matched_other for k in near], bool)
+            if (same & taken & (iou >= 0.5)).any():
+                kind[first] += 1
+            elif (same & (iou > 0)).any():
+                kind["mislocated"] += 1
+            elif (~same & (iou >= WRONG_LABEL_IOU)).any():
+                kind["wrong_label"] += 1
+            else:
+                kind["spurious" if kind is false else "not_found"] += 1
+    return {"false": false, "missed": missed}
+
+
 def event_metrics(
     actions: list[ReportedAction],
     truth: list[Interval],
@@ -114,6 +151,7 @@ def event_metrics(
     out["events_per_true_action"] = len(reported) / len(truth) if truth else float("nan")
     out["split_share"] = split_share(reported, truth)
     out["false_per_minute"] = (len(reported) - len(m50)) / minutes if minutes > 0 else float("nan")
+    out["errors"] = error_kinds(reported, truth, m50)
     late = [a for a in actions if a.late]
     retro = [a for a in actions if not a.late and a.onset_s - a.announced_start_s > retroactive_s]
     out["retroactive"] = {"bound_s": retroactive_s, "count": len(retro), "late_marked": len(late)}
@@ -156,6 +194,10 @@ def event_table(m: dict) -> list[str]:
         f"  offset delay median {off['median_s']:.2f} s  p90 {off['p90_s']:.2f} s  "
         f"max {off['max_s']:.2f} s",
     ]
+    if "errors" in m:  # results.json written before it existed have none
+        for name, counts in (("false events", "false"), ("missed actions", "missed")):
+            kinds = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in m["errors"][counts].items())
+            lines.append(f"  {name} (tIoU 0.5): {kinds}")
     if "streaming_map" in m:
         lines.append(
             f"  streaming mAP {m['streaming_map']:.3f}  (with the score known at onset "

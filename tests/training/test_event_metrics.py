@@ -85,3 +85,40 @@ def test_nothing_reported_gives_zero_recall_and_nan_delays():
     assert m["by_tiou"]["0.5"]["recall"] == 0.0 and math.isnan(m["by_tiou"]["0.5"]["precision"])
     assert m["onset_delay"]["count"] == 0 and math.isnan(m["onset_delay"]["median_s"])
     assert event_table(m)[0].startswith("events: 0 reported for 4 true actions")
+
+
+def test_false_events_and_missed_actions_are_told_apart_by_kind():
+    # In the shared timeline, at tIoU 0.5: both halves of the split wave [50, 60] are false
+    # and mislocated (each overlaps it, too little), the dash is spurious; the second wave is
+    # missed, mislocated (its fragments overlap it).
+    m = event_metrics(ACTIONS, TRUTH, minutes=2.0)
+    assert m["errors"] == {
+        "false": {"mislocated": 2, "wrong_label": 0, "duplicate": 0, "spurious": 1},
+        "missed": {"mislocated": 1, "wrong_label": 0, "merged": 0, "not_found": 0},
+    }
+    truth = [
+        Interval(0, 10, "wave", video_id="v"),
+        Interval(1, 10, "wave", video_id="v"),  # a second actor waving at once
+        Interval(20, 30, "jump", video_id="v"),
+        Interval(40, 44, "spin", video_id="v"),
+        Interval(50, 52, "flash", video_id="v"),
+    ]
+    actions = [
+        act(0, 10, "wave", 0.5, 10.5),  # one event for both waves: the second is merged
+        act(20, 29, "pulse", 20.5, 29.5),  # the jump read as a pulse: a wrong label
+        act(40, 44, "spin", 40.5, 44.5),
+        act(40.2, 44, "spin", 40.6, 44.4),  # the spin again: a duplicate
+    ]  # and the flash is not found
+    m = event_metrics(actions, truth, minutes=1.0)
+    assert m["by_tiou"]["0.5"]["tp"] == 2
+    assert m["errors"] == {
+        "false": {"mislocated": 0, "wrong_label": 1, "duplicate": 1, "spurious": 0},
+        "missed": {"mislocated": 0, "wrong_label": 1, "merged": 1, "not_found": 1},
+    }
+    lines = event_table(m)
+    assert (
+        "  false events (tIoU 0.5): 0 mislocated, 1 wrong label, 1 duplicate, 0 spurious" in lines
+    )
+    assert (
+        "  missed actions (tIoU 0.5): 0 mislocated, 1 wrong label, 1 merged, 1 not found" in lines
+    )
