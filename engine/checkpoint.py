@@ -24,16 +24,6 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message names it and says why."""
 
 
-def installed_version(package: str) -> str | None:
-    """The installed distribution's version (without importing it), or None."""
-    import importlib.metadata
-
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def versions() -> dict[str, str]:
     import av
     import numpy

@@ -14,6 +14,7 @@ from typing import Any
 from engine.backends.choice import EngineConfig
 from engine.loader import ConfigError, apply_overrides, from_dict, read_yaml_mapping
 from engine.metrics import MetricsConfig
+from engine.store.events import StoreConfig
 from engine.tracker import TrackerConfig
 from engine.wire.publisher import PublisherConfig
 from models.action_model import ModelConfig
@@ -45,6 +46,7 @@ class AppConfig:
     publisher: PublisherConfig = field(default_factory=PublisherConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
 
 
 def resolve_weights(config: AppConfig) -> tuple[str | None, str | None]:

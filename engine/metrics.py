@@ -128,6 +128,21 @@ class Metrics:
             "Messages published while no subscription matched them (nobody received them).",
             registry=r,
         )
+        self.store_writes = Counter(
+            "actstream_store_writes",
+            "Messages committed to the event store.",
+            registry=r,
+        )
+        self.store_errors = Counter(
+            "actstream_store_errors",
+            "Event store commits that failed (disk full, read-only); retried.",
+            registry=r,
+        )
+        self.store_dropped = Counter(
+            "actstream_store_dropped",
+            "Messages the event store could not keep (its queue was full).",
+            registry=r,
+        )
         self.batch_size = Histogram(
             "actstream_backbone_batch_size",
             "Frames per backbone batch.",

@@ -1,9 +1,9 @@
 """Package import boundaries (STYLE.md, DESIGN.md): who may import whom, no import cycles,
 and every module of engine/ importable without the optional accelerator libraries.
 
-Layers, bottom up: stream/ and models/ (each on its own); engine/wire/ (torch-free);
-engine/backends/ (models); engine/ (stream, models, backends, wire); training/ (all of
-those); benchmarks/ (everything). The one declared exception: `actstream bench`
+Layers, bottom up: stream/ and models/ (each on its own); engine/wire/ and engine/store/
+(torch-free); engine/backends/ (models); engine/ (stream, models, backends, wire, store);
+training/ (all of those); benchmarks/ (everything). The one declared exception: `actstream bench`
 (training/commands/bench.py) starts the benchmarks.
 """
 
@@ -30,8 +30,12 @@ RULES: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {
         ),
     ),
     "engine.wire": (("engine.wire", "engine.loader", "engine.metrics"), frozenset({"torch"})),
+    "engine.store": (
+        ("engine.store", "engine.loader", "engine.metrics", "engine.versions"),
+        frozenset({"torch"}),
+    ),
     "engine.backends": (
-        ("engine.backends", "engine.checkpoint", "engine.loader", "models"),
+        ("engine.backends", "engine.checkpoint", "engine.loader", "engine.versions", "models"),
         frozenset(),
     ),
     "engine": (("engine", "stream", "models"), frozenset()),

@@ -11,11 +11,11 @@ import signal
 import sys
 
 import engine.cli.compile as compile_cmd
-from engine.cli import keys, proxy, run, subscribe
+from engine.cli import events, keys, proxy, run, subscribe
 from engine.cli.common import EXIT_INTERRUPTED, say, setup_logging
 from training.commands import bench, evaluate, synth, train, tune
 
-COMMANDS = (run, subscribe, compile_cmd, keys, proxy, synth, train, evaluate, tune, bench)
+COMMANDS = (run, subscribe, events, compile_cmd, keys, proxy, synth, train, evaluate, tune, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

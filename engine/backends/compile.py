@@ -33,13 +33,9 @@ from engine.backends.manifest import (
 from engine.backends.onnxruntime_backend import OnnxRuntimeBackend
 from engine.backends.tensorrt_backend import TensorRTBackend, build_tensorrt
 from engine.backends.torch_backend import TorchBackend
-from engine.checkpoint import (
-    CheckpointError,
-    installed_version,
-    load_checkpoint,
-    save_checkpoint,
-)
+from engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from engine.loader import config_to_dict
+from engine.versions import installed_version
 from models.action_model import ActionModel, ModelConfig
 
 logger = logging.getLogger(__name__)

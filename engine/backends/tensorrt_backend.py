@@ -37,7 +37,7 @@ from engine.backends.graphs import (
     export_program,
     graph_io,
 )
-from engine.checkpoint import installed_version
+from engine.versions import installed_version
 from models.action_model import ActionModel, ModelConfig
 
 logger = logging.getLogger(__name__)

@@ -1,3 +1,3 @@
 """The detector's commands, one module each with its parser beside its handler: `run`,
-`subscribe`, `compile`, `keys`, `proxy`. The table of every command is `training/cli.py`,
-the composition root (training/ may import engine/, not the reverse)."""
+`subscribe`, `events`, `compile`, `keys`, `proxy`. The table of every command is
+`training/cli.py`, the composition root (training/ may import engine/, not the reverse)."""

@@ -70,6 +70,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     run.add_argument("--no-metrics", action="store_true", help="no metrics endpoint")
     run.add_argument(
+        "--store",
+        metavar="PATH",
+        help="SQLite event store to write every event into (default runs/events.db; "
+        "actstream events reads it)",
+    )
+    run.add_argument("--no-store", action="store_true", help="keep no event store")
+    run.add_argument(
         "--curve-secret-key",
         metavar="NAME.key_secret",
         help="encrypt events with ZeroMQ CURVE using this key pair (from actstream keys)",
@@ -110,6 +117,10 @@ def _overrides(args: argparse.Namespace) -> list[str]:
         overrides.append("metrics.port=null")
     elif args.metrics_port is not None:
         overrides.append(f"metrics.port={args.metrics_port}")
+    if args.no_store:
+        overrides.append("store.path=null")
+    elif args.store:
+        overrides.append(f"store.path={json.dumps(args.store)}")
     if args.fast:
         overrides.append("stream.realtime=false")
     for flag, key in (("engine", "engine_dir"), ("backend", "backend"), ("precision", "precision")):
@@ -144,6 +155,7 @@ def _run(args: argparse.Namespace) -> int:
     from engine.detector import StartupError
     from engine.loader import ConfigError
     from engine.metrics import Metrics, MetricsPortError
+    from engine.store.events import EventStore, StoreError
     from engine.wire.publisher import PublisherError
     from engine.wire.security import KeyFileError
     from stream.sources import SourceError, parse_sources
@@ -192,23 +204,55 @@ def _run(args: argparse.Namespace) -> int:
                     shown(topic, payload, message)
                 truth.on_message(topic, payload, message)
 
+    weights = (
+        config.engine.engine_dir
+        or config.weights
+        or f"none (seeded random init, seed {config.model.seed})"
+    )
+    run_id = uuid.uuid4().hex[:8]
+    store = None
+    if config.store.path:
+        store = EventStore(
+            config.store,
+            run_id=run_id,
+            model=weights,
+            streams=[s.stream_id for s in specs],
+            metrics=metrics,
+        )
+        try:
+            store.start()
+        except StoreError as exc:
+            metrics.close()
+            return fail(str(exc))
+        shown_first = on_sent
+
+        def on_sent(topic: str, payload: bytes, message: object) -> None:
+            store.record(payload)
+            if shown_first is not None:
+                shown_first(topic, payload, message)
+
+    def close_all() -> None:
+        metrics.close()
+        if store is not None:
+            store.close()
+
     try:
         detector = build_detector(
             specs,
             config,
             backend,
-            run_id=uuid.uuid4().hex[:8],
+            run_id=run_id,
             metrics=metrics,
             on_sent=on_sent,
             on_frame=None if truth is None else truth.on_frame,
         )
     except KeyFileError as exc:
-        metrics.close()
+        close_all()
         return fail(str(exc))
     try:
         endpoint = detector.publisher.start()
     except PublisherError as exc:
-        metrics.close()
+        close_all()
         return fail(str(exc))
     stop = threading.Event()
 
@@ -221,24 +265,23 @@ def _run(args: argparse.Namespace) -> int:
     try:
         detector.start()
     except StartupError as exc:
+        if store is not None:
+            store.close()
         return fail(str(exc))
     metrics_url = f"http://{config.metrics.host}:{metrics.port}/metrics" if metrics.port else "off"
-    weights = (
-        config.engine.engine_dir
-        or config.weights
-        or f"none (seeded random init, seed {config.model.seed})"
-    )
     say(
         f"running {len(specs)} stream(s): "
         f"{', '.join(f'{s.stream_id}={s.display}' for s in specs)}; weights: {weights}; "
         f"backend: {backend.describe()}; "
         f"events: {endpoint} (actstream subscribe --zmq {endpoint}); metrics: {metrics_url}; "
-        "Ctrl-C stops"
+        f"store: {config.store.path or 'off'}; Ctrl-C stops"
     )
     try:
         detector.run(stop, duration_s=args.duration_s)
     finally:
-        detector.close()
+        detector.close()  # the publisher hands the store its last messages first
+        if store is not None:
+            store.close()
     return 0
 
 
