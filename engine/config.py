@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.api import HttpConfig
 from engine.backends.choice import EngineConfig
 from engine.loader import ConfigError, apply_overrides, from_dict, read_yaml_mapping
 from engine.metrics import MetricsConfig
@@ -47,6 +48,7 @@ class AppConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
 
 
 def resolve_weights(config: AppConfig) -> tuple[str | None, str | None]:

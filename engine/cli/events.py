@@ -5,14 +5,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import re
 import sys
-import time
 
 from engine.cli.common import fail
-
-DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
-UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -40,31 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ev.set_defaults(handler=events_command)
 
 
-def parse_time(text: str, now: float | None = None) -> float:
-    """Unix seconds from Unix seconds, ISO 8601 or a time ago; ValueError naming the text."""
-    now = time.time() if now is None else now
-    text = text.strip()
-    ago = DURATION.match(text)
-    if ago:
-        return now - float(ago.group(1)) * UNIT_S[ago.group(2)]
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(
-            f"{text!r}: not a time; give Unix seconds, ISO 8601 (2026-12-01T21:00:00) or a "
-            "time ago (30s, 15m, 2h, 7d)"
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return when.timestamp()
-
-
 def events_command(args: argparse.Namespace) -> int:
-    from engine.store.events import StoreError, open_database, query_events
+    from engine.store.events import StoreError, open_database, parse_time, query_events
 
     try:
         since = parse_time(args.since) if args.since else None

@@ -77,6 +77,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     run.add_argument("--no-store", action="store_true", help="keep no event store")
     run.add_argument(
+        "--http-port",
+        type=int,
+        metavar="PORT",
+        help="serve the HTTP API (/api/events, /api/streams, /healthz) on "
+        "http://127.0.0.1:PORT (default: off; 0 = any free port)",
+    )
+    run.add_argument(
         "--curve-secret-key",
         metavar="NAME.key_secret",
         help="encrypt events with ZeroMQ CURVE using this key pair (from actstream keys)",
@@ -117,6 +124,8 @@ def _overrides(args: argparse.Namespace) -> list[str]:
         overrides.append("metrics.port=null")
     elif args.metrics_port is not None:
         overrides.append(f"metrics.port={args.metrics_port}")
+    if args.http_port is not None:
+        overrides.append(f"http.port={args.http_port}")
     if args.no_store:
         overrides.append("store.path=null")
     elif args.store:
@@ -254,6 +263,21 @@ def _run(args: argparse.Namespace) -> int:
     except PublisherError as exc:
         close_all()
         return fail(str(exc))
+    api = None
+    if config.http.port is not None:
+        from engine.api import ApiServer, HttpPortError
+        from engine.api.app import DetectorView, build_app
+
+        view = DetectorView(
+            detector.publisher.current, detector.publisher.is_alive, metrics.registry
+        )
+        api = ApiServer(build_app(config.store.path, view), config.http.host, config.http.port)
+        try:
+            api.start()
+        except HttpPortError as exc:
+            detector.publisher.close()
+            close_all()
+            return fail(str(exc))
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -265,21 +289,26 @@ def _run(args: argparse.Namespace) -> int:
     try:
         detector.start()
     except StartupError as exc:
+        if api is not None:
+            api.close()
         if store is not None:
             store.close()
         return fail(str(exc))
     metrics_url = f"http://{config.metrics.host}:{metrics.port}/metrics" if metrics.port else "off"
+    api_url = f"http://{config.http.host}:{api.port}/api/events" if api else "off"
     say(
         f"running {len(specs)} stream(s): "
         f"{', '.join(f'{s.stream_id}={s.display}' for s in specs)}; weights: {weights}; "
         f"backend: {backend.describe()}; "
         f"events: {endpoint} (actstream subscribe --zmq {endpoint}); metrics: {metrics_url}; "
-        f"store: {config.store.path or 'off'}; Ctrl-C stops"
+        f"store: {config.store.path or 'off'}; HTTP API: {api_url}; Ctrl-C stops"
     )
     try:
         detector.run(stop, duration_s=args.duration_s)
     finally:
         detector.close()  # the publisher hands the store its last messages first
+        if api is not None:
+            api.close()
         if store is not None:
             store.close()
     return 0

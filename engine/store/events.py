@@ -16,9 +16,11 @@ or a file that is not an SQLite database, is refused with one line.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import queue
+import re
 import sqlite3
 import threading
 import time
@@ -130,6 +132,8 @@ EVENT_COLUMNS = (
     "clip_path",
     "snapshot_path",
 )
+DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 BUSY_TIMEOUT_S = 5.0  # several detectors may share one file: wait for each other's commits
 _CLOSE = object()
 
@@ -397,13 +401,18 @@ def query_events(
     since_wall_s: float | None = None,
     until_wall_s: float | None = None,
     open_only: bool = False,
+    event_ids: list[str] | tuple[str, ...] = (),
     limit: int = 50,
     offset: int = 0,
 ) -> list[dict[str, Any]]:
     """Events (dicts of `EVENT_COLUMNS`, `late` as bool) whose start lies in [since, until),
     of the given streams and labels (none given: all), newest first, `offset` newest ones
-    skipped; `open_only`: actions whose offset has not been stored."""
+    skipped; `open_only`: actions whose offset has not been stored; `event_ids`: only
+    these."""
     where, args = [], []
+    if event_ids:
+        where.append(f"event_id IN ({', '.join('?' * len(event_ids))})")
+        args += list(event_ids)
     if streams:
         where.append(f"stream IN ({', '.join('?' * len(streams))})")
         args += list(streams)
@@ -427,3 +436,26 @@ def query_events(
     for r in out:
         r["late"] = bool(r["late"])
     return out
+
+
+def parse_time(text: str, now: float | None = None) -> float:
+    """Unix seconds from Unix seconds, ISO 8601 or a time ago; ValueError naming the text."""
+    now = time.time() if now is None else now
+    text = text.strip()
+    ago = DURATION.match(text)
+    if ago:
+        return now - float(ago.group(1)) * UNIT_S[ago.group(2)]
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"{text!r}: not a time; give Unix seconds, ISO 8601 (2026-12-01T21:00:00) or a "
+            "time ago (30s, 15m, 2h, 7d)"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return when.timestamp()

@@ -144,6 +144,11 @@ class Publisher:
             self._queue.put(_CLOSE)
             self._thread.join(timeout_s)
 
+    def current(self) -> tuple[dict[str, str], list[ActionEvent]]:
+        """Each stream's last state sent and the onsets of the actions still open, as copies
+        (any thread may ask: the HTTP API does)."""
+        return dict(self._states), list(self._open.values())
+
     def is_alive(self) -> bool:
         return self._thread.is_alive()
 

@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from engine.cli.events import event_line, parse_time
+from engine.cli.events import event_line
 from engine.metrics import Metrics
 from engine.store.events import (
     SCHEMA_VERSION,
@@ -14,6 +14,7 @@ from engine.store.events import (
     StoreConfig,
     StoreError,
     open_database,
+    parse_time,
     query_events,
 )
 from engine.wire.events import ActionEvent, StreamStatus, encode

@@ -1,0 +1,90 @@
+"""The detector's HTTP API (FastAPI, served by uvicorn on a thread of the detector process):
+the event store's actions, each stream's state, and a health check for supervisors.
+
+    GET /api/events          actions, newest first (filters: stream, label, since, until,
+                             open; paging: limit, offset)
+    GET /api/events/{id}     one action
+    GET /api/streams         per stream: state, frames processed and dropped, frame rate over
+                             the last seconds, open actions
+    GET /healthz             200 while the detector publishes, 503 once its publisher stopped
+    GET /openapi.json        the OpenAPI document of all of the above
+
+Loopback by default, like the metrics endpoint (`http.host`); off unless `http.port` or
+`--http-port` is given.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class HttpConfig:
+    """Attributes:
+    port: port of the HTTP API (None: no API; 0: any free port).
+    host: address to bind (loopback by default).
+    """
+
+    port: int | None = None
+    host: str = "127.0.0.1"
+
+    def __post_init__(self) -> None:
+        if self.port is not None and not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in [0, 65535], got {self.port}")
+
+
+class HttpPortError(OSError):
+    """The API's port could not be bound."""
+
+
+class ApiServer:
+    """Serves `app` with uvicorn on a thread; `start` binds (raising `HttpPortError`) and
+    returns the port, `close` stops it."""
+
+    def __init__(self, app, host: str, port: int) -> None:
+        import uvicorn
+
+        self.host, self.requested = host, port
+        self._server = uvicorn.Server(
+            uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+        )
+        self._thread: threading.Thread | None = None
+        self.port: int | None = None
+
+    def start(self, timeout_s: float = 10.0) -> int:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, self.requested))
+        except OSError as exc:
+            sock.close()
+            raise HttpPortError(
+                f"HTTP API http://{self.host}:{self.requested}: cannot bind "
+                f"({exc.strerror or exc}); choose another port with --http-port, or "
+                "--http-port 0 for a free one"
+            ) from None
+        self.port = sock.getsockname()[1]
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name="http-api", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self._server.started and self._thread.is_alive():
+            if time.monotonic() > deadline:
+                raise HttpPortError(f"HTTP API on port {self.port}: did not start in {timeout_s} s")
+            time.sleep(0.01)
+        logger.info("HTTP API on http://%s:%d", self.host, self.port)
+        return self.port
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        if self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout_s)
+            self._thread = None
