@@ -5,7 +5,7 @@ CONSTRAINTS ?= constraints.txt
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint rtsp-server-deps demo-model event-quality clean
+.PHONY: run test lint test-server-deps demo-model event-quality clean
 
 # A GPU host with TensorRT: README, "TensorRT on a GPU host" (other EXTRAS and PIP_EXTRA).
 EXTRAS ?= dev,onnx,backbones
@@ -35,16 +35,17 @@ event-quality: $(STAMP)
 	$(VENV)/bin/actstream tune configs/weights/demo.pt data/val --subset all --out runs/tune
 	$(VENV)/bin/actstream eval configs/weights/demo.pt data/test --subset all --out runs/eval_test
 
-# The integration tests start a real RTSP server (GStreamer, from Debian packages).
-rtsp-server-deps:
-	bash .ci/install_rtsp_server.sh
+# The integration tests start a real RTSP server (GStreamer) and MQTT broker (Mosquitto),
+# from Debian packages.
+test-server-deps:
+	bash .ci/install_test_servers.sh
 
 # Two workers (pytest-xdist), a test file each at a time (its fixtures are built once): most
 # tests wait on subprocesses, sockets and real time, so two share a 2-core machine well.
 # TEST_WORKERS=0 runs everything in one process.
 TEST_WORKERS ?= 2
 
-test: $(STAMP) rtsp-server-deps
+test: $(STAMP) test-server-deps
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)

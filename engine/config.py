@@ -17,6 +17,7 @@ from engine.loader import ConfigError, apply_overrides, from_dict, read_yaml_map
 from engine.metrics import MetricsConfig
 from engine.store.events import StoreConfig
 from engine.tracker import TrackerConfig
+from engine.wire.mqtt import MqttConfig
 from engine.wire.publisher import PublisherConfig
 from models.action_model import ModelConfig
 from models.postprocess import DecodeConfig
@@ -49,6 +50,7 @@ class AppConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
 
 
 def resolve_weights(config: AppConfig) -> tuple[str | None, str | None]:

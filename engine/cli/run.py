@@ -77,6 +77,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     run.add_argument("--no-store", action="store_true", help="keep no event store")
     run.add_argument(
+        "--mqtt",
+        metavar="URL",
+        help="also publish every event to this MQTT broker, mqtt://HOST[:PORT], on "
+        "actstream/<stream>/<type> (mqtt.* in the config: QoS, prefix, discovery)",
+    )
+    run.add_argument(
         "--http-port",
         type=int,
         metavar="PORT",
@@ -124,6 +130,8 @@ def _overrides(args: argparse.Namespace) -> list[str]:
         overrides.append("metrics.port=null")
     elif args.metrics_port is not None:
         overrides.append(f"metrics.port={args.metrics_port}")
+    if args.mqtt:
+        overrides.append(f"mqtt.url={json.dumps(args.mqtt)}")
     if args.http_port is not None:
         overrides.append(f"http.port={args.http_port}")
     if args.no_store:
@@ -240,10 +248,27 @@ def _run(args: argparse.Namespace) -> int:
             if shown_first is not None:
                 shown_first(topic, payload, message)
 
+    mqtt = None
+    if config.mqtt.url:
+        from engine.wire.mqtt import MqttPublisher
+
+        mqtt = MqttPublisher(
+            config.mqtt, run_id=run_id, streams=[s.stream_id for s in specs], metrics=metrics
+        )
+        mqtt.start()
+        shown_before = on_sent
+
+        def on_sent(topic: str, payload: bytes, message: object) -> None:
+            mqtt.record(payload, message)
+            if shown_before is not None:
+                shown_before(topic, payload, message)
+
     def close_all() -> None:
         metrics.close()
         if store is not None:
             store.close()
+        if mqtt is not None:
+            mqtt.close()
 
     try:
         detector = build_detector(
@@ -293,6 +318,8 @@ def _run(args: argparse.Namespace) -> int:
             api.close()
         if store is not None:
             store.close()
+        if mqtt is not None:
+            mqtt.close()
         return fail(str(exc))
     metrics_url = f"http://{config.metrics.host}:{metrics.port}/metrics" if metrics.port else "off"
     api_url = f"http://{config.http.host}:{api.port}/api/events" if api else "off"
@@ -301,7 +328,8 @@ def _run(args: argparse.Namespace) -> int:
         f"{', '.join(f'{s.stream_id}={s.display}' for s in specs)}; weights: {weights}; "
         f"backend: {backend.describe()}; "
         f"events: {endpoint} (actstream subscribe --zmq {endpoint}); metrics: {metrics_url}; "
-        f"store: {config.store.path or 'off'}; HTTP API: {api_url}; Ctrl-C stops"
+        f"store: {config.store.path or 'off'}; HTTP API: {api_url}; "
+        f"MQTT: {mqtt.shown if mqtt else 'off'}; Ctrl-C stops"
     )
     try:
         detector.run(stop, duration_s=args.duration_s)
@@ -311,6 +339,8 @@ def _run(args: argparse.Namespace) -> int:
             api.close()
         if store is not None:
             store.close()
+        if mqtt is not None:
+            mqtt.close()
     return 0
 
 

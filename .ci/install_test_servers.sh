@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs GStreamer's RTSP server (Debian packages) used by tests/integration, unless present.
-# The server runs under the system interpreter /usr/bin/python3, which has python3-gi.
+# Installs the servers tests/integration starts (Debian packages), unless present: GStreamer's
+# RTSP server (it runs under the system interpreter /usr/bin/python3, which has python3-gi)
+# and the Mosquitto MQTT broker.
 set -euo pipefail
 check() {
   /usr/bin/python3 - <<'PY' 2>/dev/null
@@ -12,16 +13,17 @@ Gst.init(None)
 assert Gst.ElementFactory.find("x264enc") and Gst.ElementFactory.find("qtdemux")
 PY
 }
-if check; then
+if check && [ -x /usr/sbin/mosquitto ]; then
   exit 0
 fi
 SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
-echo "installing the GStreamer RTSP server for the integration tests (about 15 s)..."
+echo "installing the GStreamer RTSP server and Mosquitto for the integration tests (about 20 s)..."
 $SUDO apt-get update -q >/dev/null
 $SUDO apt-get install -y -q --no-install-recommends \
   gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp python3-gi \
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
-  gstreamer1.0-plugins-ugly >/dev/null
+  gstreamer1.0-plugins-ugly mosquitto >/dev/null
 check || { echo "GStreamer RTSP server still unavailable after install" >&2; exit 1; }
+[ -x /usr/sbin/mosquitto ] || { echo "mosquitto still unavailable after install" >&2; exit 1; }
