@@ -1,16 +1,23 @@
-"""The event store behind a real detector: it holds exactly what a real ZeroMQ subscriber
-received, `actstream events` returns it, a detector killed with -9 loses at most its last
-batch and the next one opens the same store, and a corrupt store is refused at start-up."""
+"""The event store and the HTTP API behind a real detector: the store holds exactly what a
+real ZeroMQ subscriber received, `actstream events` and the API (health, each stream's state
+with its open actions, stored actions with filters and paging, one by id, errors as JSON, the
+OpenAPI document) return it; a detector killed with -9 loses at most its last batch and the
+next one opens the same store; a corrupt store and an HTTP port in use are refused at
+start-up in one line."""
 
 import json
 import signal
+import socket
 import sqlite3
 import subprocess
+import threading
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
-from tests.conftest import CMD, free_port, run_cli, scaled
+from tests.conftest import CMD, free_port, run_cli, scaled, wait_until
 from tests.integration.helpers import Running, connect_subscriber
 
 pytestmark = pytest.mark.integration
@@ -40,7 +47,7 @@ OFFSET_FIELDS = {
 }
 
 
-def receive_until_exit(sub, run: Running, limit_s: float) -> list[dict]:
+def receive_until_exit(sub, run: Running, limit_s: float = 180) -> list[dict]:
     """Every onset and offset the subscriber gets until the detector has exited (and has
     had time to flush)."""
     got, deadline, exited_at = [], time.monotonic() + scaled(limit_s), None
@@ -67,17 +74,77 @@ def assert_row_holds(row: dict, message: dict) -> None:
         assert row[column] == message[key], (column, row, message)
 
 
-def test_the_store_holds_exactly_what_a_subscriber_received(tmp_path):
-    db = tmp_path / "store" / "events.db"
+def get(port: int, path: str) -> tuple[int, object]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=scaled(5)) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def up(port: int) -> bool:
+    try:
+        return get(port, "/healthz")[0] == 200
+    except OSError:
+        return False
+
+
+def test_the_store_events_and_api_hold_exactly_what_a_subscriber_received(tmp_path):
+    db, port = tmp_path / "store" / "events.db", free_port()
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     run = Running(
-        "--config", "configs/demo.yaml", "synthetic://?seed=5&duration_s=30", "--no-metrics",
-        "--zmq", endpoint, "--store", str(db),
+        "--config", "configs/demo.yaml", "cam=synthetic://?seed=5&duration_s=30", "--no-metrics",
+        "--zmq", endpoint, "--store", str(db), "--http-port", str(port),
     )  # fmt: skip
-    sub = connect_subscriber(endpoint, timeout_s=60)
-    received = receive_until_exit(sub, run, limit_s=120)
-    sub.close()
-    assert run.proc.wait(scaled(30)) == 0, run.proc.stderr.read()
+    try:
+        sub = connect_subscriber(endpoint, timeout_s=180)  # a first start compiles
+        received: list[dict] = []
+        listener = threading.Thread(target=lambda: received.extend(receive_until_exit(sub, run)))
+        listener.start()
+        status, health = get(port, "/healthz")
+        assert status == 200 and health["ok"] is True and "cam" in health["streams"]
+        seen_open: list[dict] = []
+
+        def open_action_listed() -> bool:
+            (info,) = get(port, "/api/streams")[1]
+            seen_open.extend(info["open_actions"])
+            return info["state"] == "connected" and bool(info["open_actions"])
+
+        run.wait_until(open_action_listed, "an open action in /api/streams")
+        (info,) = get(port, "/api/streams")[1]
+        assert info["stream"] == "cam" and info["frames_processed"] > 0
+        assert 3.0 < info["fps"] < 20.0  # the model's 10 fps, measured over the last seconds
+        first = seen_open[0]
+
+        def stored_closed():
+            code, found = get(port, f"/api/events/{first['event_id']}")
+            return code == 200 and found["end_s"] is not None and found
+
+        run.wait_until(stored_closed, "the open action stored with its offset")
+        row = stored_closed()
+        assert (row["label"], row["stream"]) == (first["label"], "cam")
+        assert row["onset_score"] == first["score"]  # as its onset said
+        listed = get(port, "/api/events?stream=cam&limit=2")[1]
+        assert 1 <= len(listed) <= 2
+        assert all(
+            a["start_wall_s"] >= b["start_wall_s"] for a, b in zip(listed, listed[1:], strict=False)
+        )
+        assert get(port, "/api/events?stream=other")[1] == []
+        code, body = get(port, "/api/events/no-such-id")
+        assert code == 404 and "no-such-id" in body["detail"]
+        assert get(port, "/api/events?since=yesterday")[0] == 422
+        assert get(port, "/api/events?limit=0")[0] == 422
+        document = get(port, "/openapi.json")[1]
+        assert {"/api/events", "/api/events/{event_id}", "/api/streams", "/healthz"} <= set(
+            document["paths"]
+        )
+        listener.join(scaled(180))
+        sub.close()
+        assert run.proc.wait(scaled(30)) == 0, run.proc.stderr.read()
+    finally:
+        if run.proc.poll() is None:
+            run.proc.kill()
+    wait_until(lambda: not up(port), "the API gone with the detector", timeout_s=10)
     published = [
         json.loads(line.split(" ", 1)[1]) for line in run.lines if line.startswith("action.")
     ]
@@ -136,4 +203,19 @@ def test_a_corrupt_store_is_refused_at_start_up_in_one_line(tmp_path):
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("actstream: error")]
     assert len(errors) == 1 and "events.db: not a usable event store" in errors[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_an_http_port_in_use_is_refused_in_one_line():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        zmq = f"tcp://127.0.0.1:{free_port()}"
+        result = run_cli(
+            "run", "--no-metrics", "--no-store", "--zmq", zmq, "--http-port", str(port)
+        )
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("actstream: error")]
+    assert len(errors) == 1 and f"HTTP API http://127.0.0.1:{port}: cannot bind" in errors[0]
     assert "Traceback" not in result.stderr
