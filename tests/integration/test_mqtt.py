@@ -107,7 +107,7 @@ def actions(run: Running) -> int:
 def test_every_event_arrives_over_mqtt_across_a_broker_restart(broker):
     sub = Collector(broker.port)
     run = Running(
-        "--config", "configs/demo.yaml", "cam=synthetic://?seed=5&duration_s=30", "--no-metrics",
+        "--config", "configs/demo.yaml", "cam=synthetic://?seed=5&duration_s=20", "--no-metrics",
         "--no-store", "--zmq", f"tcp://127.0.0.1:{free_port()}",
         "--mqtt", f"mqtt://127.0.0.1:{broker.port}", "--set", "mqtt.ha_discovery=true",
         "--set", "mqtt.reconnect_max_s=1",

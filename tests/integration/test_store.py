@@ -93,7 +93,7 @@ def test_the_store_events_and_api_hold_exactly_what_a_subscriber_received(tmp_pa
     db, port = tmp_path / "store" / "events.db", free_port()
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     run = Running(
-        "--config", "configs/demo.yaml", "cam=synthetic://?seed=5&duration_s=30", "--no-metrics",
+        "--config", "configs/demo.yaml", "cam=synthetic://?seed=5&duration_s=20", "--no-metrics",
         "--zmq", endpoint, "--store", str(db), "--http-port", str(port),
     )  # fmt: skip
     try:
@@ -168,11 +168,16 @@ def test_a_killed_detector_loses_at_most_its_last_batch_and_the_next_opens_the_s
     sub = connect_subscriber(endpoint, timeout_s=60)
     got: list[dict] = []
     deadline = time.monotonic() + scaled(120)
-    while len(got) < 5 and time.monotonic() < deadline:
+    while len(got) < 3 and time.monotonic() < deadline:
         item = sub.receive(0.2)
         if item is not None and item[1]["type"] in ("onset", "offset"):
             got.append(item[1])
-    assert len(got) >= 5, "too few events before the kill"
+    assert len(got) >= 3, "too few events before the kill"
+    settle = time.monotonic() + 2.0  # the first ones are then older than a commit
+    while time.monotonic() < settle:
+        item = sub.receive(0.1)
+        if item is not None and item[1]["type"] in ("onset", "offset"):
+            got.append(item[1])
     killed_at = time.time()
     run.proc.send_signal(signal.SIGKILL)
     run.proc.wait(scaled(10))
