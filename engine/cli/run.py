@@ -203,7 +203,9 @@ def _run(args: argparse.Namespace) -> int:
             sys.stdout.write(f"{topic} {payload.decode()}\n")
             sys.stdout.flush()
 
-    on_sent = None if args.quiet else print_message
+    # what each sent message is handed to, in order, on the publisher thread: the store and
+    # MQTT first (they only queue), then the printing and the --show-truth monitor
+    sinks: list = [] if args.quiet else [print_message]
     truth = None
     if args.show_truth:
         try:
@@ -214,12 +216,7 @@ def _run(args: argparse.Namespace) -> int:
         if truth is None:
             say("--show-truth: no synthetic:// stream, nothing to show")
         else:
-            shown = on_sent
-
-            def on_sent(topic: str, payload: bytes, message: object) -> None:
-                if shown is not None:
-                    shown(topic, payload, message)
-                truth.on_message(topic, payload, message)
+            sinks.append(truth.on_message)
 
     weights = (
         config.engine.engine_dir
@@ -241,12 +238,7 @@ def _run(args: argparse.Namespace) -> int:
         except StoreError as exc:
             metrics.close()
             return fail(str(exc))
-        shown_first = on_sent
-
-        def on_sent(topic: str, payload: bytes, message: object) -> None:
-            store.record(payload)
-            if shown_first is not None:
-                shown_first(topic, payload, message)
+        sinks.insert(0, lambda _topic, payload, _message: store.record(payload))
 
     mqtt = None
     if config.mqtt.url:
@@ -256,12 +248,11 @@ def _run(args: argparse.Namespace) -> int:
             config.mqtt, run_id=run_id, streams=[s.stream_id for s in specs], metrics=metrics
         )
         mqtt.start()
-        shown_before = on_sent
+        sinks.insert(0, lambda _topic, payload, message: mqtt.record(payload, message))
 
-        def on_sent(topic: str, payload: bytes, message: object) -> None:
-            mqtt.record(payload, message)
-            if shown_before is not None:
-                shown_before(topic, payload, message)
+    def on_sent(topic: str, payload: bytes, message: object) -> None:
+        for sink in sinks:
+            sink(topic, payload, message)
 
     def close_all() -> None:
         metrics.close()
@@ -277,7 +268,7 @@ def _run(args: argparse.Namespace) -> int:
             backend,
             run_id=run_id,
             metrics=metrics,
-            on_sent=on_sent,
+            on_sent=on_sent if sinks else None,
             on_frame=None if truth is None else truth.on_frame,
         )
     except KeyFileError as exc:
