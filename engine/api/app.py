@@ -13,7 +13,8 @@ from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from engine.store.events import StoreError, open_database, parse_time, query_events
+from engine.store.query import parse_time, query_events
+from engine.store.schema import StoreError, open_database
 
 MAX_PAGE = 1000
 RATE_WINDOW_S = 10.0  # /api/streams' frame rate: frames processed over about this long

@@ -36,7 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def events_command(args: argparse.Namespace) -> int:
-    from engine.store.events import StoreError, open_database, parse_time, query_events
+    from engine.store.query import parse_time, query_events
+    from engine.store.schema import StoreError, open_database
 
     try:
         since = parse_time(args.since) if args.since else None

@@ -172,7 +172,8 @@ def _run(args: argparse.Namespace) -> int:
     from engine.detector import StartupError
     from engine.loader import ConfigError
     from engine.metrics import Metrics, MetricsPortError
-    from engine.store.events import EventStore, StoreError
+    from engine.store.events import EventStore
+    from engine.store.schema import StoreError
     from engine.wire.publisher import PublisherError
     from engine.wire.security import KeyFileError
     from stream.sources import SourceError, parse_sources

@@ -9,18 +9,15 @@ retried at the next commit; detection and publishing go on. The database is in W
 `actstream events` and other readers never block the writer; a detector killed with -9 loses
 at most the batch it had not committed yet.
 
-The schema is versioned (`PRAGMA user_version`); `MIGRATIONS[i]` takes version i to i + 1,
-applied in one transaction when a store is opened. A database written by a newer actstream,
-or a file that is not an SQLite database, is refused with one line.
+The schema and how a file is opened: `engine/store/schema.py`; queries:
+`engine/store/query.py`.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import queue
-import re
 import sqlite3
 import threading
 import time
@@ -29,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.loader import check_positive
+from engine.store.schema import StoreError, open_database
 from engine.versions import installed_version
 
 logger = logging.getLogger(__name__)
@@ -50,143 +48,7 @@ class StoreConfig:
         check_positive(self, "commit_s", "queue_max")
 
 
-class StoreError(Exception):
-    """The store cannot be opened (one line naming the file and what to do)."""
-
-
-# One tuple of statements per schema version; never edit a released one, append a new one.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (
-        """CREATE TABLE runs (
-            run_id TEXT PRIMARY KEY,
-            started_wall_s REAL NOT NULL,
-            model TEXT NOT NULL,
-            streams TEXT NOT NULL,
-            version TEXT NOT NULL
-        )""",
-        """CREATE TABLE events (
-            event_id TEXT PRIMARY KEY,
-            run_id TEXT NOT NULL,
-            stream TEXT NOT NULL,
-            label TEXT NOT NULL,
-            score REAL NOT NULL,
-            onset_score REAL,
-            start_s REAL NOT NULL,
-            start_wall_s REAL NOT NULL,
-            end_s REAL,
-            end_wall_s REAL,
-            reason TEXT,
-            late INTEGER NOT NULL,
-            lookahead_frames INTEGER NOT NULL,
-            onset_frame_s REAL,
-            onset_frame_wall_s REAL,
-            onset_wall_s REAL,
-            onset_seq INTEGER,
-            offset_frame_s REAL,
-            offset_frame_wall_s REAL,
-            offset_wall_s REAL,
-            offset_seq INTEGER,
-            model TEXT NOT NULL,
-            clip_path TEXT,
-            snapshot_path TEXT
-        )""",
-        "CREATE INDEX events_by_time ON events (start_wall_s)",
-        "CREATE INDEX events_by_stream ON events (stream, start_wall_s)",
-        "CREATE INDEX events_by_label ON events (label, start_wall_s)",
-        """CREATE TABLE statuses (
-            id INTEGER PRIMARY KEY,
-            run_id TEXT NOT NULL,
-            stream TEXT NOT NULL,
-            state TEXT NOT NULL,
-            detail TEXT NOT NULL,
-            wall_s REAL NOT NULL,
-            seq INTEGER NOT NULL
-        )""",
-        "CREATE INDEX statuses_by_stream ON statuses (stream, wall_s)",
-    ),
-)
-SCHEMA_VERSION = len(MIGRATIONS)
-EVENT_COLUMNS = (
-    "event_id",
-    "run_id",
-    "stream",
-    "label",
-    "score",
-    "onset_score",
-    "start_s",
-    "start_wall_s",
-    "end_s",
-    "end_wall_s",
-    "reason",
-    "late",
-    "lookahead_frames",
-    "onset_frame_s",
-    "onset_frame_wall_s",
-    "onset_wall_s",
-    "onset_seq",
-    "offset_frame_s",
-    "offset_frame_wall_s",
-    "offset_wall_s",
-    "offset_seq",
-    "model",
-    "clip_path",
-    "snapshot_path",
-)
-DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
-UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-BUSY_TIMEOUT_S = 5.0  # several detectors may share one file: wait for each other's commits
 _CLOSE = object()
-
-
-def open_database(path: str | Path, *, read_only: bool = False) -> sqlite3.Connection:
-    """Opens (creating unless `read_only`) and migrates the store at `path`; `StoreError`
-    with one line when the file cannot serve as one."""
-    path = Path(path)
-    what = f"event store {path}"
-    if read_only and not path.exists():
-        raise StoreError(f"{what}: no such file (actstream run writes it at store.path)")
-    try:
-        if not read_only:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        uri = f"file:{path.resolve()}?mode={'ro' if read_only else 'rwc'}"
-        conn = sqlite3.connect(
-            uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-        )
-    except (OSError, sqlite3.Error) as exc:
-        raise StoreError(f"{what}: cannot open it ({exc}); give store.path another file") from None
-    try:
-        if conn.execute("PRAGMA quick_check").fetchone()[0] != "ok":
-            raise sqlite3.DatabaseError("integrity check failed")
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{what}: schema version {version} was written by a newer actstream (this "
-                f"one knows {SCHEMA_VERSION}); upgrade, or give store.path another file"
-            )
-        if read_only:
-            if version < SCHEMA_VERSION:
-                raise StoreError(f"{what}: schema version {version}; open it with actstream run")
-            return conn
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")  # WAL: durable against a killed process
-        if version < SCHEMA_VERSION:
-            conn.execute("BEGIN IMMEDIATE")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]  # another may have
-            for statements in MIGRATIONS[version:]:
-                for sql in statements:
-                    conn.execute(sql)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            conn.execute("COMMIT")
-    except StoreError:
-        conn.close()
-        raise
-    except sqlite3.Error as exc:
-        conn.close()
-        raise StoreError(
-            f"{what}: not a usable event store ({exc}); move it away or give store.path "
-            "another file"
-        ) from None
-    return conn
 
 
 class EventStore:
@@ -391,71 +253,3 @@ def _as_dict(item: Any) -> dict | None:
         logger.error("event store: a message that is not JSON was skipped")
         return None
     return message if isinstance(message, dict) else None
-
-
-def query_events(
-    conn: sqlite3.Connection,
-    *,
-    streams: list[str] | tuple[str, ...] = (),
-    labels: list[str] | tuple[str, ...] = (),
-    since_wall_s: float | None = None,
-    until_wall_s: float | None = None,
-    open_only: bool = False,
-    event_ids: list[str] | tuple[str, ...] = (),
-    limit: int = 50,
-    offset: int = 0,
-) -> list[dict[str, Any]]:
-    """Events (dicts of `EVENT_COLUMNS`, `late` as bool) whose start lies in [since, until),
-    of the given streams and labels (none given: all), newest first, `offset` newest ones
-    skipped; `open_only`: actions whose offset has not been stored; `event_ids`: only
-    these."""
-    where, args = [], []
-    if event_ids:
-        where.append(f"event_id IN ({', '.join('?' * len(event_ids))})")
-        args += list(event_ids)
-    if streams:
-        where.append(f"stream IN ({', '.join('?' * len(streams))})")
-        args += list(streams)
-    if labels:
-        where.append(f"label IN ({', '.join('?' * len(labels))})")
-        args += list(labels)
-    if since_wall_s is not None:
-        where.append("start_wall_s >= ?")
-        args.append(since_wall_s)
-    if until_wall_s is not None:
-        where.append("start_wall_s < ?")
-        args.append(until_wall_s)
-    if open_only:
-        where.append("end_s IS NULL")
-    sql = f"SELECT {', '.join(EVENT_COLUMNS)} FROM events"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY start_wall_s DESC, event_id DESC LIMIT ? OFFSET ?"
-    rows = conn.execute(sql, (*args, limit, offset)).fetchall()
-    out = [dict(zip(EVENT_COLUMNS, row, strict=True)) for row in rows]
-    for r in out:
-        r["late"] = bool(r["late"])
-    return out
-
-
-def parse_time(text: str, now: float | None = None) -> float:
-    """Unix seconds from Unix seconds, ISO 8601 or a time ago; ValueError naming the text."""
-    now = time.time() if now is None else now
-    text = text.strip()
-    ago = DURATION.match(text)
-    if ago:
-        return now - float(ago.group(1)) * UNIT_S[ago.group(2)]
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(
-            f"{text!r}: not a time; give Unix seconds, ISO 8601 (2026-12-01T21:00:00) or a "
-            "time ago (30s, 15m, 2h, 7d)"
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return when.timestamp()

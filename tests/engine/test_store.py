@@ -8,15 +8,9 @@ import pytest
 
 from engine.cli.events import event_line
 from engine.metrics import Metrics
-from engine.store.events import (
-    SCHEMA_VERSION,
-    EventStore,
-    StoreConfig,
-    StoreError,
-    open_database,
-    parse_time,
-    query_events,
-)
+from engine.store.events import EventStore, StoreConfig
+from engine.store.query import parse_time, query_events
+from engine.store.schema import SCHEMA_VERSION, StoreError, open_database
 from engine.wire.events import ActionEvent, StreamStatus, encode
 from tests.conftest import wait_until
 
@@ -89,6 +83,7 @@ def test_a_batch_is_committed_within_commit_s_while_the_store_stays_open(tmp_pat
     try:
         store.record(payload(onset("r1-cam1-1"), 0))
         wait_until(lambda: len(rows(store.path)) == 1, "the onset committed", timeout_s=10)
+        assert rows(store.path)[0]["event_id"] == "r1-cam1-1" and store.written == 1
     finally:
         store.close()
 
