@@ -106,10 +106,17 @@ class MqttPublisher:
         self._client.max_queued_messages_set(config.queue_max)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
         self._open: dict[str, dict[str, str]] = {s: {} for s in self.streams}  # id → label
         self._lock = threading.Lock()
         self.connected = threading.Event()
         self.dropped = 0
+        # message ids of QoS >= 1 sends the broker has not acknowledged yet (and acks that came
+        # before their send was noted), guarded by their lock
+        self._unacked: set[int] = set()
+        self._early: set[int] = set()
+        self._acks = threading.Lock()
+        self._closing = False
 
     def start(self) -> None:
         """Connects in the background (an unreachable broker is retried, never fatal)."""
@@ -137,21 +144,51 @@ class MqttPublisher:
             self._send(f"{self.prefix}/{stream}/action", state.encode(), retain=True)
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Says `offline`, sends what is queued (within `timeout_s`), disconnects."""
+        """Delivers what is queued (reconnecting if need be) within `timeout_s`, says
+        `offline`, disconnects; what could not be delivered by then is logged in one line."""
+        deadline = time.monotonic() + timeout_s
+        while self._unacknowledged() and time.monotonic() < deadline:
+            time.sleep(0.02)  # paho's thread reconnects and sends meanwhile
+        left = self._unacknowledged()
+        if left:
+            logger.warning(
+                "MQTT: %d message(s) not acknowledged by %s within %.0f s of shutdown",
+                left,
+                self.shown,
+                timeout_s,
+            )
         if self.connected.is_set():
-            info = self._client.publish(f"{self.prefix}/available", "offline", qos=1, retain=True)
-            deadline = time.monotonic() + timeout_s
-            while self._client.want_write() or not info.is_published():
-                if time.monotonic() > deadline or not self.connected.is_set():
+            self._publish(f"{self.prefix}/available", b"offline", qos=1, retain=True)
+            while self._unacknowledged() and self.connected.is_set():
+                if time.monotonic() > deadline + 1.0:
                     break
                 time.sleep(0.02)
+        self._closing = True
         self._client.disconnect()
         self._client.loop_stop()
+
+    def _unacknowledged(self) -> int:
+        with self._acks:
+            return len(self._unacked)
+
+    def _publish(self, topic: str, payload: bytes, *, qos: int, retain: bool):
+        """Publishes and notes a QoS >= 1 send until the broker acknowledges it (paho keeps
+        such a message while disconnected and sends it after the reconnection)."""
+        import paho.mqtt.client as mqtt
+
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if qos > 0 and info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            with self._acks:
+                if info.mid in self._early:
+                    self._early.discard(info.mid)
+                else:
+                    self._unacked.add(info.mid)
+        return info
 
     def _send(self, topic: str, payload: bytes, *, retain: bool) -> None:
         import paho.mqtt.client as mqtt
 
-        info = self._client.publish(topic, payload, qos=self.config.qos, retain=retain)
+        info = self._publish(topic, payload, qos=self.config.qos, retain=retain)
         if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
             self.dropped += 1
             if self.metrics is not None:
@@ -163,10 +200,10 @@ class MqttPublisher:
             logger.warning("MQTT broker %s refused the connection: %s", self.shown, reason)
             return
         logger.info("MQTT: connected to %s", self.shown)
-        client.publish(f"{self.prefix}/available", "online", qos=1, retain=True)
+        self._publish(f"{self.prefix}/available", b"online", qos=1, retain=True)
         if self.config.ha_discovery:
             for stream in self.streams:
-                client.publish(
+                self._publish(
                     f"homeassistant/sensor/{self.prefix}_{stream}/action/config",
                     json.dumps(
                         {
@@ -176,14 +213,21 @@ class MqttPublisher:
                             "availability_topic": f"{self.prefix}/available",
                             "icon": "mdi:motion-sensor",
                         }
-                    ),
+                    ).encode(),
                     qos=1,
                     retain=True,
                 )
         self.connected.set()
 
+    def _on_publish(self, _client, _userdata, mid, _reason, _properties) -> None:
+        with self._acks:
+            if mid in self._unacked:
+                self._unacked.discard(mid)
+            else:
+                self._early.add(mid)  # acknowledged before `_publish` noted it
+
     def _on_disconnect(self, _client, _userdata, _flags, reason, _properties) -> None:
-        if self.connected.is_set():
+        if self.connected.is_set() and not self._closing:
             logger.warning(
                 "MQTT: lost %s (%s); reconnecting, messages wait in the queue", self.shown, reason
             )
