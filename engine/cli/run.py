@@ -163,16 +163,17 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from engine.api import HttpPortError
     from engine.backbones import BackboneError
     from engine.backends.base import BackendError
     from engine.backends.manifest import EngineError
     from engine.build import build_detector
     from engine.checkpoint import CheckpointError
+    from engine.cli.outputs import Outputs, start_api, start_event_outputs
     from engine.config import load_config
     from engine.detector import StartupError
     from engine.loader import ConfigError
     from engine.metrics import Metrics, MetricsPortError
-    from engine.store.events import EventStore
     from engine.store.schema import StoreError
     from engine.wire.publisher import PublisherError
     from engine.wire.security import KeyFileError
@@ -204,9 +205,7 @@ def _run(args: argparse.Namespace) -> int:
             sys.stdout.write(f"{topic} {payload.decode()}\n")
             sys.stdout.flush()
 
-    # what each sent message is handed to, in order, on the publisher thread: the store and
-    # MQTT first (they only queue), then the printing and the --show-truth monitor
-    sinks: list = [] if args.quiet else [print_message]
+    outputs = Outputs(sinks=[] if args.quiet else [print_message])
     truth = None
     if args.show_truth:
         try:
@@ -217,7 +216,7 @@ def _run(args: argparse.Namespace) -> int:
         if truth is None:
             say("--show-truth: no synthetic:// stream, nothing to show")
         else:
-            sinks.append(truth.on_message)
+            outputs.sinks.append(truth.on_message)
 
     weights = (
         config.engine.engine_dir
@@ -225,42 +224,17 @@ def _run(args: argparse.Namespace) -> int:
         or f"none (seeded random init, seed {config.model.seed})"
     )
     run_id = uuid.uuid4().hex[:8]
-    store = None
-    if config.store.path:
-        store = EventStore(
-            config.store,
-            run_id=run_id,
-            model=weights,
-            streams=[s.stream_id for s in specs],
-            metrics=metrics,
-        )
-        try:
-            store.start()
-        except StoreError as exc:
-            metrics.close()
-            return fail(str(exc))
-        sinks.insert(0, lambda _topic, payload, _message: store.record(payload))
-
-    mqtt = None
-    if config.mqtt.url:
-        from engine.wire.mqtt import MqttPublisher
-
-        mqtt = MqttPublisher(
-            config.mqtt, run_id=run_id, streams=[s.stream_id for s in specs], metrics=metrics
-        )
-        mqtt.start()
-        sinks.insert(0, lambda _topic, payload, message: mqtt.record(payload, message))
-
-    def on_sent(topic: str, payload: bytes, message: object) -> None:
-        for sink in sinks:
-            sink(topic, payload, message)
+    streams = [s.stream_id for s in specs]
+    try:
+        start_event_outputs(outputs, config, streams, run_id, weights, metrics)
+    except StoreError as exc:
+        outputs.close()
+        metrics.close()
+        return fail(str(exc))
 
     def close_all() -> None:
         metrics.close()
-        if store is not None:
-            store.close()
-        if mqtt is not None:
-            mqtt.close()
+        outputs.close()
 
     try:
         detector = build_detector(
@@ -269,7 +243,7 @@ def _run(args: argparse.Namespace) -> int:
             backend,
             run_id=run_id,
             metrics=metrics,
-            on_sent=on_sent if sinks else None,
+            on_sent=outputs.on_sent if outputs.sinks else None,
             on_frame=None if truth is None else truth.on_frame,
         )
     except KeyFileError as exc:
@@ -280,21 +254,12 @@ def _run(args: argparse.Namespace) -> int:
     except PublisherError as exc:
         close_all()
         return fail(str(exc))
-    api = None
-    if config.http.port is not None:
-        from engine.api import ApiServer, HttpPortError
-        from engine.api.app import DetectorView, build_app
-
-        view = DetectorView(
-            detector.publisher.current, detector.publisher.is_alive, metrics.registry
-        )
-        api = ApiServer(build_app(config.store.path, view), config.http.host, config.http.port)
-        try:
-            api.start()
-        except HttpPortError as exc:
-            detector.publisher.close()
-            close_all()
-            return fail(str(exc))
+    try:
+        start_api(outputs, config, detector.publisher, metrics)
+    except HttpPortError as exc:
+        detector.publisher.close()
+        close_all()
+        return fail(str(exc))
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -306,33 +271,22 @@ def _run(args: argparse.Namespace) -> int:
     try:
         detector.start()
     except StartupError as exc:
-        if api is not None:
-            api.close()
-        if store is not None:
-            store.close()
-        if mqtt is not None:
-            mqtt.close()
+        outputs.close()
         return fail(str(exc))
     metrics_url = f"http://{config.metrics.host}:{metrics.port}/metrics" if metrics.port else "off"
-    api_url = f"http://{config.http.host}:{api.port}/api/events" if api else "off"
     say(
         f"running {len(specs)} stream(s): "
         f"{', '.join(f'{s.stream_id}={s.display}' for s in specs)}; weights: {weights}; "
         f"backend: {backend.describe()}; "
         f"events: {endpoint} (actstream subscribe --zmq {endpoint}); metrics: {metrics_url}; "
-        f"store: {config.store.path or 'off'}; HTTP API: {api_url}; "
-        f"MQTT: {mqtt.shown if mqtt else 'off'}; Ctrl-C stops"
+        f"store: {outputs.store_path or 'off'}; HTTP API: {outputs.api_url}; "
+        f"MQTT: {outputs.mqtt_shown}; Ctrl-C stops"
     )
     try:
         detector.run(stop, duration_s=args.duration_s)
     finally:
-        detector.close()  # the publisher hands the store its last messages first
-        if api is not None:
-            api.close()
-        if store is not None:
-            store.close()
-        if mqtt is not None:
-            mqtt.close()
+        detector.close()  # the publisher hands the store and MQTT its last messages first
+        outputs.close()
     return 0
 
 

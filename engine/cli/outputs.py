@@ -1,0 +1,67 @@
+"""Where `actstream run` sends what it publishes besides the ZeroMQ socket — the event store,
+MQTT, the printed lines, the --show-truth monitor — and the HTTP API beside them: the message
+sinks in order, and each started part's close, in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+Sink = Callable[[str, bytes, object], None]  # (topic, payload, message), on the publisher thread
+
+
+@dataclass
+class Outputs:
+    """`sinks` get every sent message in order; `closers` undo what was started (last first)."""
+
+    sinks: list[Sink] = field(default_factory=list)
+    closers: list[Callable[[], None]] = field(default_factory=list)
+    store_path: str | None = None
+    mqtt_shown: str = "off"
+    api_url: str = "off"
+
+    def on_sent(self, topic: str, payload: bytes, message: object) -> None:
+        for sink in self.sinks:
+            sink(topic, payload, message)
+
+    def close(self) -> None:
+        while self.closers:
+            self.closers.pop()()
+
+
+def start_event_outputs(outputs: Outputs, config, streams: list[str], run_id: str, model: str,
+                        metrics) -> None:  # fmt: skip
+    """Starts the event store and the MQTT client the config asks for, ahead of the other
+    sinks (they only queue); raises `StoreError` for a store that cannot be opened."""
+    from engine.store.events import EventStore
+
+    if config.store.path:
+        store = EventStore(
+            config.store, run_id=run_id, model=model, streams=streams, metrics=metrics
+        )
+        store.start()
+        outputs.closers.append(store.close)
+        outputs.sinks.insert(0, lambda _topic, payload, _message: store.record(payload))
+        outputs.store_path = config.store.path
+    if config.mqtt.url:
+        from engine.wire.mqtt import MqttPublisher
+
+        mqtt = MqttPublisher(config.mqtt, run_id=run_id, streams=streams, metrics=metrics)
+        mqtt.start()
+        outputs.closers.append(mqtt.close)
+        outputs.sinks.insert(0, lambda _topic, payload, message: mqtt.record(payload, message))
+        outputs.mqtt_shown = mqtt.shown
+
+
+def start_api(outputs: Outputs, config, publisher, metrics) -> None:
+    """Serves the HTTP API when `http.port` is set; raises `HttpPortError` when it cannot bind."""
+    if config.http.port is None:
+        return
+    from engine.api import ApiServer
+    from engine.api.app import DetectorView, build_app
+
+    view = DetectorView(publisher.current, publisher.is_alive, metrics.registry)
+    api = ApiServer(build_app(config.store.path, view), config.http.host, config.http.port)
+    api.start()
+    outputs.closers.append(api.close)
+    outputs.api_url = f"http://{config.http.host}:{api.port}/api/events"
