@@ -23,7 +23,6 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from engine.loader import check_positive
 from engine.store.schema import StoreError, open_database
@@ -103,7 +102,7 @@ class EventStore:
             raise StoreError(f"event store {self.path}: cannot write to it ({exc})") from None
         self._thread.start()
 
-    def record(self, payload: bytes | str | dict) -> None:
+    def record(self, payload: bytes | str) -> None:
         """Queues one published message (its JSON payload); never blocks."""
         try:
             self._queue.put_nowait(payload)
@@ -244,9 +243,7 @@ class EventStore:
         )
 
 
-def _as_dict(item: Any) -> dict | None:
-    if isinstance(item, dict):
-        return item
+def _as_dict(item: bytes | str) -> dict | None:
     try:
         message = json.loads(item)
     except ValueError:
