@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 
 from engine.backends.base import Backend
+from engine.clips import ClipWriter
 from engine.config import AppConfig
 from engine.detector import Detector, StreamParts
 from engine.metrics import Metrics
@@ -16,9 +17,10 @@ from engine.wire.publisher import Publisher
 from engine.wire.security import CurveServer
 from stream.buffer import DropPolicy, FrameBuffer
 from stream.frames import Frame
+from stream.packets import PacketRing
 from stream.reader import StreamReader
 from stream.settings import ReaderOptions
-from stream.sources import SourceSpec
+from stream.sources import SourceKind, SourceSpec
 
 
 def reader_options(config: AppConfig) -> ReaderOptions:
@@ -43,7 +45,8 @@ def build_detector(
     """Builds every part from the config and wires the detector: per stream a buffer (drop
     oldest for live sources, block for files), a reader and a tracker (event ids prefixed
     with `run_id`); a ZeroMQ publisher (not yet started: `detector.publisher.start()` binds
-    it) unless `publisher` is given; the model's head as segmenter unless one is given.
+    it) unless `publisher` is given; the model's head as segmenter unless one is given;
+    with `clips.enabled`, a packet ring per PyAV stream and the clip writer.
     `on_frame(stream_id, t_s)`: called for every frame the model processes."""
     metrics = metrics or Metrics()
     if publisher is None:
@@ -65,8 +68,11 @@ def build_detector(
     options = reader_options(config)
     period_s = 1.0 / config.model.fps
     streams = []
+    rings: dict[str, PacketRing] = {}
     for spec in specs:
         sid = spec.stream_id
+        if config.clips.enabled and spec.kind is not SourceKind.SYNTHETIC:
+            rings[sid] = PacketRing(config.clips.ring_s)
         buffer = FrameBuffer(
             config.stream.buffer_frames,
             DropPolicy.DROP_OLDEST if spec.live else DropPolicy.BLOCK,
@@ -81,12 +87,22 @@ def build_detector(
             on_drop=_counter(metrics.frames_dropped.labels(sid, "buffer_full")),
             on_late=_counter(metrics.frames_dropped.labels(sid, "late")),
             on_decode_error=_counter(metrics.decode_errors.labels(sid)),
+            packets=rings.get(sid),
         )
         tracker = Tracker(config.tracker, frame_period_s=period_s, id_prefix=f"{run_id}-{sid}-")
         streams.append(StreamParts(spec, buffer, tracker, reader))
     segmenter = segmenter or ModelSegmenter(
         backend, config.model.classes, config.decode, stop_below=config.tracker.keep_threshold
     )
+    clips = None
+    if rings:
+        clips = ClipWriter(
+            config.clips,
+            rings,
+            publisher.publish,
+            retain_days=config.store.retain_days,
+            metrics=metrics,
+        )
     return Detector(
         streams,
         backend=backend,
@@ -96,6 +112,7 @@ def build_detector(
         metrics=metrics,
         ready=ready,
         on_frame=on_frame,
+        clips=clips,
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from engine.api import HttpConfig
 from engine.backends.choice import EngineConfig
+from engine.clips import ClipsConfig
 from engine.loader import ConfigError, apply_overrides, from_dict, read_yaml_mapping
 from engine.metrics import MetricsConfig
 from engine.store.events import StoreConfig
@@ -49,6 +50,7 @@ class AppConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    clips: ClipsConfig = field(default_factory=ClipsConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
 

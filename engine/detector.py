@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from engine.backends.base import Backend
+from engine.clips import ClipWriter
 from engine.config import AppConfig
 from engine.metrics import Metrics
 from engine.segmenter import Segmenter, Window
@@ -82,6 +83,8 @@ class Detector:
         publisher: a started publisher (`Publisher`, or `MemoryPublisher`); closed by `close()`.
         metrics: the `Metrics` every stage reports to (its endpoint is closed by `close()`).
         ready: set by the buffers when an item arrives (the loop waits on it when idle).
+        clips: cuts each action's evidence clip (None: no clips); started by `start()`,
+            closed by `close()` before the publisher.
     """
 
     def __init__(
@@ -95,12 +98,14 @@ class Detector:
         metrics: Metrics,
         ready: threading.Event | None = None,
         on_frame: Callable[[str, float], None] | None = None,
+        clips: ClipWriter | None = None,
     ) -> None:
         if not streams:
             raise StartupError("no sources: give at least one SOURCE")
         self.backend, self.segmenter, self.config = backend, segmenter, config
         self.publisher, self.metrics = publisher, metrics
         self.on_frame = on_frame
+        self.clips = clips
         model = config.model
         self.period_s = 1.0 / model.fps
         self.max_batch = config.engine.max_batch
@@ -132,6 +137,8 @@ class Detector:
         Raises `StartupError` listing every source that could not be opened; nothing is left
         running then.
         """
+        if self.clips is not None:
+            self.clips.start()
         for reader in self._readers():
             reader.start()
         deadline = time.monotonic() + self.start_timeout_s
@@ -185,6 +192,8 @@ class Detector:
                     elif st.reader is not None:
                         st.state = st.reader.state.value
                     self.publisher.publish(StreamStatus(sid, st.state, detail))
+        if self.clips is not None:
+            self.clips.close()  # the clips being recorded end here; their messages go out
         self.publisher.close()
         self.metrics.close()
 
@@ -229,6 +238,10 @@ class Detector:
                     self._run_heads()  # a status ends or starts a timeline: heads first
                     self._on_status(st, item)
         self._run_heads()
+        if self.clips is not None:  # every event up to each stream's newest frame is out
+            for st, _items in taken:
+                if st.timeline.newest is not None:
+                    self.clips.progress(st.spec.stream_id, st.timeline.newest.pts_s)
         return any(items for _, items in taken)
 
     def _encode(self, frames: list[Frame], previous: list[np.ndarray]) -> torch.Tensor:
@@ -256,6 +269,7 @@ class Detector:
         self.metrics.frames_processed.labels(st.spec.stream_id).inc()
         if self.on_frame is not None:
             self.on_frame(st.spec.stream_id, frame.pts_s)
+
         if st.timeline.push(frame, y):
             self._queue_head(st)
 
@@ -303,24 +317,25 @@ class Detector:
             return decision.decoded_wall_s - (decision.pts_s - t_s)
 
         for e in events:
-            self.publisher.publish(
-                ActionEvent(
-                    type=e.type,
-                    event_id=e.event_id,
-                    stream=st.spec.stream_id,
-                    label=e.label,
-                    score=e.score,
-                    start_s=e.start_s,
-                    start_wall_s=wall(e.start_s),
-                    frame_s=decision.pts_s,
-                    frame_wall_s=decision.decoded_wall_s,
-                    end_s=e.end_s,
-                    end_wall_s=None if e.end_s is None else wall(e.end_s),
-                    reason=e.reason,
-                    lookahead_frames=self.backend.delay_frames,
-                    late=e.late,
-                )
+            event = ActionEvent(
+                type=e.type,
+                event_id=e.event_id,
+                stream=st.spec.stream_id,
+                label=e.label,
+                score=e.score,
+                start_s=e.start_s,
+                start_wall_s=wall(e.start_s),
+                frame_s=decision.pts_s,
+                frame_wall_s=decision.decoded_wall_s,
+                end_s=e.end_s,
+                end_wall_s=None if e.end_s is None else wall(e.end_s),
+                reason=e.reason,
+                lookahead_frames=self.backend.delay_frames,
+                late=e.late,
             )
+            self.publisher.publish(event)
+            if self.clips is not None:
+                self.clips.on_event(event)
 
     def _on_status(self, st: _StreamState, status: StatusEvent) -> None:
         state = status.state

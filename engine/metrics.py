@@ -143,6 +143,28 @@ class Metrics:
             "Messages the event store could not keep (its queue was full).",
             registry=r,
         )
+        self.clips_written = Counter(
+            "actstream_clips",
+            "Evidence clips completed.",
+            ["stream"],
+            registry=r,
+        )
+        self.clip_errors = Counter(
+            "actstream_clip_errors",
+            "Evidence clips abandoned because they could not be written (disk full, "
+            "folder not writable).",
+            registry=r,
+        )
+        self.clip_cpu_seconds = Counter(
+            "actstream_clip_cpu_seconds",
+            "CPU time of the clip writer thread (remuxing, snapshots, retention).",
+            registry=r,
+        )
+        self.clip_bytes = Gauge(
+            "actstream_clip_folder_bytes",
+            "Size of the clips folder's clips and snapshots (after retention).",
+            registry=r,
+        )
         self.batch_size = Histogram(
             "actstream_backbone_batch_size",
             "Frames per backbone batch.",

@@ -15,6 +15,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from stream.frames import FpsSampler, Frame, stream_time_s
+from stream.packets import PacketRing
 from stream.settings import ReaderOptions
 from stream.sources import SourceError, SourceKind, SourceSpec, av_open_args
 from stream.synthetic import CLASSES, SyntheticScene
@@ -44,13 +45,15 @@ class FrameSource:
 class PyAVFrames(FrameSource):
     """Frames of a PyAV-opened source. Packets that do not decode (damaged or truncated
     media) are skipped and counted: `on_decode_error(n)` per packet, and one warning per
-    burst (when decoding recovers or the source ends) saying how many were skipped where."""
+    burst (when decoding recovers or the source ends) saying how many were skipped where.
+    With `packets`, every demuxed video packet is also kept there (evidence clips)."""
 
     def __init__(
         self,
         spec: SourceSpec,
         options: ReaderOptions,
         on_decode_error: Callable[[int], None] | None = None,
+        packets: PacketRing | None = None,
     ) -> None:
         fmt, av_options = av_open_args(
             spec,
@@ -89,6 +92,13 @@ class PyAVFrames(FrameSource):
             if spec.kind is SourceKind.HTTP and "play" not in spec.params:
                 # a server that reports a finite duration serves a file: played once
                 self.finite = bool(self.container.duration and self.container.duration > 0)
+            self.packets = packets
+            if packets is not None:
+                try:
+                    packets.start_connection(self.video)
+                except (av.FFmpegError, ValueError) as exc:
+                    logger.warning("%s: no clips from this connection (%s)", spec.display, exc)
+                    self.packets = None
         except BaseException:
             self.container.close()
             raise
@@ -98,8 +108,11 @@ class PyAVFrames(FrameSource):
         burst, burst_at_s = 0, None  # undecodable packets in a row, and where they began
         last_s = 0.0
         wall0 = time.monotonic()
+        keep = self.packets.add if self.packets is not None else None
         try:
             for packet in self.container.demux(self.video):
+                if keep is not None:
+                    keep(packet)
                 try:
                     decoded = packet.decode()
                 except av.InvalidDataError:
@@ -162,6 +175,8 @@ class PyAVFrames(FrameSource):
         return turns
 
     def close(self) -> None:
+        if self.packets is not None:
+            self.packets.end_connection()
         self.container.close()
 
 

@@ -31,6 +31,7 @@ from stream.frame_sources import (
     describe_read_error,
 )
 from stream.frames import FpsSampler, Frame
+from stream.packets import PacketRing
 from stream.settings import ReaderOptions
 from stream.sources import SourceError, SourceKind, SourceSpec
 
@@ -88,6 +89,7 @@ class StreamReader:
         on_decode_error: optional callback with the number of packets that could not be
             decoded (damaged media; skipped).
         rng: randomness for reconnect jitter.
+        packets: where a PyAV source's encoded packets are kept (evidence clips); None: not.
     """
 
     def __init__(
@@ -101,8 +103,10 @@ class StreamReader:
         on_late: Callable[[int], None] | None = None,
         on_decode_error: Callable[[int], None] | None = None,
         rng: random.Random | None = None,
+        packets: PacketRing | None = None,
     ) -> None:
         self.spec = spec
+        self.packets = packets
         self.buffer = buffer
         self.options = options
         self._on_decoded = on_decoded
@@ -245,7 +249,7 @@ class StreamReader:
         self._delivered_since_open = False
         if self.spec.kind is SourceKind.SYNTHETIC:
             return SyntheticFrames(self.spec, self.options)
-        return PyAVFrames(self.spec, self.options, self._on_decode_error)
+        return PyAVFrames(self.spec, self.options, self._on_decode_error, self.packets)
 
     # ---- the decode loop ------------------------------------------------------------------
     def _pump(self, source: FrameSource) -> bool:

@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # a command without handling of its own, or while importing
         say("interrupted")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader of our output went away (`| head`): nothing to say
+        return 0
 
 
 def entry() -> None:

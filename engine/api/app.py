@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Query
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel
 
 from engine.store.query import parse_time, query_events
@@ -84,8 +84,9 @@ class DetectorView:
     registry: object
 
 
-def build_app(store_path: str | None, view: DetectorView) -> FastAPI:
-    """The API over the store at `store_path` (None: no store) and the running detector."""
+def build_app(store_path: str | None, view: DetectorView, clips_dir: str | None = None) -> FastAPI:
+    """The API over the store at `store_path` (None: no store), the running detector, and the
+    evidence files under `clips_dir` (None: none are served)."""
     app = FastAPI(
         title="actstream",
         summary="Actions detected in live streams: the event store and each stream's state.",
@@ -149,6 +150,34 @@ def build_app(store_path: str | None, view: DetectorView) -> FastAPI:
         if not found:
             raise HTTPException(404, f"no event {event_id!r}")
         return found[0]
+
+    def evidence(event_id: str, column: str, what: str, media_type: str) -> FileResponse:
+        found = event(event_id)
+        path = found[column]
+        if not path:
+            raise HTTPException(
+                404,
+                f"event {event_id!r} has no {what}: it is written once the action's "
+                "post-roll is recorded, and only for sources with encoded video",
+            )
+        file = Path(path)
+        root = Path(clips_dir).resolve() if clips_dir else None
+        if root is None or not file.resolve().is_relative_to(root):
+            raise HTTPException(404, f"event {event_id!r}: its {what} is not in this detector's "
+                                "clips.dir")  # fmt: skip
+        if not file.is_file():
+            raise HTTPException(410, f"event {event_id!r}: its {what} was deleted (retention)")
+        return FileResponse(file, media_type=media_type, filename=f"{event_id}{file.suffix}")
+
+    @app.get("/api/events/{event_id}/clip.mp4", response_class=FileResponse)
+    def clip(event_id: str):
+        """The action's evidence clip (mp4 of the source's own packets)."""
+        return evidence(event_id, "clip_path", "clip", "video/mp4")
+
+    @app.get("/api/events/{event_id}/snapshot.jpg", response_class=FileResponse)
+    def snapshot(event_id: str):
+        """The decision frame of the action's onset, at the source's resolution."""
+        return evidence(event_id, "snapshot_path", "snapshot", "image/jpeg")
 
     @app.get("/api/streams", response_model=list[StreamInfo])
     def streams():

@@ -61,7 +61,9 @@ def start_api(outputs: Outputs, config, publisher, metrics) -> None:
     from engine.api.app import DetectorView, build_app
 
     view = DetectorView(publisher.current, publisher.is_alive, metrics.registry)
-    api = ApiServer(build_app(config.store.path, view), config.http.host, config.http.port)
+    clips_dir = config.clips.dir if config.clips.enabled else None
+    app = build_app(config.store.path, view, clips_dir)
+    api = ApiServer(app, config.http.host, config.http.port)
     api.start()
     outputs.closers.append(api.close)
     outputs.api_url = f"http://{config.http.host}:{api.port}/api/events"

@@ -77,6 +77,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     run.add_argument("--no-store", action="store_true", help="keep no event store")
     run.add_argument(
+        "--clips",
+        metavar="DIR",
+        help="folder for each action's evidence clip and snapshot (default runs/clips)",
+    )
+    run.add_argument("--no-clips", action="store_true", help="cut no evidence clips or snapshots")
+    run.add_argument(
         "--mqtt",
         metavar="URL",
         help="also publish every event to this MQTT broker, mqtt://HOST[:PORT], on "
@@ -138,6 +144,10 @@ def _overrides(args: argparse.Namespace) -> list[str]:
         overrides.append("store.path=null")
     elif args.store:
         overrides.append(f"store.path={json.dumps(args.store)}")
+    if args.no_clips:
+        overrides.append("clips.enabled=false")
+    elif args.clips:
+        overrides.append(f"clips.dir={json.dumps(args.clips)}")
     if args.fast:
         overrides.append("stream.realtime=false")
     for flag, key in (("engine", "engine_dir"), ("backend", "backend"), ("precision", "precision")):

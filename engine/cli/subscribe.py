@@ -44,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--type",
         action="append",
         default=[],
-        choices=["onset", "offset", "status", "heartbeat"],
+        choices=["onset", "offset", "status", "clip", "heartbeat"],
         help="only this message type (repeatable)",
     )
     subp.add_argument(

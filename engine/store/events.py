@@ -37,17 +37,24 @@ class StoreConfig:
     path: the SQLite database file, created with its folder (None: keep no store).
     commit_s: what arrived is committed at least this often (a kill loses at most this).
     queue_max: messages waiting for the writer; beyond it new ones are dropped and counted.
+    retain_days: events and status rows older than this are deleted while running, and so
+        are evidence clips (null: kept; clips still obey `clips.max_gb`).
     """
 
     path: str | None = "runs/events.db"
     commit_s: float = 1.0
     queue_max: int = 10000
+    retain_days: float | None = None
 
     def __post_init__(self) -> None:
         check_positive(self, "commit_s", "queue_max")
+        if self.retain_days is not None and self.retain_days <= 0:
+            raise ValueError(f"retain_days must be positive or null, got {self.retain_days}")
 
 
 _CLOSE = object()
+_STORED = ("onset", "offset", "status", "clip")
+RETENTION_EVERY_S = 60.0  # how often rows older than retain_days are deleted
 
 
 class EventStore:
@@ -130,6 +137,7 @@ class EventStore:
     def _run(self) -> None:
         pending: list[dict] = []
         due = time.monotonic() + self.config.commit_s
+        next_expiry = 0.0
         closing = False
         while not closing:
             try:
@@ -140,7 +148,7 @@ class EventStore:
                 closing = True
             elif item is not None:
                 message = _as_dict(item)
-                if message is not None and message.get("type") in ("onset", "offset", "status"):
+                if message is not None and message.get("type") in _STORED:
                     pending.append(message)
             if closing or time.monotonic() >= due:
                 if pending and self._commit(pending):
@@ -151,9 +159,29 @@ class EventStore:
                     if self.metrics is not None:
                         self.metrics.store_dropped.inc(lost)
                     pending = pending[lost:]
+                if self.config.retain_days is not None and time.monotonic() >= next_expiry:
+                    next_expiry = time.monotonic() + RETENTION_EVERY_S
+                    self.expire()
                 due = time.monotonic() + self.config.commit_s
         assert self._conn is not None
         self._conn.close()
+
+    def expire(self, now_s: float | None = None) -> int:
+        """Deletes the events (by their end, or start while open) and status rows older than
+        `retain_days`; returns how many events went. Writer thread only."""
+        assert self._conn is not None and self.config.retain_days is not None
+        cutoff = (time.time() if now_s is None else now_s) - self.config.retain_days * 86400
+        try:
+            with self._conn:
+                self._conn.execute("BEGIN IMMEDIATE")
+                gone = self._conn.execute(
+                    "DELETE FROM events WHERE coalesce(end_wall_s, start_wall_s) < ?", (cutoff,)
+                ).rowcount
+                self._conn.execute("DELETE FROM statuses WHERE wall_s < ?", (cutoff,))
+        except sqlite3.Error as exc:
+            logger.error("event store %s: cannot delete old rows (%s)", self.path, exc)
+            return 0
+        return gone
 
     def _commit(self, messages: list[dict]) -> bool:
         conn = self._conn
@@ -190,6 +218,12 @@ class EventStore:
         return True
 
     def _apply(self, conn: sqlite3.Connection, m: dict) -> None:
+        if m["type"] == "clip":
+            conn.execute(
+                "UPDATE events SET clip_path = ?, snapshot_path = ? WHERE event_id = ?",
+                (m["clip_path"], m.get("snapshot_path"), m["event_id"]),
+            )
+            return
         if m["type"] == "status":
             conn.execute(
                 "INSERT INTO statuses (run_id, stream, state, detail, wall_s, seq) "

@@ -3,7 +3,7 @@ their JSON form on the wire (schema in `EVENT_SCHEMA`, documented in the README)
 
 Topics put the widest useful filter first, so ZeroMQ prefix subscriptions select:
 `action.` (all actions), `action.cam1.` (one stream), `action.cam1.onset.` (one stream's
-onsets), `status.cam1.`, `heartbeat`.
+onsets), `status.cam1.`, `clip.cam1.`, `heartbeat`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 SCHEMA = "actstream.event/1"
-MESSAGE_TYPES = ("onset", "offset", "status", "heartbeat")
+MESSAGE_TYPES = ("onset", "offset", "status", "clip", "heartbeat")
 EVENT_SCHEMA: dict[str, Any] = json.loads(
     (Path(__file__).with_name("event_schema.json")).read_text()
 )
@@ -111,7 +111,46 @@ class Heartbeat:
         }
 
 
-Message = ActionEvent | StreamStatus | Heartbeat
+@dataclass(frozen=True, slots=True)
+class ClipReady:
+    """An action's evidence clip file is complete (sent after its offset, once the post-roll
+    has been recorded). `clip_start_s` / `clip_end_s`: the stream times the clip covers (it
+    starts at a keyframe); `snapshot_path`: the decision frame's JPEG (None: none was made);
+    `reencoded`: False when the clip holds the source's own packets; `ended`: why recording
+    stopped ("complete", "stream_ended", "max_length", "shutdown")."""
+
+    stream: str
+    event_id: str
+    label: str
+    clip_path: str
+    snapshot_path: str | None
+    clip_start_s: float
+    clip_end_s: float
+    bytes: int
+    reencoded: bool
+    ended: str
+
+    @property
+    def topic(self) -> str:
+        return f"clip.{self.stream}.{self.label}"
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "type": "clip",
+            "stream": self.stream,
+            "event_id": self.event_id,
+            "label": self.label,
+            "clip_path": self.clip_path,
+            "snapshot_path": self.snapshot_path,
+            "clip_start_s": round(self.clip_start_s, 3),
+            "clip_end_s": round(self.clip_end_s, 3),
+            "bytes": self.bytes,
+            "reencoded": self.reencoded,
+            "ended": self.ended,
+        }
+
+
+Message = ActionEvent | StreamStatus | ClipReady | Heartbeat
 
 
 def encode(

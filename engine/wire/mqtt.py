@@ -1,5 +1,6 @@
-"""MQTT: every onset, offset and stream status change, as the JSON the ZeroMQ socket sends,
-on `<prefix>/<stream>/<type>` (paho-mqtt; home-automation and IoT stacks speak it natively).
+"""MQTT: every onset, offset, stream status change and finished clip, as the JSON the ZeroMQ
+socket sends, on `<prefix>/<stream>/<type>` (paho-mqtt; home-automation and IoT stacks speak it
+natively).
 
 The detector never waits on the broker: paho's network thread sends, a publish only queues
 (bounded by `queue_max`; beyond it messages are dropped and counted), and a lost connection
@@ -20,7 +21,7 @@ import urllib.parse
 from dataclasses import dataclass
 
 from engine.loader import check_positive
-from engine.wire.events import ActionEvent, StreamStatus
+from engine.wire.events import ActionEvent, ClipReady, StreamStatus
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +130,8 @@ class MqttPublisher:
             kind = message.type
         elif isinstance(message, StreamStatus):
             kind = "status"
+        elif isinstance(message, ClipReady):
+            kind = "clip"
         else:
             return  # heartbeats: `<prefix>/available` says the detector is there
         stream = message.stream

@@ -56,12 +56,12 @@ def topic_prefixes(streams: list[str], types: list[str]) -> list[str]:
         if t == "heartbeat":
             prefixes.append("heartbeat")
             continue
-        category = "status" if t == "status" else "action"
+        category = t if t in ("status", "clip") else "action"
         for s in streams or [None]:
             if s is None:
                 prefixes.append(f"{category}.")
-            elif category == "status":
-                prefixes.append(f"status.{s}.")
+            elif category != "action":
+                prefixes.append(f"{category}.{s}.")
             else:
                 prefixes.append(f"action.{s}.{t}.")
     return sorted(set(prefixes))

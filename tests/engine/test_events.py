@@ -99,13 +99,15 @@ def test_gap_detector_reports_missed_sequence_numbers_per_stream():
 
 
 def test_topic_prefixes_follow_the_filters():
-    assert topic_prefixes([], []) == ["action.", "heartbeat", "status."]
+    assert topic_prefixes([], []) == ["action.", "clip.", "heartbeat", "status."]
     assert topic_prefixes(["cam1"], []) == [
         "action.cam1.offset.",
         "action.cam1.onset.",
+        "clip.cam1.",
         "heartbeat",
         "status.cam1.",
     ]
+    assert topic_prefixes(["cam1"], ["clip"]) == ["clip.cam1."]
     assert topic_prefixes(["cam1"], ["onset"]) == ["action.cam1.onset."]
     assert topic_prefixes([], ["status"]) == ["status."]
     with pytest.raises(ValueError):

@@ -1,0 +1,417 @@
+"""Evidence clips and snapshots: per action, an mp4 of the source's own packets from
+`clips.pre_s` before the onset to `clips.post_s` after the offset, and a JPEG of the decision
+frame at the source's resolution; retention by age and by total size.
+
+Each PyAV stream keeps its recent encoded packets in a `stream.packets.PacketRing` (filled by
+its reader). The detector tells the `ClipWriter` about every onset and offset; one writer
+thread does the rest, so neither the readers nor the model ever wait on the disk:
+- at an onset it opens `DIR/<stream>/<YYYY-MM-DD>/<event_id>.mp4.part`, remuxes the ring's
+  packets from the newest keyframe at or before `start_s - pre_s`, and decodes the packets
+  from the keyframe before the decision frame up to it for the snapshot (`<event_id>.jpg`);
+- it keeps appending the stream's packets as the model gets to them (no further than the
+  newest frame the detector processed, so that an offset still to come cannot find its
+  post-roll already overshot), until the first packet past
+  `end_s + post_s` (or the stream's connection ends, `clips.max_s` is reached, or the detector
+  shuts down), then closes the file, renames it to `.mp4` and publishes a `clip` message
+  (`ClipReady`), which the event store records.
+Clips are never re-encoded: the source's codec parameters and packets go into the mp4 as
+they are. A write that fails (disk full, folder not writable) abandons that clip with one log
+line per kind of failure and a count in `actstream_clip_errors_total`; detection goes on.
+Sources without encoded packets (`synthetic://`) get no clips.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from engine.loader import check_positive
+from engine.wire.events import ActionEvent, ClipReady
+from stream.packets import CodecInfo, PacketRing, StoredPacket
+
+logger = logging.getLogger(__name__)
+
+RETENTION_EVERY_S = 30.0  # how often the clips folder is checked against the limits
+POLL_S = 0.1  # how often the writer looks for new packets of the clips it is recording
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClipsConfig:
+    """Attributes:
+    enabled: cut a clip and a snapshot per action (PyAV sources; `--no-clips`: off).
+    dir: clips go to DIR/<stream>/<YYYY-MM-DD>/<event_id>.mp4, snapshots beside them (.jpg).
+    pre_s: seconds of video before the onset (the clip starts at the keyframe before that).
+    post_s: seconds of video after the offset.
+    lag_s: how long after an action's start its onset may come and still get its pre-roll:
+        each stream keeps `pre_s + lag_s` seconds of packets in memory.
+    max_s: longest clip; a longer action's clip is closed at this length.
+    max_gb: the folder's clips and snapshots are kept under this size, oldest deleted first
+        (null: no size limit).
+    snapshot: also write the decision frame as a JPEG at the source's resolution.
+    """
+
+    enabled: bool = True
+    dir: str = "runs/clips"
+    pre_s: float = 3.0
+    post_s: float = 3.0
+    lag_s: float = 15.0
+    max_s: float = 300.0
+    max_gb: float | None = 10.0
+    snapshot: bool = True
+
+    def __post_init__(self) -> None:
+        check_positive(self, "lag_s", "max_s")
+        for name in ("pre_s", "post_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.max_gb is not None and self.max_gb <= 0:
+            raise ValueError(f"max_gb must be positive or null, got {self.max_gb}")
+
+    @property
+    def ring_s(self) -> float:
+        """Seconds of packets each stream keeps."""
+        return self.pre_s + self.lag_s
+
+
+class _Clip:
+    """One clip being recorded (owned by the writer thread)."""
+
+    def __init__(self, event: ActionEvent, ring: PacketRing, connection: int, codec: CodecInfo,
+                 first: StoredPacket, path: Path) -> None:  # fmt: skip
+        self.event_id, self.stream, self.label = event.event_id, event.stream, event.label
+        self.ring, self.connection, self.codec = ring, connection, codec
+        self.path = path
+        self.part = path.with_name(path.name + ".part")
+        self.snapshot_path: Path | None = None
+        self.next_seq = first.seq
+        self.base_dts = first.dts  # the clip's timestamps start at 0
+        self.first_s = first.t_s
+        self.last_s = first.t_s
+        self.end_s: float | None = None  # offset + post-roll, once the offset came
+        self.container = None
+        self.out = None
+
+
+class ClipWriter:
+    """Cuts clips and snapshots on its own thread (see the module doc).
+
+    Args:
+        config: the clips section.
+        rings: each PyAV stream's packet ring (streams without one get no clips).
+        publish: sends a `ClipReady` message (the publisher's `publish`; any thread).
+        retain_days: clips older than this are deleted (None: kept until `max_gb` needs room).
+        metrics: `actstream_clip*` series; None: not counted.
+    """
+
+    def __init__(self, config: ClipsConfig, rings: dict[str, PacketRing],
+                 publish: Callable[[ClipReady], None], *, retain_days: float | None = None,
+                 metrics=None) -> None:  # fmt: skip
+        self.config, self.rings, self.publish = config, rings, publish
+        self.retain_days = retain_days
+        self.metrics = metrics
+        self.dir = Path(config.dir)
+        self._commands: queue.Queue = queue.Queue()
+        self._clips: dict[str, _Clip] = {}
+        self._processed_s: dict[str, float] = {}  # each stream's newest processed frame
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="clip-writer", daemon=True)
+        self._last_error = ""
+        self._next_retention = 0.0
+        self.written = 0
+        self.errors = 0
+        self.cpu_s = 0.0  # CPU time of the writer thread (clip cutting's cost)
+
+    # ---- the detector's side ------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def progress(self, stream: str, t_s: float) -> None:
+        """The detector processed `stream`'s frame at stream time `t_s` (inference thread)."""
+        self._processed_s[stream] = t_s
+
+    def on_event(self, event: ActionEvent) -> None:
+        """An onset or offset was published (inference thread; never blocks)."""
+        if event.stream in self.rings:
+            self._commands.put(event)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Closes the clips being recorded with what their streams delivered, publishes them,
+        and joins the thread (the publisher must still be open)."""
+        if not self._thread.is_alive():
+            return
+        self._stop.set()
+        self._commands.put(None)
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            logger.error("clips: the writer did not finish within %.0f s", timeout_s)
+
+    # ---- the writer thread --------------------------------------------------------------------
+    def _run(self) -> None:
+        cpu0 = time.thread_time()
+        self._remove_partial_files()
+        while True:
+            try:
+                command = self._commands.get(timeout=POLL_S)
+            except queue.Empty:
+                command = None
+            while command is not None:
+                self._apply(command)
+                try:
+                    command = self._commands.get_nowait()
+                except queue.Empty:
+                    command = None
+            stopping = self._stop.is_set()
+            for clip in list(self._clips.values()):
+                self._advance(clip, shutdown=stopping)
+            if time.monotonic() >= self._next_retention:
+                self._next_retention = time.monotonic() + RETENTION_EVERY_S
+                self.enforce_retention()
+            cpu = time.thread_time()
+            self.cpu_s += cpu - cpu0
+            if self.metrics is not None:
+                self.metrics.clip_cpu_seconds.inc(cpu - cpu0)
+            cpu0 = cpu
+            if stopping:
+                return
+
+    def _apply(self, event: ActionEvent) -> None:
+        if event.type == "onset":
+            self._open(event)
+            return
+        clip = self._clips.get(event.event_id)
+        if clip is not None and event.end_s is not None:
+            clip.end_s = event.end_s + self.config.post_s
+
+    def _open(self, event: ActionEvent) -> None:
+        ring = self.rings[event.stream]
+        # The newest connection's packets, kept until the next one (a file that has been read
+        # to its end while the model catches up still has them).
+        connection, codec = ring.connection, ring.codec
+        first = None if codec is None else ring.keyframe_at(
+            event.start_s - self.config.pre_s, connection
+        )  # fmt: skip
+        if first is None or first.t_s > event.frame_s:  # reconnected since, or far behind
+            logger.warning(
+                "clips: %s: the stream's packets of that moment are gone; no clip",
+                event.event_id,
+            )
+            return
+        day = datetime.fromtimestamp(event.start_wall_s, UTC).strftime("%Y-%m-%d")
+        path = self.dir / _safe(event.stream) / day / f"{_safe(event.event_id)}.mp4"
+        clip = _Clip(event, ring, connection, codec, first, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if self.config.snapshot:
+                clip.snapshot_path = self._snapshot(clip, event.frame_s)
+            clip.container = av.open(
+                str(clip.part), mode="w", format=codec.container_format,
+                options={"movflags": "+faststart"} if codec.container_format == "mp4" else {},
+            )  # fmt: skip
+            clip.out = clip.container.add_stream_from_template(codec.template)
+        except (OSError, av.FFmpegError, ValueError) as exc:
+            self._failed(clip, exc)
+            return
+        self._clips[event.event_id] = clip
+
+    def _advance(self, clip: _Clip, *, shutdown: bool = False) -> None:
+        """Writes the clip's new packets; closes it once it is complete."""
+        try:
+            packets, over = clip.ring.since(clip.next_seq, clip.connection)
+        except LookupError:
+            self._failed(clip, OSError("the writer fell behind the stream (packets gone)"))
+            return
+        ended = None
+        horizon = None if shutdown else self._processed_s.get(clip.stream)
+        try:
+            for p in packets:
+                if clip.end_s is not None and p.t_s > clip.end_s:
+                    ended = "complete"
+                    break
+                if clip.end_s is None and horizon is not None and p.t_s > horizon:
+                    break  # the model has not seen it yet: its offset may still come
+                if p.t_s - clip.first_s > self.config.max_s:
+                    ended = "max_length"
+                    break
+                packet = p.to_av(clip.codec.time_base)
+                packet.pts -= clip.base_dts
+                packet.dts -= clip.base_dts
+                packet.stream = clip.out
+                clip.container.mux(packet)
+                clip.next_seq = p.seq + 1
+                clip.last_s = max(clip.last_s, p.t_s + float(p.duration * clip.codec.time_base))
+            if ended is None and over and clip.end_s is not None:  # after its offset
+                ended = "stream_ended"
+            if ended is None and shutdown:
+                ended = "shutdown"
+            if ended is not None:
+                self._finish(clip, ended)
+        except (OSError, av.FFmpegError, ValueError) as exc:
+            self._failed(clip, exc)
+
+    def _finish(self, clip: _Clip, ended: str) -> None:
+        clip.container.close()
+        clip.container = None
+        os.replace(clip.part, clip.path)
+        self._clips.pop(clip.event_id, None)
+        size = clip.path.stat().st_size
+        self.written += 1
+        if self.metrics is not None:
+            self.metrics.clips_written.labels(clip.stream).inc()
+        self._recovered()
+        self.publish(
+            ClipReady(
+                stream=clip.stream,
+                event_id=clip.event_id,
+                label=clip.label,
+                clip_path=str(clip.path.resolve()),
+                snapshot_path=None if clip.snapshot_path is None else str(clip.snapshot_path),
+                clip_start_s=clip.first_s,
+                clip_end_s=clip.last_s,
+                bytes=size,
+                reencoded=False,
+                ended=ended,
+            )
+        )
+
+    def _failed(self, clip: _Clip, exc: BaseException) -> None:
+        self._clips.pop(clip.event_id, None)
+        if clip.container is not None:
+            try:
+                clip.container.close()
+            except (OSError, av.FFmpegError, ValueError):
+                pass
+        for path in (clip.part, clip.snapshot_path):
+            if path is not None:
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError:
+                    pass
+        self.errors += 1
+        if self.metrics is not None:
+            self.metrics.clip_errors.inc()
+        text = _reason(exc)
+        if text != self._last_error:  # one line per kind of failure, not per clip
+            self._last_error = text
+            logger.error(
+                "clips: cannot write %s (%s); that clip is abandoned, detection goes on",
+                clip.path,
+                text,
+            )
+
+    def _recovered(self) -> None:
+        if self._last_error:
+            logger.info("clips: writing again (%s)", self.dir)
+            self._last_error = ""
+
+    # ---- snapshots ----------------------------------------------------------------------------
+    def _snapshot(self, clip: _Clip, frame_s: float) -> Path | None:
+        """Decodes the ring's packets from the keyframe before `frame_s` up to the frame at
+        `frame_s` and writes it as a JPEG at the source's resolution."""
+        key = clip.ring.keyframe_at(frame_s, clip.connection)
+        if key is None:
+            return None
+        packets, _ = clip.ring.since(key.seq, clip.connection)
+        decoder = clip.codec.decoder_context()
+        chosen = None
+        for p in packets:
+            if p.t_s > frame_s + 1e-6:
+                break
+            for frame in decoder.decode(p.to_av(clip.codec.time_base)):
+                chosen = frame
+        if chosen is None:
+            for frame in decoder.decode(None):  # frames the decoder still holds
+                chosen = chosen or frame
+        if chosen is None:
+            return None
+        path = clip.path.with_suffix(".jpg")
+        path.write_bytes(encode_jpeg(chosen))
+        return path.resolve()
+
+    # ---- retention ----------------------------------------------------------------------------
+    def enforce_retention(self) -> int:
+        """Deletes clips and snapshots older than `retain_days`, then the oldest until the
+        folder is under `max_gb`; returns how many files were deleted."""
+        files = []
+        for path in _files(self.dir):
+            if path.suffix not in (".mp4", ".jpg"):
+                continue
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            files.append((st.st_mtime, st.st_size, path))
+        files.sort()
+        total = sum(size for _, size, _ in files)
+        deleted = 0
+        cutoff = None if self.retain_days is None else time.time() - self.retain_days * 86400
+        limit = None if self.config.max_gb is None else self.config.max_gb * 1e9
+        for mtime, size, path in files:
+            too_old = cutoff is not None and mtime < cutoff
+            too_big = limit is not None and total > limit
+            if not (too_old or too_big):
+                break
+            try:
+                path.unlink()
+            except OSError as exc:
+                logger.warning("clips: cannot delete %s (%s)", path, exc)
+                continue
+            total -= size
+            deleted += 1
+        if self.metrics is not None:
+            self.metrics.clip_bytes.set(total)
+        return deleted
+
+    def _remove_partial_files(self) -> None:
+        """`.part` files left by a detector that was killed while recording."""
+        for path in _files(self.dir):
+            if path.name.endswith(".mp4.part"):
+                try:
+                    path.unlink()
+                except OSError:
+                    pass
+
+
+def encode_jpeg(frame: av.VideoFrame, quality: int = 3) -> bytes:
+    """One frame as a JPEG file (FFmpeg's mjpeg encoder; `quality`: 2 best ... 31 worst),
+    turned upright as its display matrix says."""
+    turns = round((frame.rotation or 0) / 90) % 4
+    if turns:
+        rgb = np.ascontiguousarray(np.rot90(frame.to_ndarray(format="rgb24"), turns))
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+    ctx = av.CodecContext.create("mjpeg", "w")
+    ctx.width, ctx.height = frame.width, frame.height
+    ctx.pix_fmt = "yuvj420p"
+    ctx.time_base = Fraction(1, 25)
+    ctx.qmin = ctx.qmax = quality
+    image = frame.reformat(format="yuvj420p")
+    image.pts = 0
+    data = b"".join(bytes(p) for p in ctx.encode(image))
+    return data + b"".join(bytes(p) for p in ctx.encode(None))
+
+
+def _files(root: Path):
+    if not root.is_dir():
+        return
+    for dirpath, _dirs, names in os.walk(root):
+        for name in names:
+            yield Path(dirpath) / name
+
+
+def _safe(name: str) -> str:
+    """A path component from a stream or event id (ids are validated; this guards anyway)."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).lstrip(".") or "_"
+
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc).splitlines()[0] or type(exc).__name__
