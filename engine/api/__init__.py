@@ -1,9 +1,12 @@
 """The detector's HTTP API (FastAPI, served by uvicorn on a thread of the detector process):
-the event store's actions, each stream's state, and a health check for supervisors.
+the event store's actions with their evidence clips and snapshots, each stream's state, and a
+health check for supervisors.
 
     GET /api/events          actions, newest first (filters: stream, label, since, until,
                              open; paging: limit, offset)
     GET /api/events/{id}     one action
+    GET /api/events/{id}/clip.mp4, /api/events/{id}/snapshot.jpg
+                             its evidence files (from clips.dir only; 404 none yet, 410 gone)
     GET /api/streams         per stream: state, frames processed and dropped, frame rate over
                              the last seconds, open actions
     GET /healthz             200 while the detector publishes, 503 once its publisher stopped
