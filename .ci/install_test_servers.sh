@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the servers tests/integration starts (Debian packages), unless present: GStreamer's
 # RTSP server (it runs under the system interpreter /usr/bin/python3, which has python3-gi)
-# and the Mosquitto MQTT broker.
+# the Mosquitto MQTT broker, and a PostgreSQL server (the event store's shared database).
 set -euo pipefail
 check() {
   /usr/bin/python3 - <<'PY' 2>/dev/null
@@ -13,17 +13,19 @@ Gst.init(None)
 assert Gst.ElementFactory.find("x264enc") and Gst.ElementFactory.find("qtdemux")
 PY
 }
-if check && [ -x /usr/sbin/mosquitto ]; then
+have_postgres() { compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; }
+if check && [ -x /usr/sbin/mosquitto ] && have_postgres; then
   exit 0
 fi
 SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
-echo "installing the GStreamer RTSP server and Mosquitto for the integration tests (about 20 s)..."
+echo "installing the GStreamer RTSP server, Mosquitto and PostgreSQL for the integration tests (about 30 s)..."
 $SUDO apt-get update -q >/dev/null
 $SUDO apt-get install -y -q --no-install-recommends \
   gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp python3-gi \
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
-  gstreamer1.0-plugins-ugly mosquitto >/dev/null
+  gstreamer1.0-plugins-ugly mosquitto postgresql >/dev/null
 check || { echo "GStreamer RTSP server still unavailable after install" >&2; exit 1; }
 [ -x /usr/sbin/mosquitto ] || { echo "mosquitto still unavailable after install" >&2; exit 1; }
+have_postgres || { echo "PostgreSQL still unavailable after install" >&2; exit 1; }

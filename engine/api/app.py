@@ -14,7 +14,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel
 
 from engine.store.query import parse_time, query_events
-from engine.store.schema import StoreError, open_database
+from engine.store.schema import StoreError, is_url, open_database
 
 MAX_PAGE = 1000
 RATE_WINDOW_S = 10.0  # /api/streams' frame rate: frames processed over about this long
@@ -100,7 +100,7 @@ def build_app(store_path: str | None, view: DetectorView, clips_dir: str | None 
     def store():
         if store_path is None:
             raise HTTPException(404, "no event store (store.path is null)")
-        if not Path(store_path).exists():
+        if not is_url(store_path) and not Path(store_path).exists():
             raise HTTPException(503, "the event store is not written yet")
         try:
             return open_database(store_path, read_only=True)

@@ -21,7 +21,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "or a time ago (30s, 15m, 2h, 7d).",
     )
     ev.add_argument(
-        "--store", default="runs/events.db", help="the database (default runs/events.db)"
+        "--store",
+        default="runs/events.db",
+        help="the SQLite file or postgresql:// URL (default runs/events.db)",
     )
     ev.add_argument("--stream", action="append", default=[], help="only this stream (repeatable)")
     ev.add_argument("--label", action="append", default=[], help="only this label (repeatable)")
@@ -58,7 +60,7 @@ def events_command(args: argparse.Namespace) -> int:
             since_wall_s=since,
             until_wall_s=until,
             open_only=args.open,
-            limit=args.limit or -1,  # SQLite: a negative LIMIT is none
+            limit=args.limit or None,
         )
     finally:
         conn.close()

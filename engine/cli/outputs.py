@@ -35,14 +35,14 @@ def start_event_outputs(outputs: Outputs, config, streams: list[str], run_id: st
     sinks (they only queue); raises `StoreError` for a store that cannot be opened."""
     from engine.store.events import EventStore
 
-    if config.store.path:
+    if config.store.target:
         store = EventStore(
             config.store, run_id=run_id, model=model, streams=streams, metrics=metrics
         )
         store.start()
         outputs.closers.append(store.close)
         outputs.sinks.insert(0, lambda _topic, payload, _message: store.record(payload))
-        outputs.store_path = config.store.path
+        outputs.store_path = store.shown
     if config.mqtt.url:
         from engine.wire.mqtt import MqttPublisher
 
@@ -62,7 +62,7 @@ def start_api(outputs: Outputs, config, publisher, metrics) -> None:
 
     view = DetectorView(publisher.current, publisher.is_alive, metrics.registry)
     clips_dir = config.clips.dir if config.clips.enabled else None
-    app = build_app(config.store.path, view, clips_dir)
+    app = build_app(config.store.target, view, clips_dir)
     api = ApiServer(app, config.http.host, config.http.port)
     api.start()
     outputs.closers.append(api.close)

@@ -71,9 +71,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--no-metrics", action="store_true", help="no metrics endpoint")
     run.add_argument(
         "--store",
-        metavar="PATH",
-        help="SQLite event store to write every event into (default runs/events.db; "
-        "actstream events reads it)",
+        metavar="PATH|URL",
+        help="event store to write every event into: an SQLite file (default runs/events.db) "
+        "or a postgresql:// URL (store.url); actstream events reads it",
     )
     run.add_argument("--no-store", action="store_true", help="keep no event store")
     run.add_argument(
@@ -125,6 +125,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _overrides(args: argparse.Namespace) -> list[str]:
     """The command line's options as config overrides, then the user's own `--set`s (an
     error in a `--set` names what the user typed, never an option's translation)."""
+    from engine.store.schema import is_url
+
     overrides: list[str] = []
     if args.weights:
         overrides.append(f"weights={json.dumps(args.weights)}")
@@ -141,9 +143,11 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     if args.http_port is not None:
         overrides.append(f"http.port={args.http_port}")
     if args.no_store:
-        overrides.append("store.path=null")
+        overrides += ["store.path=null", "store.url=null"]
+    elif args.store and is_url(args.store):
+        overrides.append(f"store.url={json.dumps(args.store)}")
     elif args.store:
-        overrides.append(f"store.path={json.dumps(args.store)}")
+        overrides += [f"store.path={json.dumps(args.store)}", "store.url=null"]
     if args.no_clips:
         overrides.append("clips.enabled=false")
     elif args.clips:
@@ -259,15 +263,14 @@ def _run(args: argparse.Namespace) -> int:
     except KeyFileError as exc:
         close_all()
         return fail(str(exc))
-    try:
-        endpoint = detector.publisher.start()
-    except PublisherError as exc:
+    try:  # before the events socket: whoever hears the first message finds the API up
+        start_api(outputs, config, detector.publisher, metrics)
+    except HttpPortError as exc:
         close_all()
         return fail(str(exc))
     try:
-        start_api(outputs, config, detector.publisher, metrics)
-    except HttpPortError as exc:
-        detector.publisher.close()
+        endpoint = detector.publisher.start()
+    except PublisherError as exc:
         close_all()
         return fail(str(exc))
     stop = threading.Event()

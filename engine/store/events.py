@@ -1,4 +1,5 @@
-"""SQLite event store: one row per action (its onset, then its offset), one per stream status
+"""The event store (an SQLite file, or a PostgreSQL database with `store.url`): one row per
+action (its onset, then its offset), one per stream status
 change, one per detector run.
 
 The detector never waits on the disk: `EventStore.record` queues the published payload (a
@@ -18,14 +19,13 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.loader import check_positive
-from engine.store.schema import StoreError, open_database
+from engine.store.schema import Database, StoreError, is_url, open_database, shown
 from engine.versions import installed_version
 
 logger = logging.getLogger(__name__)
@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 class StoreConfig:
     """Attributes:
     path: the SQLite database file, created with its folder (None: keep no store).
+    url: a PostgreSQL database instead (`postgresql://USER:PASSWORD@HOST:PORT/DB`), shared
+        by a fleet of detectors; when set, `path` is not used.
     commit_s: what arrived is committed at least this often (a kill loses at most this).
     queue_max: messages waiting for the writer; beyond it new ones are dropped and counted.
     retain_days: events and status rows older than this are deleted while running, and so
@@ -42,6 +44,7 @@ class StoreConfig:
     """
 
     path: str | None = "runs/events.db"
+    url: str | None = None
     commit_s: float = 1.0
     queue_max: int = 10000
     retain_days: float | None = None
@@ -50,6 +53,13 @@ class StoreConfig:
         check_positive(self, "commit_s", "queue_max")
         if self.retain_days is not None and self.retain_days <= 0:
             raise ValueError(f"retain_days must be positive or null, got {self.retain_days}")
+        if self.url is not None and not is_url(self.url):
+            raise ValueError(f"url must start with postgresql://, got {shown(self.url)!r}")
+
+    @property
+    def target(self) -> str | None:
+        """The store to open: the URL if one is given, else the file (None: no store)."""
+        return self.url or self.path
 
 
 _CLOSE = object()
@@ -77,13 +87,14 @@ class EventStore:
         streams: list[str] | tuple[str, ...] = (),
         metrics=None,
     ) -> None:
-        assert config.path, "a store needs store.path"
+        assert config.target, "a store needs store.path or store.url"
         self.config, self.run_id, self.model = config, run_id, model
         self.streams = list(streams)
         self.metrics = metrics
-        self.path = Path(config.path)
+        self.path = config.target if config.url else Path(config.target)
+        self.shown = shown(str(self.path))
         self._queue: queue.Queue = queue.Queue(config.queue_max)
-        self._conn: sqlite3.Connection | None = None
+        self._conn: Database | None = None
         self._thread = threading.Thread(target=self._run, name="event-store", daemon=True)
         self.written = 0  # messages committed
         self.dropped = 0  # messages that found the queue full
@@ -95,7 +106,7 @@ class EventStore:
         self._conn = open_database(self.path)
         try:
             self._conn.execute(
-                "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO runs VALUES (?, ?, ?, ?, ?)",
                 (
                     self.run_id,
                     time.time(),
@@ -104,9 +115,9 @@ class EventStore:
                     installed_version("actstream") or "unknown",
                 ),
             )
-        except sqlite3.Error as exc:
+        except self._conn.errors as exc:
             self._conn.close()
-            raise StoreError(f"event store {self.path}: cannot write to it ({exc})") from None
+            raise StoreError(f"event store {self.shown}: cannot write to it ({exc})") from None
         self._thread.start()
 
     def record(self, payload: bytes | str) -> None:
@@ -129,7 +140,7 @@ class EventStore:
                 break
             except queue.Full:
                 if time.monotonic() > deadline:
-                    logger.error("event store %s: writer stuck; not all events stored", self.path)
+                    logger.error("event store %s: writer stuck; not all events stored", self.shown)
                     return
         self._thread.join(max(0.0, deadline - time.monotonic()))
 
@@ -169,55 +180,63 @@ class EventStore:
     def expire(self, now_s: float | None = None) -> int:
         """Deletes the events (by their end, or start while open) and status rows older than
         `retain_days`; returns how many events went. Writer thread only."""
-        assert self._conn is not None and self.config.retain_days is not None
+        db = self._conn
+        assert db is not None and self.config.retain_days is not None
         cutoff = (time.time() if now_s is None else now_s) - self.config.retain_days * 86400
         try:
-            with self._conn:
-                self._conn.execute("BEGIN IMMEDIATE")
-                gone = self._conn.execute(
-                    "DELETE FROM events WHERE coalesce(end_wall_s, start_wall_s) < ?", (cutoff,)
-                ).rowcount
-                self._conn.execute("DELETE FROM statuses WHERE wall_s < ?", (cutoff,))
-        except sqlite3.Error as exc:
-            logger.error("event store %s: cannot delete old rows (%s)", self.path, exc)
+            db.begin()
+            gone = db.execute(
+                "DELETE FROM events WHERE coalesce(end_wall_s, start_wall_s) < ?", (cutoff,)
+            ).rowcount
+            db.execute("DELETE FROM statuses WHERE wall_s < ?", (cutoff,))
+            db.commit()
+        except db.errors as exc:
+            db.rollback()
+            logger.error("event store %s: cannot delete old rows (%s)", self.shown, exc)
             return 0
         return gone
 
     def _commit(self, messages: list[dict]) -> bool:
-        conn = self._conn
-        assert conn is not None
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for m in messages:
-                self._apply(conn, m)
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+        db = self._conn
+        assert db is not None
+        if db.broken:  # a PostgreSQL server that went away: connect again
             try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            self.errors += 1
-            if self.metrics is not None:
-                self.metrics.store_errors.inc()
-            if str(exc) != self._last_error:  # one line per kind of failure, not per batch
-                self._last_error = str(exc)
-                logger.error(
-                    "event store %s: cannot write (%s); %d messages kept for the next try, "
-                    "detection goes on",
-                    self.path,
-                    exc,
-                    len(messages),
-                )
-            return False
+                self._conn = db = open_database(self.path)
+            except StoreError as exc:
+                return self._failed(exc, len(messages))
+        try:
+            db.begin()
+            for m in messages:
+                self._apply(db, m)
+            db.commit()
+        except db.errors as exc:
+            db.rollback()
+            return self._failed(exc, len(messages))
         if self._last_error:
-            logger.info("event store %s: writing again", self.path)
+            logger.info("event store %s: writing again", self.shown)
             self._last_error = ""
         self.written += len(messages)
         if self.metrics is not None:
             self.metrics.store_writes.inc(len(messages))
         return True
 
-    def _apply(self, conn: sqlite3.Connection, m: dict) -> None:
+    def _failed(self, exc: BaseException, kept: int) -> bool:
+        self.errors += 1
+        if self.metrics is not None:
+            self.metrics.store_errors.inc()
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if text != self._last_error:  # one line per kind of failure, not per batch
+            self._last_error = text
+            logger.error(
+                "event store %s: cannot write (%s); %d messages kept for the next try, "
+                "detection goes on",
+                self.shown,
+                text,
+                kept,
+            )
+        return False
+
+    def _apply(self, conn: Database, m: dict) -> None:
         if m["type"] == "clip":
             conn.execute(
                 "UPDATE events SET clip_path = ?, snapshot_path = ? WHERE event_id = ?",

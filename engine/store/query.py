@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import sqlite3
 import time
 from typing import Any
 
-from engine.store.schema import EVENT_COLUMNS
+from engine.store.schema import EVENT_COLUMNS, Database
 
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def query_events(
-    conn: sqlite3.Connection,
+    conn: Database,
     *,
     streams: list[str] | tuple[str, ...] = (),
     labels: list[str] | tuple[str, ...] = (),
@@ -24,13 +23,13 @@ def query_events(
     until_wall_s: float | None = None,
     open_only: bool = False,
     event_ids: list[str] | tuple[str, ...] = (),
-    limit: int = 50,
+    limit: int | None = 50,
     offset: int = 0,
 ) -> list[dict[str, Any]]:
     """Events (dicts of `EVENT_COLUMNS`, `late` as bool) whose start lies in [since, until),
     of the given streams and labels (none given: all), newest first, `offset` newest ones
-    skipped; `open_only`: actions whose offset has not been stored; `event_ids`: only
-    these."""
+    skipped (`limit` None: all); `open_only`: actions whose offset has not been stored;
+    `event_ids`: only these."""
     where, args = [], []
     if event_ids:
         where.append(f"event_id IN ({', '.join('?' * len(event_ids))})")
@@ -53,7 +52,8 @@ def query_events(
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY start_wall_s DESC, event_id DESC LIMIT ? OFFSET ?"
-    rows = conn.execute(sql, (*args, limit, offset)).fetchall()
+    everything = 2**62  # `limit` None: no limit (OFFSET needs a LIMIT in SQLite)
+    rows = conn.execute(sql, (*args, everything if limit is None else limit, offset)).fetchall()
     out = [dict(zip(EVENT_COLUMNS, row, strict=True)) for row in rows]
     for r in out:
         r["late"] = bool(r["late"])
