@@ -116,8 +116,14 @@ def run(
     weights: str,
     fps: float = 10.0,
     threads: int = 0,
+    on_sent=None,
 ) -> dict:
-    config = load_config(None, ["publisher.heartbeat_s=0.5", "metrics.port=null"])
+    """One run of `streams` live streams for `duration_s`; `on_sent(topic, payload, message)`
+    gets every message sent (the event store, in `benchmarks.store_and_clips`)."""
+    # Clips are measured on their own (benchmarks.store_and_clips).
+    config = load_config(
+        None, ["publisher.heartbeat_s=0.5", "metrics.port=null", "clips.enabled=false"]
+    )
     model, model_config, _ = load_checkpoint(weights)
     config = dataclasses.replace(config, model=dataclasses.replace(model_config, fps=fps))
     backend = prepare_backend(
@@ -131,7 +137,13 @@ def run(
     specs = parse_sources(sources)
     metrics = Metrics()
     detector = build_detector(
-        specs, config, backend, run_id="bench", metrics=metrics, endpoint="tcp://127.0.0.1:*"
+        specs,
+        config,
+        backend,
+        run_id="bench",
+        metrics=metrics,
+        endpoint="tcp://127.0.0.1:*",
+        on_sent=on_sent,
     )
     endpoint = detector.publisher.start()
     ctx = mp.get_context("spawn")

@@ -16,11 +16,12 @@ from engine.tracker import Tracker
 from engine.wire.publisher import Publisher
 from engine.wire.security import CurveServer
 from stream.buffer import DropPolicy, FrameBuffer
+from stream.frame_sources import synthetic_fps, synthetic_scene
 from stream.frames import Frame
 from stream.packets import PacketRing
 from stream.reader import StreamReader
 from stream.settings import ReaderOptions
-from stream.sources import SourceKind, SourceSpec
+from stream.sources import SourceError, SourceKind, SourceSpec
 
 
 def reader_options(config: AppConfig) -> ReaderOptions:
@@ -69,9 +70,15 @@ def build_detector(
     period_s = 1.0 / config.model.fps
     streams = []
     rings: dict[str, PacketRing] = {}
+    scenes: dict[str, tuple] = {}
     for spec in specs:
         sid = spec.stream_id
-        if config.clips.enabled and spec.kind is not SourceKind.SYNTHETIC:
+        if config.clips.enabled and spec.kind is SourceKind.SYNTHETIC:
+            try:  # the writer's own copy of the scene (it extends its schedule as it renders)
+                scenes[sid] = (synthetic_scene(spec, options), synthetic_fps(spec, options))
+            except SourceError:
+                pass  # its reader reports the bad option at start-up
+        elif config.clips.enabled:
             rings[sid] = PacketRing(config.clips.ring_s)
         buffer = FrameBuffer(
             config.stream.buffer_frames,
@@ -95,13 +102,14 @@ def build_detector(
         backend, config.model.classes, config.decode, stop_below=config.tracker.keep_threshold
     )
     clips = None
-    if rings:
+    if rings or scenes:
         clips = ClipWriter(
             config.clips,
             rings,
             publisher.publish,
             retain_days=config.store.retain_days,
             metrics=metrics,
+            scenes=scenes,
         )
     return Detector(
         streams,

@@ -17,12 +17,15 @@ thread does the rest, so neither the readers nor the model ever wait on the disk
 Clips are never re-encoded: the source's codec parameters and packets go into the mp4 as
 they are. A write that fails (disk full, folder not writable) abandons that clip with one log
 line per kind of failure and a count in `actstream_clip_errors_total`; detection goes on.
-Sources without encoded packets (`synthetic://`) get no clips.
+`synthetic://` sources have no encoded packets: their clips are the only ones encoded (H.264,
+`reencoded: true`), from the scene itself (a scene is a pure function of its seed and time),
+once the model has reached the clip's end; their snapshots are rendered at the scene's size.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import threading
@@ -39,6 +42,7 @@ import numpy as np
 from engine.loader import check_positive
 from engine.wire.events import ActionEvent, ClipReady
 from stream.packets import CodecInfo, PacketRing, StoredPacket
+from stream.synthetic import SyntheticScene
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +53,7 @@ POLL_S = 0.1  # how often the writer looks for new packets of the clips it is re
 @dataclass(frozen=True, kw_only=True)
 class ClipsConfig:
     """Attributes:
-    enabled: cut a clip and a snapshot per action (PyAV sources; `--no-clips`: off).
+    enabled: cut a clip and a snapshot per action (`--no-clips`: off).
     dir: clips go to DIR/<stream>/<YYYY-MM-DD>/<event_id>.mp4, snapshots beside them (.jpg).
     pre_s: seconds of video before the onset (the clip starts at the keyframe before that).
     post_s: seconds of video after the offset.
@@ -87,18 +91,24 @@ class ClipsConfig:
 class _Clip:
     """One clip being recorded (owned by the writer thread)."""
 
-    def __init__(self, event: ActionEvent, ring: PacketRing, connection: int, codec: CodecInfo,
-                 first: StoredPacket, path: Path) -> None:  # fmt: skip
+    scene: SyntheticScene | None = None  # a generated source's clip: encoded, not remuxed
+    fps = 0.0  # its frame rate
+
+    def __init__(self, event: ActionEvent, ring: PacketRing | None, connection: int,
+                 codec: CodecInfo | None, first: StoredPacket | None, path: Path,
+                 start_s: float = 0.0) -> None:  # fmt: skip
         self.event_id, self.stream, self.label = event.event_id, event.stream, event.label
         self.ring, self.connection, self.codec = ring, connection, codec
         self.path = path
         self.part = path.with_name(path.name + ".part")
         self.snapshot_path: Path | None = None
-        self.next_seq = first.seq
-        self.base_dts = first.dts  # the clip's timestamps start at 0
-        self.first_s = first.t_s
-        self.last_s = first.t_s
+        self.next_seq = first.seq if first else 0
+        self.base_dts = first.dts if first else 0  # the clip's timestamps start at 0
+        self.first_s = first.t_s if first else start_s
+        self.last_s = self.first_s
         self.end_s: float | None = None  # offset + post-roll, once the offset came
+        self.decision_s = event.frame_s
+        self.muxed = 0  # packets written
         self.container = None
         self.out = None
 
@@ -108,7 +118,9 @@ class ClipWriter:
 
     Args:
         config: the clips section.
-        rings: each PyAV stream's packet ring (streams without one get no clips).
+        rings: each PyAV stream's packet ring.
+        scenes: each `synthetic://` stream's scene (a copy of its own: scenes extend their
+            schedule as they render) and frame rate; streams in neither get no clips.
         publish: sends a `ClipReady` message (the publisher's `publish`; any thread).
         retain_days: clips older than this are deleted (None: kept until `max_gb` needs room).
         metrics: `actstream_clip*` series; None: not counted.
@@ -116,8 +128,11 @@ class ClipWriter:
 
     def __init__(self, config: ClipsConfig, rings: dict[str, PacketRing],
                  publish: Callable[[ClipReady], None], *, retain_days: float | None = None,
-                 metrics=None) -> None:  # fmt: skip
+                 metrics=None,
+                 scenes: dict[str, tuple[SyntheticScene, float]] | None = None,
+                 ) -> None:  # fmt: skip
         self.config, self.rings, self.publish = config, rings, publish
+        self.scenes = scenes or {}
         self.retain_days = retain_days
         self.metrics = metrics
         self.dir = Path(config.dir)
@@ -142,7 +157,7 @@ class ClipWriter:
 
     def on_event(self, event: ActionEvent) -> None:
         """An onset or offset was published (inference thread; never blocks)."""
-        if event.stream in self.rings:
+        if event.stream in self.rings or event.stream in self.scenes:
             self._commands.put(event)
 
     def close(self, timeout_s: float = 10.0) -> None:
@@ -166,14 +181,21 @@ class ClipWriter:
             except queue.Empty:
                 command = None
             while command is not None:
-                self._apply(command)
+                try:
+                    self._apply(command)
+                except Exception:  # a bug: lose that clip, never the writer
+                    logger.exception("clips: %s not recorded", command.event_id)
                 try:
                     command = self._commands.get_nowait()
                 except queue.Empty:
                     command = None
             stopping = self._stop.is_set()
             for clip in list(self._clips.values()):
-                self._advance(clip, shutdown=stopping)
+                try:
+                    self._advance(clip, shutdown=stopping)
+                except Exception:  # a bug: lose that clip, never the writer
+                    logger.exception("clips: %s abandoned", clip.event_id)
+                    self._clips.pop(clip.event_id, None)
             if time.monotonic() >= self._next_retention:
                 self._next_retention = time.monotonic() + RETENTION_EVERY_S
                 self.enforce_retention()
@@ -194,6 +216,9 @@ class ClipWriter:
             clip.end_s = event.end_s + self.config.post_s
 
     def _open(self, event: ActionEvent) -> None:
+        if event.stream in self.scenes:
+            self._open_scene(event)
+            return
         ring = self.rings[event.stream]
         # The newest connection's packets, kept until the next one (a file that has been read
         # to its end while the model catches up still has them).
@@ -207,11 +232,9 @@ class ClipWriter:
                 event.event_id,
             )
             return
-        day = datetime.fromtimestamp(event.start_wall_s, UTC).strftime("%Y-%m-%d")
-        path = self.dir / _safe(event.stream) / day / f"{_safe(event.event_id)}.mp4"
-        clip = _Clip(event, ring, connection, codec, first, path)
+        clip = _Clip(event, ring, connection, codec, first, self._path(event))
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            clip.path.parent.mkdir(parents=True, exist_ok=True)
             if self.config.snapshot:
                 clip.snapshot_path = self._snapshot(clip, event.frame_s)
             clip.container = av.open(
@@ -223,13 +246,75 @@ class ClipWriter:
             self._failed(clip, exc)
             return
         self._clips[event.event_id] = clip
+        self._advance(clip)  # the pre-roll at once: the ring moves on while we wait
+
+    def _open_scene(self, event: ActionEvent) -> None:
+        scene, fps = self.scenes[event.stream]
+        start_s = max(0.0, math.floor((event.start_s - self.config.pre_s) * fps + 1e-6) / fps)
+        clip = _Clip(event, None, 0, None, None, self._path(event), start_s)
+        clip.scene, clip.fps = scene, fps
+        try:
+            clip.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.config.snapshot:
+                frame = av.VideoFrame.from_ndarray(scene.render(event.frame_s), format="rgb24")
+                path = clip.path.with_suffix(".jpg")
+                path.write_bytes(encode_jpeg(frame))
+                clip.snapshot_path = path.resolve()
+        except (OSError, av.FFmpegError, ValueError) as exc:
+            self._failed(clip, exc)
+            return
+        self._clips[event.event_id] = clip
+
+    def _advance_scene(self, clip: _Clip, *, shutdown: bool) -> None:
+        """Encodes a generated stream's clip once the model has seen all of it."""
+        if clip.end_s is None and not shutdown:
+            return
+        scene, fps = clip.scene, clip.fps
+        end_s = clip.end_s if clip.end_s is not None else math.inf
+        ended = "complete"
+        if clip.first_s + self.config.max_s < end_s:
+            end_s, ended = clip.first_s + self.config.max_s, "max_length"
+        if scene.duration_s is not None and end_s > scene.duration_s - 1 / fps:
+            end_s, ended = scene.duration_s - 1 / fps, "stream_ended"
+        seen_s = self._processed_s.get(clip.stream, clip.first_s)
+        if seen_s < end_s - 1e-6:
+            if not shutdown:
+                return  # the post-roll has not happened yet
+            end_s, ended = seen_s, "shutdown"
+        try:
+            clip.container = av.open(str(clip.part), mode="w", format="mp4",
+                                     options={"movflags": "+faststart"})  # fmt: skip
+            out = clip.container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+            out.width, out.height = scene.width // 2 * 2, scene.height // 2 * 2
+            out.pix_fmt = "yuv420p"
+            out.options = {"preset": "veryfast", "crf": "20", "bf": "0", "g": str(round(2 * fps))}
+            i = round(clip.first_s * fps)
+            last = max(i, math.floor(end_s * fps + 1e-6))  # at least one frame
+            for k in range(i, last + 1):
+                image = scene.render(k / fps)[: out.height, : out.width]
+                for packet in out.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                    clip.container.mux(packet)
+            for packet in out.encode():
+                clip.container.mux(packet)
+            clip.last_s = (last + 1) / fps
+            self._finish(clip, ended, reencoded=True)
+        except (OSError, av.FFmpegError, ValueError) as exc:
+            self._failed(clip, exc)
+
+    def _path(self, event: ActionEvent) -> Path:
+        day = datetime.fromtimestamp(event.start_wall_s, UTC).strftime("%Y-%m-%d")
+        return self.dir / _safe(event.stream) / day / f"{_safe(event.event_id)}.mp4"
 
     def _advance(self, clip: _Clip, *, shutdown: bool = False) -> None:
         """Writes the clip's new packets; closes it once it is complete."""
+        if clip.scene is not None:
+            self._advance_scene(clip, shutdown=shutdown)
+            return
         try:
             packets, over = clip.ring.since(clip.next_seq, clip.connection)
         except LookupError:
-            self._failed(clip, OSError("the writer fell behind the stream (packets gone)"))
+            if clip.muxed or not self._restart(clip):
+                self._failed(clip, OSError("the writer fell behind the stream (packets gone)"))
             return
         ended = None
         horizon = None if shutdown else self._processed_s.get(clip.stream)
@@ -248,6 +333,7 @@ class ClipWriter:
                 packet.dts -= clip.base_dts
                 packet.stream = clip.out
                 clip.container.mux(packet)
+                clip.muxed += 1
                 clip.next_seq = p.seq + 1
                 clip.last_s = max(clip.last_s, p.t_s + float(p.duration * clip.codec.time_base))
             if ended is None and over and clip.end_s is not None:  # after its offset
@@ -259,7 +345,18 @@ class ClipWriter:
         except (OSError, av.FFmpegError, ValueError) as exc:
             self._failed(clip, exc)
 
-    def _finish(self, clip: _Clip, ended: str) -> None:
+    def _restart(self, clip: _Clip) -> bool:
+        """A clip whose first packets left the ring before it wrote any starts at the oldest
+        keyframe kept instead (a shorter pre-roll); False when none is left before its
+        decision."""
+        first = clip.ring.keyframe_at(-math.inf, clip.connection)
+        if first is None or first.t_s > clip.decision_s:
+            return False
+        clip.next_seq, clip.base_dts = first.seq, first.dts
+        clip.first_s = clip.last_s = first.t_s
+        return True
+
+    def _finish(self, clip: _Clip, ended: str, *, reencoded: bool = False) -> None:
         clip.container.close()
         clip.container = None
         os.replace(clip.part, clip.path)
@@ -279,7 +376,7 @@ class ClipWriter:
                 clip_start_s=clip.first_s,
                 clip_end_s=clip.last_s,
                 bytes=size,
-                reencoded=False,
+                reencoded=reencoded,
                 ended=ended,
             )
         )
@@ -321,7 +418,10 @@ class ClipWriter:
         key = clip.ring.keyframe_at(frame_s, clip.connection)
         if key is None:
             return None
-        packets, _ = clip.ring.since(key.seq, clip.connection)
+        try:
+            packets, _ = clip.ring.since(key.seq, clip.connection)
+        except LookupError:  # gone meanwhile
+            return None
         decoder = clip.codec.decoder_context()
         chosen = None
         for p in packets:

@@ -197,16 +197,22 @@ def synthetic_scene(spec: SourceSpec, options: ReaderOptions) -> SyntheticScene:
         raise SourceError(f"{spec.display}: bad option ({exc})") from exc
 
 
+def synthetic_fps(spec: SourceSpec, options: ReaderOptions) -> float:
+    """The frame rate a `synthetic://` source plays at (`fps=`, else the model's)."""
+    try:
+        fps = float(spec.params.get("fps", options.fps))
+    except ValueError as exc:
+        raise SourceError(f"{spec.display}: bad option ({exc})") from exc
+    if fps <= 0:
+        raise SourceError(f"{spec.display}: fps must be positive")
+    return fps
+
+
 class SyntheticFrames(FrameSource):
     def __init__(self, spec: SourceSpec, options: ReaderOptions) -> None:
         self.scene = synthetic_scene(spec, options)
         duration = self.scene.duration_s
-        try:
-            self.fps = float(spec.params.get("fps", options.fps))
-        except ValueError as exc:
-            raise SourceError(f"{spec.display}: bad option ({exc})") from exc
-        if self.fps <= 0:
-            raise SourceError(f"{spec.display}: fps must be positive")
+        self.fps = synthetic_fps(spec, options)
         self.duration_s = duration
         self.finite = duration is not None
         self.resize = (self.scene.width, self.scene.height) != (options.width, options.height)

@@ -16,12 +16,14 @@ The schema and how a file is opened: `engine/store/schema.py`; queries:
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import queue
 import threading
 import time
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 
 from engine.loader import check_positive
@@ -206,8 +208,9 @@ class EventStore:
                 return self._failed(exc, len(messages))
         try:
             db.begin()
-            for m in messages:
-                self._apply(db, m)
+            # consecutive messages of one kind go in as one statement, in order
+            for sql, group in itertools.groupby(map(self._statement, messages), key=itemgetter(0)):
+                db.executemany(sql, [values for _, values in group])
             db.commit()
         except db.errors as exc:
             db.rollback()
@@ -236,64 +239,57 @@ class EventStore:
             )
         return False
 
-    def _apply(self, conn: Database, m: dict) -> None:
-        if m["type"] == "clip":
-            conn.execute(
-                "UPDATE events SET clip_path = ?, snapshot_path = ? WHERE event_id = ?",
-                (m["clip_path"], m.get("snapshot_path"), m["event_id"]),
-            )
-            return
-        if m["type"] == "status":
-            conn.execute(
-                "INSERT INTO statuses (run_id, stream, state, detail, wall_s, seq) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (m["run_id"], m["stream"], m["state"], m.get("detail", ""), m["wall_s"], m["seq"]),
-            )
-            return
-        common = {
-            "event_id": m["event_id"],
-            "run_id": m["run_id"],
-            "stream": m["stream"],
-            "label": m["label"],
-            "score": m["score"],
-            "start_s": m["start_s"],
-            "start_wall_s": m["start_wall_s"],
-            "late": int(bool(m.get("late", False))),
-            "lookahead_frames": m.get("lookahead_frames", 0),
-            "model": self.model,
-        }
-        if m["type"] == "onset":
-            row = common | {
-                "onset_score": m["score"],
-                "onset_frame_s": m["frame_s"],
-                "onset_frame_wall_s": m["frame_wall_s"],
-                "onset_wall_s": m["wall_s"],
-                "onset_seq": m["seq"],
-            }
-            update = ()  # an onset comes first and once
-        else:
-            row = common | {
-                "end_s": m["end_s"],
-                "end_wall_s": m["end_wall_s"],
-                "reason": m["reason"],
-                "offset_frame_s": m["frame_s"],
-                "offset_frame_wall_s": m["frame_wall_s"],
-                "offset_wall_s": m["wall_s"],
-                "offset_seq": m["seq"],
-            }
-            # the offset carries the action's final bounds and score
-            update = tuple(k for k in row if k not in ("event_id", "run_id", "model"))
-        names = ", ".join(row)
-        marks = ", ".join("?" * len(row))
-        conflict = (
-            "DO UPDATE SET " + ", ".join(f"{k} = excluded.{k}" for k in update)
-            if update
-            else "DO NOTHING"
-        )
-        conn.execute(
-            f"INSERT INTO events ({names}) VALUES ({marks}) ON CONFLICT (event_id) {conflict}",
-            tuple(row.values()),
-        )
+    def _statement(self, m: dict) -> tuple[str, tuple]:
+        """The SQL (one of a few fixed statements) and values that store message `m`."""
+        kind = m["type"]
+        if kind == "clip":
+            return _CLIP_SQL, (m["clip_path"], m.get("snapshot_path"), m["event_id"])
+        if kind == "status":
+            values = (m["run_id"], m["stream"], m["state"], m.get("detail", ""), m["wall_s"])
+            return _STATUS_SQL, (*values, m["seq"])
+        common = (
+            m["event_id"], m["run_id"], m["stream"], m["label"], m["score"], m["start_s"],
+            m["start_wall_s"], int(bool(m.get("late", False))), m.get("lookahead_frames", 0),
+            self.model,
+        )  # fmt: skip
+        if kind == "onset":
+            own = (m["score"], m["frame_s"], m["frame_wall_s"], m["wall_s"], m["seq"])
+            return _ONSET_SQL, common + own
+        own = (m["end_s"], m["end_wall_s"], m["reason"], m["frame_s"], m["frame_wall_s"],
+               m["wall_s"], m["seq"])  # fmt: skip
+        return _OFFSET_SQL, common + own
+
+
+def _upsert(own: tuple[str, ...], *, update: bool) -> str:
+    names = (*_COMMON, *own)
+    # The offset carries the action's final bounds and score; an onset comes first and once.
+    keep = ("event_id", "run_id", "model")
+    conflict = (
+        "DO UPDATE SET " + ", ".join(f"{k} = excluded.{k}" for k in names if k not in keep)
+        if update
+        else "DO NOTHING"
+    )
+    return (
+        f"INSERT INTO events ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
+        f"ON CONFLICT (event_id) {conflict}"
+    )
+
+
+_COMMON = ("event_id", "run_id", "stream", "label", "score", "start_s", "start_wall_s", "late",
+           "lookahead_frames", "model")  # fmt: skip
+_ONSET_SQL = _upsert(
+    ("onset_score", "onset_frame_s", "onset_frame_wall_s", "onset_wall_s", "onset_seq"),
+    update=False,
+)
+_OFFSET_SQL = _upsert(
+    ("end_s", "end_wall_s", "reason", "offset_frame_s", "offset_frame_wall_s", "offset_wall_s",
+     "offset_seq"),
+    update=True,
+)  # fmt: skip
+_STATUS_SQL = (
+    "INSERT INTO statuses (run_id, stream, state, detail, wall_s, seq) VALUES (?, ?, ?, ?, ?, ?)"
+)
+_CLIP_SQL = "UPDATE events SET clip_path = ?, snapshot_path = ? WHERE event_id = ?"
 
 
 def _as_dict(item: bytes | str) -> dict | None:

@@ -115,6 +115,13 @@ class Database:
             sql = sql.replace("?", "%s")
         return self.conn.execute(sql, tuple(args))
 
+    def executemany(self, sql: str, rows: list[tuple]) -> None:
+        if self.kind == "postgresql":
+            with self.conn.cursor() as cur:
+                cur.executemany(sql.replace("?", "%s"), rows)
+        else:
+            self.conn.executemany(sql, rows)
+
     def begin(self) -> None:
         """Starts a write transaction (SQLite: taking the write lock at once)."""
         self.conn.execute("BEGIN IMMEDIATE" if self.kind == "sqlite" else "BEGIN")

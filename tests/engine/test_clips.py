@@ -183,3 +183,35 @@ def _ids(db) -> list[str]:
 
     with sqlite3.connect(db) as conn:
         return [r[0] for r in conn.execute("SELECT event_id FROM events ORDER BY event_id")]
+
+
+def test_a_generated_stream_gets_an_encoded_clip_once_the_model_saw_its_post_roll(tmp_path):
+    from stream.synthetic import SyntheticScene
+
+    scene = SyntheticScene(seed=3, width=96, height=72, duration_s=None)
+    config = ClipsConfig(dir=str(tmp_path / "clips"), pre_s=1.0, post_s=0.5)
+    publisher = MemoryPublisher()
+    writer = ClipWriter(config, {}, publisher.publish, scenes={"v": (scene, 10.0)})
+    writer.start()
+    try:
+        writer.on_event(event("onset", start_s=2.05, frame_s=2.5))
+        writer.on_event(event("offset", start_s=2.05, frame_s=4.5, end_s=4.0))
+        writer.progress("v", 4.4)  # the post-roll (to 4.5) not seen yet
+        wait_until(lambda: writer._clips, "the clip opened", timeout_s=20)
+        assert publisher.messages == []
+        writer.progress("v", 4.5)
+        wait_until(lambda: publisher.messages, "the clip message", timeout_s=20)
+    finally:
+        writer.close()
+    (clip,) = publisher.messages
+    assert clip.reencoded and clip.ended == "complete"
+    assert (clip.clip_start_s, clip.clip_end_s) == pytest.approx((1.0, 4.6))
+    with av.open(clip.clip_path) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(frames) == 36  # 1.0 s ... 4.5 s at 10 fps
+    for k in (0, 17, 35):
+        truth = SyntheticScene(seed=3, width=96, height=72).render(1.0 + k / 10)
+        assert np.abs(frames[k].astype(int) - truth.astype(int)).mean() < 4.0
+    with av.open(clip.snapshot_path) as c:
+        shot = next(c.decode(video=0)).to_ndarray(format="rgb24")
+    assert shot.shape == (72, 96, 3)

@@ -48,7 +48,7 @@ def codec_parameters(stream) -> tuple:
 @pytest.fixture(scope="module")
 def served_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("clips") / "scene.mp4"
-    frames = scene_frames(20 * FPS, fps=FPS, width=WIDTH, height=HEIGHT, seed=5)
+    frames = scene_frames(12 * FPS, fps=FPS, width=WIDTH, height=HEIGHT, seed=5)
     return write_h264_mp4(path, frames, fps=FPS, gop=GOP), frames
 
 
