@@ -181,9 +181,12 @@ class Detector:
         self._closed = True
         self.stop_sources()
         if publish:
-            for sid, st in self.streams.items():
+            for st in self.streams.values():
                 if st.timeline.newest is not None:
                     self._emit(st, st.tracker.close_all(reason, at_s=st.timeline.end_s))
+            if self.clips is not None:  # the clips being recorded end here; their messages go
+                self.clips.close()  # out before each stream's last status
+            for sid, st in self.streams.items():
                 if not st.finished:  # its reader's last status could not reach the buffer
                     detail = "detector shut down"
                     if st.reader is not None and st.reader.is_alive():
@@ -193,7 +196,7 @@ class Detector:
                         st.state = st.reader.state.value
                     self.publisher.publish(StreamStatus(sid, st.state, detail))
         if self.clips is not None:
-            self.clips.close()  # the clips being recorded end here; their messages go out
+            self.clips.close()  # (closed already when publishing)
         self.publisher.close()
         self.metrics.close()
 

@@ -92,8 +92,9 @@ class PyAVFrames(FrameSource):
             if spec.kind is SourceKind.HTTP and "play" not in spec.params:
                 # a server that reports a finite duration serves a file: played once
                 self.finite = bool(self.container.duration and self.container.duration > 0)
-            self.packets = packets
-            if packets is not None:
+            # (a codec FFmpeg lacks has no context: the reader reports it, nothing to keep)
+            self.packets = packets if self.video.codec_context is not None else None
+            if self.packets is not None:
                 try:
                     packets.start_connection(self.video)
                 except (av.FFmpegError, ValueError) as exc:

@@ -33,6 +33,8 @@ class CodecInfo:
 
     def __init__(self, stream: av.video.stream.VideoStream) -> None:
         ctx = stream.codec_context
+        if ctx is None:  # a codec FFmpeg lacks: nothing to remux (the reader says why)
+            raise ValueError("no codec context for this stream")
         self.decoder = ctx.name  # the decoder's name: "h264", "hevc", "mpeg4", ...
         self.width, self.height = ctx.width, ctx.height
         self.time_base: Fraction = stream.time_base

@@ -137,7 +137,7 @@ def test_a_full_disk_abandons_the_clip_with_one_line_and_a_count(tmp_path, video
         assert len(lines) == 1 and "No space left on device" in lines[0], lines
         assert metrics.registry.get_sample_value("actstream_clip_errors_total") == writer.errors
     finally:
-        os.system(f"umount {mount}")
+        os.system(f"umount -l {mount}")
 
 
 def test_retention_deletes_what_is_too_old_then_the_oldest_until_under_the_size(tmp_path):
