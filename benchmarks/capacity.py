@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from benchmarks.common import figure, save
-from benchmarks.end_to_end import add_run_args, run
+from benchmarks.end_to_end import add_run_args, run_with
 
 
 def held(trial: dict) -> bool:
@@ -33,14 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def trial(n: int) -> bool:
         if n not in trials:
-            r = run(
-                streams=n,
-                duration_s=args.duration_s,
-                backend_name=args.backend,
-                weights=args.weights,
-                fps=args.fps,
-                threads=args.threads,
-            )
+            r = run_with(args, n)
             r.pop("_f2e")
             trials[n] = r
             f2e = r["frame_to_event_ms"] or {}

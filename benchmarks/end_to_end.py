@@ -231,6 +231,19 @@ def run(
     }
 
 
+def run_with(args: argparse.Namespace, streams: int, on_sent=None) -> dict:
+    """`run` with the options `add_run_args` parsed."""
+    return run(
+        streams=streams,
+        duration_s=args.duration_s,
+        backend_name=args.backend,
+        weights=args.weights,
+        fps=args.fps,
+        threads=args.threads,
+        on_sent=on_sent,
+    )
+
+
 def add_run_args(parser: argparse.ArgumentParser) -> None:
     """The options of a live-streams run (`run`), shared with the capacity benchmark."""
     parser.add_argument("--duration-s", type=float, default=60.0, help="run length")
@@ -250,14 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", type=int, default=4)
     add_run_args(parser)
     args = parser.parse_args(argv)
-    result = run(
-        streams=args.streams,
-        duration_s=args.duration_s,
-        backend_name=args.backend,
-        weights=args.weights,
-        fps=args.fps,
-        threads=args.threads,
-    )
+    result = run_with(args, args.streams)
     f2e = result.pop("_f2e")
     r = result
     print(f"{r['streams']} streams at {r['fps']:g} fps for {r['duration_s']} s on {r['backend']}")

@@ -3,7 +3,7 @@ evidence clips' CPU per stream.
 
     python -m benchmarks.store_and_clips [--streams 16] [--rate-streams 40] [--load 10]
                                          [--duration-s 30] [--rounds 2]
-                                         [--clip-streams 4] [--clip-video-s 60]
+                                         [--clip-streams 4] [--clip-video-s 60] [--clip-rounds 2]
 
 Store: the live-streams run of `benchmarks.end_to_end` (`--streams` 10-fps `synthetic://`
 streams, below this machine's capacity) alternately without a store and with an SQLite store
@@ -31,8 +31,8 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks.common import save
-from benchmarks.end_to_end import add_run_args, run
+from benchmarks.common import figure, save
+from benchmarks.end_to_end import add_run_args, run_with
 from engine.backends.cache import prepare_backend
 from engine.build import build_detector
 from engine.checkpoint import load_checkpoint
@@ -100,15 +100,7 @@ def store_rounds(args, folder: Path) -> dict:
             extra = max(0.0, args.load * (rate or 0.0) * args.rate_streams - rate * args.streams)
             load = Load(store, extra, args.duration_s)
             load.start()
-        r = run(
-            streams=args.streams,
-            duration_s=args.duration_s,
-            backend_name=args.backend,
-            weights=args.weights,
-            fps=args.fps,
-            threads=args.threads,
-            on_sent=on_sent,
-        )
+        r = run_with(args, args.streams, on_sent)
         r.pop("_f2e")
         events_per_s = r["events"] / r["duration_s"]
         if not with_store and rate is None:
@@ -170,7 +162,7 @@ def clip_runs(args, folder: Path) -> dict:
     model, model_config, _ = load_checkpoint(args.weights)
     backend = None
     rows = {}
-    for clips in (False, True, False, True):
+    for clips in (False, True) * args.clip_rounds:
         config = load_config(None, ["metrics.port=null", "stream.realtime=false",
                                     f"clips.enabled={str(clips).lower()}",
                                     f"clips.dir={json.dumps(str(folder / 'clips'))}"])  # fmt: skip
@@ -235,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--load", type=float, default=10.0, help="store load / event rate")
     parser.add_argument("--clip-streams", type=int, default=4)
     parser.add_argument("--clip-video-s", type=float, default=60.0)
+    parser.add_argument("--clip-rounds", type=int, default=2, help="runs without and with clips")
     parser.add_argument("--clip-size", default="640x480")
     parser.add_argument("--skip", choices=["store", "clips"], help="leave one part out")
     add_run_args(parser)
@@ -258,7 +251,19 @@ def main(argv: list[str] | None = None) -> int:
                   f"{c['writer_cpu_s_per_stream_minute']:.3f} s per stream-minute, "
                   f"{c['writer_cpu_ms_per_clip']:.1f} ms per clip")  # fmt: skip
     path = save("store_and_clips", result, args.out)
-    print(f"wrote {path}")
+    with figure(path.with_suffix(".png")) as (fig, ax):
+        labels, values = [], []
+        for i, r in enumerate(result.get("store", {}).get("runs", [])):
+            labels.append(f"{i + 1}: store {'on' if r['store'] else 'off'}")
+            values.append(r["p99_ms"] or 0.0)
+        for key, runs in result.get("clips", {}).get("runs", {}).items():
+            for i, r in enumerate(runs):
+                labels.append(f"{key} {i + 1}: CPU s")
+                values.append(r["cpu_s"])
+        ax.barh(labels, values)
+        ax.set_xlabel("store runs: p99 frame-to-event (ms); clip runs: process CPU (s)")
+        ax.set_title("Event store under load, clip cutting's CPU")
+    print(f"wrote {path} and {path.with_suffix('.png')}")
     return 0
 
 

@@ -14,6 +14,7 @@ from benchmarks import (
     pipeline_efficiency,
     quick,
     step_vs_recompute,
+    store_and_clips,
 )
 
 pytestmark = pytest.mark.slow
@@ -99,6 +100,23 @@ def test_pipeline_efficiency(tmp_path):
     bound = 1 / (1 / fps["decode_only"] + 1 / fps["model_only"])
     assert result["shared_cpu_bound_fps"] == pytest.approx(bound)
     assert 0 < result["efficiency_bound"] <= 1.0
+
+
+def test_store_and_clips(tmp_path):
+    args = ["--streams", "1", "--rate-streams", "2", "--rounds", "1", "--duration-s", "4",
+            "--clip-streams", "1", "--clip-video-s", "8", "--clip-size", "96x72",
+            "--clip-rounds", "1", "--out", str(tmp_path)]  # fmt: skip
+    assert store_and_clips.main(args) == 0
+    result = load(tmp_path / "store_and_clips.json")
+    store = result["store"]
+    assert [r["store"] for r in store["runs"]] == [False, True]
+    on = store["runs"][1]
+    assert on["store_written"] > 0 and on["store_dropped"] == 0 and on["store_errors"] == 0
+    assert math.isfinite(store["p99_ratio"]) and store["p99_ratio"] > 0
+    clips = result["clips"]
+    assert all(r["clips"] > 0 for r in clips["runs"]["clips"])
+    assert all(r["clips"] == 0 for r in clips["runs"]["no_clips"])
+    assert clips["writer_cpu_ms_per_clip"] > 0
 
 
 def test_quick_subset_prints_the_table(tmp_path, capsys):
