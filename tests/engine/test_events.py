@@ -5,7 +5,15 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from engine.wire.events import EVENT_SCHEMA, ActionEvent, Heartbeat, StreamStatus, decode, encode
+from engine.wire.events import (
+    EVENT_SCHEMA,
+    ActionEvent,
+    ClipReady,
+    Heartbeat,
+    StreamStatus,
+    decode,
+    encode,
+)
 from engine.wire.subscriber import GapDetector, matches, topic_prefixes
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -37,9 +45,23 @@ OFFSET = ActionEvent(
 )
 STATUS = StreamStatus("cam1", "reconnecting", "retry in 1.0 s")
 BEAT = Heartbeat(12.5, {"cam1": "connected"})
+CLIP = ClipReady(
+    stream="cam1",
+    event_id="ab12-cam1-1",
+    label="wave",
+    clip_path="/var/clips/cam1/2026-12-02/ab12-cam1-1.mp4",
+    snapshot_path=None,
+    clip_start_s=9.0,
+    clip_end_s=17.6,
+    bytes=123456,
+    reencoded=False,
+    ended="complete",
+)
 
 
-@pytest.mark.parametrize("message", [ONSET, OFFSET, STATUS, BEAT], ids=lambda m: type(m).__name__)
+@pytest.mark.parametrize(
+    "message", [ONSET, OFFSET, STATUS, CLIP, BEAT], ids=lambda m: type(m).__name__
+)
 def test_every_message_type_validates_against_the_schema(message):
     topic, payload = encode(message, run_id="ab12", seq=7, wall_s=1700000015.2)
     body = json.loads(payload)
@@ -53,6 +75,7 @@ def test_topics_put_the_widest_filter_first():
     assert OFFSET.topic == "action.cam1.offset.wave"
     assert STATUS.topic == "status.cam1.reconnecting"
     assert BEAT.topic == "heartbeat"
+    assert CLIP.topic == "clip.cam1.wave"
 
 
 def test_offset_carries_duration_and_reason():
