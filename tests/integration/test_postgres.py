@@ -17,7 +17,12 @@ import pytest
 
 from tests.conftest import free_port, run_cli, scaled, wait_until
 from tests.integration.helpers import Running, connect_subscriber
-from tests.integration.test_store import assert_row_holds, get, receive_until_exit
+from tests.integration.test_store import (
+    ONSET_FIELDS,
+    assert_row_holds,
+    get,
+    receive_until_exit,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -119,12 +124,15 @@ def test_two_detectors_share_a_postgresql_store_through_a_restart_and_lose_nothi
         received.append(got)
     north_run, _, _, port = runs[0]
 
+    from_api: list[dict] = []
+
     def api_lists_north():
         try:
             code, rows = get(port, "/api/events?stream=north")
         except OSError:
             return False
-        return code == 200 and bool(rows)
+        from_api[:] = rows if code == 200 else []
+        return bool(from_api)
 
     north_run.wait_until(api_lists_north, "the API reading north's actions from PostgreSQL", 120)
     # The server goes away and comes back while both detectors run and publish.
@@ -153,6 +161,14 @@ def test_two_detectors_share_a_postgresql_store_through_a_restart_and_lose_nothi
         for message in published + got:  # nothing lost, before, during or after the restart
             assert_row_holds(rows[message["event_id"]], message)
     assert {r["stream"] for r in rows.values()} == {"north", "south"}
+    onsets = {
+        m["event_id"]: m
+        for m in (json.loads(line.split(" ", 1)[1]) for line in north_run.lines)
+        if m["type"] == "onset"
+    }
+    for row in from_api:  # what the API served from PostgreSQL, as north published it
+        for column, key in ONSET_FIELDS.items():
+            assert row[column] == onsets[row["event_id"]][key], (column, row)
     assert all(r["end_s"] is not None for r in rows.values())
     import psycopg
 
