@@ -32,13 +32,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
 
 import av
-import numpy as np
 
+from engine.clip_files import clip_path, encode_jpeg, remove_partial_files, retain
 from engine.loader import check_positive
 from engine.wire.events import ActionEvent, ClipReady
 from stream.packets import CodecInfo, PacketRing, StoredPacket
@@ -174,7 +173,7 @@ class ClipWriter:
     # ---- the writer thread --------------------------------------------------------------------
     def _run(self) -> None:
         cpu0 = time.thread_time()
-        self._remove_partial_files()
+        remove_partial_files(self.dir)
         while True:
             try:
                 command = self._commands.get(timeout=POLL_S)
@@ -302,8 +301,7 @@ class ClipWriter:
             self._failed(clip, exc)
 
     def _path(self, event: ActionEvent) -> Path:
-        day = datetime.fromtimestamp(event.start_wall_s, UTC).strftime("%Y-%m-%d")
-        return self.dir / _safe(event.stream) / day / f"{_safe(event.event_id)}.mp4"
+        return clip_path(self.dir, event.stream, event.event_id, event.start_wall_s)
 
     def _advance(self, clip: _Clip, *, shutdown: bool = False) -> None:
         """Writes the clip's new packets; closes it once it is complete."""
@@ -440,77 +438,12 @@ class ClipWriter:
 
     # ---- retention ----------------------------------------------------------------------------
     def enforce_retention(self) -> int:
-        """Deletes clips and snapshots older than `retain_days`, then the oldest until the
-        folder is under `max_gb`; returns how many files were deleted."""
-        files = []
-        for path in _files(self.dir):
-            if path.suffix not in (".mp4", ".jpg"):
-                continue
-            try:
-                st = path.stat()
-            except OSError:
-                continue
-            files.append((st.st_mtime, st.st_size, path))
-        files.sort()
-        total = sum(size for _, size, _ in files)
-        deleted = 0
-        cutoff = None if self.retain_days is None else time.time() - self.retain_days * 86400
-        limit = None if self.config.max_gb is None else self.config.max_gb * 1e9
-        for mtime, size, path in files:
-            too_old = cutoff is not None and mtime < cutoff
-            too_big = limit is not None and total > limit
-            if not (too_old or too_big):
-                break
-            try:
-                path.unlink()
-            except OSError as exc:
-                logger.warning("clips: cannot delete %s (%s)", path, exc)
-                continue
-            total -= size
-            deleted += 1
+        """Applies `retain_days` and `clips.max_gb` to the folder (`clip_files.retain`);
+        returns how many files were deleted."""
+        deleted, total = retain(self.dir, retain_days=self.retain_days, max_gb=self.config.max_gb)
         if self.metrics is not None:
             self.metrics.clip_bytes.set(total)
         return deleted
-
-    def _remove_partial_files(self) -> None:
-        """`.part` files left by a detector that was killed while recording."""
-        for path in _files(self.dir):
-            if path.name.endswith(".mp4.part"):
-                try:
-                    path.unlink()
-                except OSError:
-                    pass
-
-
-def encode_jpeg(frame: av.VideoFrame, quality: int = 3) -> bytes:
-    """One frame as a JPEG file (FFmpeg's mjpeg encoder; `quality`: 2 best ... 31 worst),
-    turned upright as its display matrix says."""
-    turns = round((frame.rotation or 0) / 90) % 4
-    if turns:
-        rgb = np.ascontiguousarray(np.rot90(frame.to_ndarray(format="rgb24"), turns))
-        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-    ctx = av.CodecContext.create("mjpeg", "w")
-    ctx.width, ctx.height = frame.width, frame.height
-    ctx.pix_fmt = "yuvj420p"
-    ctx.time_base = Fraction(1, 25)
-    ctx.qmin = ctx.qmax = quality
-    image = frame.reformat(format="yuvj420p")
-    image.pts = 0
-    data = b"".join(bytes(p) for p in ctx.encode(image))
-    return data + b"".join(bytes(p) for p in ctx.encode(None))
-
-
-def _files(root: Path):
-    if not root.is_dir():
-        return
-    for dirpath, _dirs, names in os.walk(root):
-        for name in names:
-            yield Path(dirpath) / name
-
-
-def _safe(name: str) -> str:
-    """A path component from a stream or event id (ids are validated; this guards anyway)."""
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).lstrip(".") or "_"
 
 
 def _reason(exc: BaseException) -> str:

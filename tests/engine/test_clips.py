@@ -176,6 +176,7 @@ def test_the_store_deletes_rows_older_than_retain_days(tmp_path):
         wait_until(lambda: _ids(tmp_path / "e.db") == ["e2"], "the old rows deleted", 20)
     finally:
         store.close()
+    assert _ids(tmp_path / "e.db") == ["e2"] and store.written == 5  # all stored, then expired
 
 
 def _ids(db) -> list[str]:
