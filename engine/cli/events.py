@@ -75,7 +75,8 @@ def events_command(args: argparse.Namespace) -> int:
 
 
 def event_line(row: dict) -> str:
-    """One action as a line: start time (UTC), stream, label, score, duration, reason, id."""
+    """One action as a line: start time (UTC), stream, label, score, duration, reason, id,
+    and `clip` when its evidence clip is written."""
     start = dt.datetime.fromtimestamp(row["start_wall_s"], dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
     if row["end_s"] is None:
         length = "open"
@@ -86,4 +87,5 @@ def event_line(row: dict) -> str:
     return (
         f"{start[:-3]}Z  {row['stream']:<12} {row['label']:<10} {row['score']:.2f}  "
         f"{length:>8}  {reason:<13}{late}  {row['event_id']}"
+        + ("  clip" if row.get("clip_path") else "")
     )

@@ -107,8 +107,10 @@ def test_queries_filter_by_stream_label_time_and_open_and_page_newest_first(tmp_
     assert ids(since_wall_s=1002.0, until_wall_s=1004.0) == ["e2", "e1"]
     assert ids(open_only=True) == ["e3", "e2", "e1"]
     assert ids(limit=2) == ["e3", "e2"] and ids(limit=2, offset=2) == ["e1", "e0"]
-    line = event_line(query_events(conn, open_only=False)[-1])
+    row = query_events(conn, open_only=False)[-1]
+    line = event_line(row)
     assert "cam1" in line and "wave" in line and "2.0 s" in line and "ended" in line
+    assert not line.endswith("clip") and event_line(row | {"clip_path": "/c.mp4"}).endswith("clip")
     conn.close()
 
 
