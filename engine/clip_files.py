@@ -1,9 +1,11 @@
 """The clips folder: where an action's clip and snapshot go, retention by age and size, the
-partial files a killed detector leaves, and JPEG snapshots (FFmpeg's mjpeg encoder)."""
+partial files a killed detector leaves, JPEG snapshots (FFmpeg's mjpeg encoder), and the
+encoded clips of generated scenes."""
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from datetime import UTC, datetime
@@ -83,6 +85,23 @@ def encode_jpeg(frame: av.VideoFrame, quality: int = 3) -> bytes:
     image.pts = 0
     data = b"".join(bytes(p) for p in ctx.encode(image))
     return data + b"".join(bytes(p) for p in ctx.encode(None))
+
+
+def encode_scene(path: Path, scene, fps: float, first_s: float, end_s: float) -> float:
+    """Encodes a generated scene's frames from `first_s` to `end_s` (at least one) as H.264
+    in an mp4 at `path`; the stream time where the clip ends."""
+    with av.open(str(path), mode="w", format="mp4", options={"movflags": "+faststart"}) as out:
+        video = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+        video.width, video.height = scene.width // 2 * 2, scene.height // 2 * 2
+        video.pix_fmt = "yuv420p"
+        video.options = {"preset": "veryfast", "crf": "20", "bf": "0", "g": str(round(2 * fps))}
+        first = round(first_s * fps)
+        last = max(first, math.floor(end_s * fps + 1e-6))
+        for k in range(first, last + 1):
+            image = scene.render(k / fps)[: video.height, : video.width]
+            out.mux(video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        out.mux(video.encode())
+    return (last + 1) / fps
 
 
 def _files(root: Path):

@@ -32,12 +32,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import av
 
-from engine.clip_files import clip_path, encode_jpeg, remove_partial_files, retain
+from engine.clip_files import clip_path, encode_jpeg, encode_scene, remove_partial_files, retain
 from engine.loader import check_positive
 from engine.wire.events import ActionEvent, ClipReady
 from stream.packets import CodecInfo, PacketRing, StoredPacket
@@ -281,21 +280,7 @@ class ClipWriter:
                 return  # the post-roll has not happened yet
             end_s, ended = seen_s, "shutdown"
         try:
-            clip.container = av.open(str(clip.part), mode="w", format="mp4",
-                                     options={"movflags": "+faststart"})  # fmt: skip
-            out = clip.container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
-            out.width, out.height = scene.width // 2 * 2, scene.height // 2 * 2
-            out.pix_fmt = "yuv420p"
-            out.options = {"preset": "veryfast", "crf": "20", "bf": "0", "g": str(round(2 * fps))}
-            i = round(clip.first_s * fps)
-            last = max(i, math.floor(end_s * fps + 1e-6))  # at least one frame
-            for k in range(i, last + 1):
-                image = scene.render(k / fps)[: out.height, : out.width]
-                for packet in out.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                    clip.container.mux(packet)
-            for packet in out.encode():
-                clip.container.mux(packet)
-            clip.last_s = (last + 1) / fps
+            clip.last_s = encode_scene(clip.part, scene, fps, clip.first_s, end_s)
             self._finish(clip, ended, reencoded=True)
         except (OSError, av.FFmpegError, ValueError) as exc:
             self._failed(clip, exc)
@@ -355,8 +340,9 @@ class ClipWriter:
         return True
 
     def _finish(self, clip: _Clip, ended: str, *, reencoded: bool = False) -> None:
-        clip.container.close()
-        clip.container = None
+        if clip.container is not None:  # a remuxed clip (an encoded one is closed already)
+            clip.container.close()
+            clip.container = None
         os.replace(clip.part, clip.path)
         self._clips.pop(clip.event_id, None)
         size = clip.path.stat().st_size
@@ -413,23 +399,7 @@ class ClipWriter:
     def _snapshot(self, clip: _Clip, frame_s: float) -> Path | None:
         """Decodes the ring's packets from the keyframe before `frame_s` up to the frame at
         `frame_s` and writes it as a JPEG at the source's resolution."""
-        key = clip.ring.keyframe_at(frame_s, clip.connection)
-        if key is None:
-            return None
-        try:
-            packets, _ = clip.ring.since(key.seq, clip.connection)
-        except LookupError:  # gone meanwhile
-            return None
-        decoder = clip.codec.decoder_context()
-        chosen = None
-        for p in packets:
-            if p.t_s > frame_s + 1e-6:
-                break
-            for frame in decoder.decode(p.to_av(clip.codec.time_base)):
-                chosen = frame
-        if chosen is None:
-            for frame in decoder.decode(None):  # frames the decoder still holds
-                chosen = chosen or frame
+        chosen = clip.ring.frame_at(frame_s, clip.connection)
         if chosen is None:
             return None
         path = clip.path.with_suffix(".jpg")

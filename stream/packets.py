@@ -172,6 +172,28 @@ class PacketRing:
                     break
             return best or first
 
+    def frame_at(self, t_s: float, connection: int) -> av.VideoFrame | None:
+        """The decoded frame at stream time `t_s` (decoding from the keyframe before it; the
+        newest frame up to `t_s` when none is exactly there); None when its packets are gone."""
+        key = self.keyframe_at(t_s, connection)
+        if key is None or self.codec is None:
+            return None
+        try:
+            packets, _ = self.since(key.seq, connection)
+        except LookupError:  # gone meanwhile
+            return None
+        decoder = self.codec.decoder_context()
+        chosen = None
+        for p in packets:
+            if p.t_s > t_s + 1e-6:
+                break
+            for frame in decoder.decode(p.to_av(self.codec.time_base)):
+                chosen = frame
+        if chosen is None:
+            for frame in decoder.decode(None):  # frames the decoder still holds
+                chosen = chosen or frame
+        return chosen
+
     def since(self, seq: int, connection: int) -> tuple[list[StoredPacket], bool]:
         """Packets of `connection` from `seq` on, and whether the connection is over (no more
         will come). Raises `LookupError` when packet `seq` is no longer kept."""
