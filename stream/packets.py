@@ -36,7 +36,6 @@ class CodecInfo:
         if ctx is None:  # a codec FFmpeg lacks: nothing to remux (the reader says why)
             raise ValueError("no codec context for this stream")
         self.decoder = ctx.name  # the decoder's name: "h264", "hevc", "mpeg4", ...
-        self.width, self.height = ctx.width, ctx.height
         self.time_base: Fraction = stream.time_base
         self.extradata = bytes(ctx.extradata or b"")
         self._holder = av.open(io.BytesIO(), mode="w", format="mp4")
