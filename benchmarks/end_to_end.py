@@ -117,9 +117,14 @@ def run(
     fps: float = 10.0,
     threads: int = 0,
     on_sent=None,
+    previews=None,
+    serve=None,
 ) -> dict:
     """One run of `streams` live streams for `duration_s`; `on_sent(topic, payload, message)`
-    gets every message sent (the event store, in `benchmarks.store_and_clips`)."""
+    gets every message sent (the event store, in `benchmarks.store_and_clips`); `previews`
+    go to the readers and `serve(detector, metrics)`, called once the publisher is bound,
+    starts what watches the run and returns its close (the web view, in
+    `benchmarks.web_clients`)."""
     # Clips are measured on their own (benchmarks.store_and_clips).
     config = load_config(
         None, ["publisher.heartbeat_s=0.5", "metrics.port=null", "clips.enabled=false"]
@@ -144,8 +149,10 @@ def run(
         metrics=metrics,
         endpoint="tcp://127.0.0.1:*",
         on_sent=on_sent,
+        previews=previews,
     )
     endpoint = detector.publisher.start()
+    close_watchers = serve(detector, metrics) if serve is not None else (lambda: None)
     ctx = mp.get_context("spawn")
     ready = ctx.Event()
     parent, child = ctx.Pipe(duplex=False)
@@ -177,6 +184,7 @@ def run(
         if count:
             stages[stage] = {"mean_ms": 1e3 * total / count, "calls": int(count), "total_s": total}
     detector.close()
+    close_watchers()
     records = parent.recv() if parent.poll(duration_s + 60) else []
     proc.join(10)
     events = [m for _, m in records if m["type"] in ("onset", "offset")]
@@ -231,8 +239,8 @@ def run(
     }
 
 
-def run_with(args: argparse.Namespace, streams: int, on_sent=None) -> dict:
-    """`run` with the options `add_run_args` parsed."""
+def run_with(args: argparse.Namespace, streams: int, on_sent=None, **hooks) -> dict:
+    """`run` with the options `add_run_args` parsed (`hooks`: `previews`, `serve`)."""
     return run(
         streams=streams,
         duration_s=args.duration_s,
@@ -241,6 +249,7 @@ def run_with(args: argparse.Namespace, streams: int, on_sent=None) -> dict:
         fps=args.fps,
         threads=args.threads,
         on_sent=on_sent,
+        **hooks,
     )
 
 

@@ -19,6 +19,7 @@ from stream.buffer import DropPolicy, FrameBuffer
 from stream.frame_sources import synthetic_fps, synthetic_scene
 from stream.frames import Frame
 from stream.packets import PacketRing
+from stream.preview import Previews
 from stream.reader import StreamReader
 from stream.settings import ReaderOptions
 from stream.sources import SourceError, SourceKind, SourceSpec
@@ -42,13 +43,15 @@ def build_detector(
     endpoint: str | None = None,
     publisher: Publisher | None = None,
     on_frame: Callable[[str, float], None] | None = None,
+    previews: Previews | None = None,
 ) -> Detector:
     """Builds every part from the config and wires the detector: per stream a buffer (drop
     oldest for live sources, block for files), a reader and a tracker (event ids prefixed
     with `run_id`); a ZeroMQ publisher (not yet started: `detector.publisher.start()` binds
     it) unless `publisher` is given; the model's head as segmenter unless one is given;
     with `clips.enabled`, a packet ring per PyAV stream and the clip writer.
-    `on_frame(stream_id, t_s)`: called for every frame the model processes."""
+    `on_frame(stream_id, t_s)`: called for every frame the model processes; `previews`: where
+    the readers leave frames for the live view while someone watches."""
     metrics = metrics or Metrics()
     if publisher is None:
         pc = config.publisher
@@ -95,6 +98,7 @@ def build_detector(
             on_late=_counter(metrics.frames_dropped.labels(sid, "late")),
             on_decode_error=_counter(metrics.decode_errors.labels(sid)),
             packets=rings.get(sid),
+            previews=previews,
         )
         tracker = Tracker(config.tracker, frame_period_s=period_s, id_prefix=f"{run_id}-{sid}-")
         streams.append(StreamParts(spec, buffer, tracker, reader))

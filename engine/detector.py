@@ -173,6 +173,13 @@ class Detector:
         for reader in self._readers():
             reader.join(max(0.0, deadline - time.monotonic()))
 
+    def clock(self, stream_id: str) -> tuple[float, float] | None:
+        """(stream time, decode wall time) of the stream's newest processed frame, or None
+        (unknown stream, or no frame since its connection began); any thread may ask."""
+        st = self.streams.get(stream_id)
+        newest = st.timeline.newest if st is not None else None
+        return None if newest is None else (newest.pts_s, newest.decoded_wall_s)
+
     def close(self, *, publish: bool = True, reason: str = "shutdown") -> None:
         """Stops readers, ends open actions (offset with `reason`), closes the publisher and
         the metrics endpoint. Every thread is joined."""

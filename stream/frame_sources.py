@@ -16,6 +16,7 @@ from av.video.reformatter import VideoReformatter
 
 from stream.frames import FpsSampler, Frame, stream_time_s
 from stream.packets import PacketRing
+from stream.preview import scaled_size
 from stream.settings import ReaderOptions
 from stream.sources import SourceError, SourceKind, SourceSpec, av_open_args
 from stream.synthetic import CLASSES, SyntheticScene
@@ -37,6 +38,11 @@ class FrameSource:
 
     def image(self, raw: Any) -> np.ndarray:  # pragma: no cover - interface
         raise AssertionError("abstract")
+
+    def preview(self, raw: Any, width: int, image: np.ndarray) -> np.ndarray:
+        """The frame for the live view, at most `width` px wide (`image`: what `image(raw)`
+        gave); by default the model's own frame."""
+        return image
 
     def close(self) -> None:
         """Releases the source (containers, sockets); safe to call twice."""
@@ -67,6 +73,7 @@ class PyAVFrames(FrameSource):
         # One scaler per source: `VideoFrame.reformat` builds a new one per frame, which
         # costs about a third of a small frame's decode time.
         self.scaler = VideoReformatter()
+        self.preview_scaler = VideoReformatter()  # its own: the model's stays cached
         # PyAV's own timeout guards open and every read, in addition to FFmpeg's socket one.
         timeout = (options.stream.timeout_s * 2,) * 2 if spec.live else None
         self.container = av.open(spec.url, format=fmt, options=av_options, timeout=timeout)
@@ -156,6 +163,15 @@ class PyAVFrames(FrameSource):
         img = self.scaler.reformat(raw, width=width, height=height, format="rgb24").to_ndarray()
         return np.ascontiguousarray(np.rot90(img, turns)) if turns else img
 
+    def preview(self, raw: av.VideoFrame, width: int, image: np.ndarray) -> np.ndarray:
+        turns = self._quarter_turns(raw)
+        w, h = (raw.height, raw.width) if turns % 2 else (raw.width, raw.height)
+        w, h = scaled_size(w, h, width)
+        if turns % 2:
+            w, h = h, w
+        img = self.preview_scaler.reformat(raw, width=w, height=h, format="rgb24").to_ndarray()
+        return np.ascontiguousarray(np.rot90(img, turns)) if turns else img
+
     def _quarter_turns(self, raw: av.VideoFrame) -> int:
         """Counter-clockwise quarter turns that make `raw` upright (`stream.rotate`)."""
         rotate = self.options.stream.rotate
@@ -230,6 +246,12 @@ class SyntheticFrames(FrameSource):
         if self.resize:
             img = _resize_nearest(img, self.options.width, self.options.height)
         return img
+
+    def preview(self, raw: float, width: int, image: np.ndarray) -> np.ndarray:
+        if not self.resize or self.scene.width <= self.options.width:
+            return image
+        w, h = scaled_size(self.scene.width, self.scene.height, width)
+        return _resize_nearest(self.scene.render(raw), w, h)
 
 
 def _resize_nearest(img: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -32,6 +32,7 @@ from stream.frame_sources import (
 )
 from stream.frames import FpsSampler, Frame
 from stream.packets import PacketRing
+from stream.preview import Previews
 from stream.settings import ReaderOptions
 from stream.sources import SourceError, SourceKind, SourceSpec
 
@@ -104,8 +105,10 @@ class StreamReader:
         on_decode_error: Callable[[int], None] | None = None,
         rng: random.Random | None = None,
         packets: PacketRing | None = None,
+        previews: Previews | None = None,
     ) -> None:
         self.spec = spec
+        self.previews = previews
         self.packets = packets
         self.buffer = buffer
         self.options = options
@@ -284,6 +287,8 @@ class StreamReader:
                         self._on_late(1)
                     continue
             image = source.image(raw)  # resize + RGB only for the frames that are kept
+            if self.previews is not None and (width := self.previews.due(self.spec.stream_id)):
+                self.previews.offer(self.spec.stream_id, source.preview(raw, width, image), t_s)
             frame = Frame(self.spec.stream_id, self.frames_delivered, t_s, time.time(), image)
             dropped = self.buffer.put(frame)
             self.frames_delivered += 1

@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import logging
 import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
+
+SEND_BUFFER_BYTES = 128 * 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,14 +35,19 @@ class HttpConfig:
     """Attributes:
     port: port of the HTTP API (None: no API; 0: any free port).
     host: address to bind (loopback by default).
+    token: when set, every request but /healthz must carry it (the web page: open it once
+        as http://HOST:PORT/?token=TOKEN); for binds beyond loopback.
     """
 
     port: int | None = None
     host: str = "127.0.0.1"
+    token: str | None = None
 
     def __post_init__(self) -> None:
         if self.port is not None and not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in [0, 65535], got {self.port}")
+        if self.token is not None and len(self.token) < 8:
+            raise ValueError("token must be at least 8 characters (openssl rand -hex 16)")
 
 
 class HttpPortError(OSError):
@@ -59,11 +67,27 @@ class ApiServer:
         )
         self._thread: threading.Thread | None = None
         self.port: int | None = None
+        app.state.abort_client = self.abort_client
+
+    def abort_client(self, client) -> None:
+        """Closes the connection from `client` (host, port) at once, unsent data dropped (a
+        plain close would wait for a client that stopped reading to take it); on the
+        server's event loop."""
+        for conn in list(self._server.server_state.connections):
+            if tuple(getattr(conn, "client", None) or ()) == tuple(client or ()):
+                sock = conn.transport.get_extra_info("socket")
+                if sock is not None:  # a reset: the kernel keeps no orphan with its data
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.transport.abort()
 
     def start(self, timeout_s: float = 10.0) -> int:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # A fixed send buffer (accepted sockets inherit it): the kernel's autotuning would
+        # let a client that stopped reading swallow megabytes before its writes block and
+        # the live view drops it.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
         try:
             sock.bind((self.host, self.requested))
         except OSError as exc:

@@ -3,20 +3,38 @@ only when the API is served."""
 
 from __future__ import annotations
 
+import hmac
+import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel
 
+from engine.api.live import (
+    BOUNDARY,
+    HistogramWindow,
+    JpegCache,
+    LiveHub,
+    PushResponse,
+    mjpeg_frames,
+)
 from engine.store.query import parse_time, query_events
 from engine.store.schema import StoreError, is_url, open_database
+from stream.preview import MAX_FPS, MAX_WIDTH
+
+logger = logging.getLogger(__name__)
 
 MAX_PAGE = 1000
+MAX_QUERY_CHARS = 4096  # longer query strings are refused (400)
+STATIC = Path(__file__).with_name("static")
+TOKEN_COOKIE = "actstream_token"
 RATE_WINDOW_S = 10.0  # /api/streams' frame rate: frames processed over about this long
 
 
@@ -67,6 +85,16 @@ class StreamInfo(BaseModel):
     open_actions: list[OpenAction]
 
 
+class TruthAction(BaseModel):
+    label: str
+    actor: int
+    start_s: float
+    end_s: float
+    start_wall_s: float
+    end_wall_s: float
+    done: bool
+
+
 class Health(BaseModel):
     ok: bool
     uptime_s: float
@@ -82,11 +110,22 @@ class DetectorView:
     current: Callable[[], tuple[dict[str, str], list]]
     alive: Callable[[], bool]
     registry: object
+    previews: object = None  # stream.preview.Previews: the live view's frames (None: none)
+    info: dict = field(default_factory=dict)  # backend, precision, model, versions, ...
+    clock: Callable[[str], tuple[float, float] | None] = lambda _sid: None
+    scenes: dict = field(default_factory=dict)  # stream -> SyntheticScene (ground truth)
 
 
-def build_app(store_path: str | None, view: DetectorView, clips_dir: str | None = None) -> FastAPI:
-    """The API over the store at `store_path` (None: no store), the running detector, and the
-    evidence files under `clips_dir` (None: none are served)."""
+def build_app(
+    store_path: str | None,
+    view: DetectorView,
+    clips_dir: str | None = None,
+    token: str | None = None,
+) -> FastAPI:
+    """The API and web view over the store at `store_path` (None: no store), the running
+    detector, and the evidence files under `clips_dir` (None: none are served). With `token`,
+    every request but /healthz must carry it (`Authorization: Bearer`, `?token=`, or the
+    cookie the page sets). `app.state.hub.on_sent` is the live view's message sink."""
     app = FastAPI(
         title="actstream",
         summary="Actions detected in live streams: the event store and each stream's state.",
@@ -95,6 +134,35 @@ def build_app(store_path: str | None, view: DetectorView, clips_dir: str | None 
         redoc_url=None,
     )
     started = time.monotonic()
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(_request: Request, exc: RequestValidationError):
+        reasons = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'request'}: {e.get('msg')}"
+            for e in exc.errors()
+        )
+        return JSONResponse({"detail": reasons[:500]}, status_code=400)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        if len(request.url.query) > MAX_QUERY_CHARS:
+            return JSONResponse(
+                {"detail": f"query string over {MAX_QUERY_CHARS} characters"}, status_code=400
+            )
+        if token and request.url.path != "/healthz":
+            given = (
+                request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+                or request.query_params.get("token")
+                or request.cookies.get(TOKEN_COOKIE)
+                or ""
+            )
+            if not hmac.compare_digest(given.encode(), token.encode()):
+                return JSONResponse(
+                    {"detail": "a token is required: add ?token=... (http.token)"},
+                    status_code=401,
+                )
+        return await call_next(request)
+
     samples: deque[tuple[float, dict[str, float]]] = deque(maxlen=256)
 
     def store():
@@ -111,7 +179,7 @@ def build_app(store_path: str | None, view: DetectorView, clips_dir: str | None 
         try:
             return parse_time(text) if text else None
         except ValueError as exc:
-            raise HTTPException(422, f"{name}: {exc}") from None
+            raise HTTPException(400, f"{name}: {exc}") from None
 
     @app.get("/api/events", response_model=list[Event])
     def events(
@@ -179,9 +247,7 @@ def build_app(store_path: str | None, view: DetectorView, clips_dir: str | None 
         """The decision frame of the action's onset, at the source's resolution."""
         return evidence(event_id, "snapshot_path", "snapshot", "image/jpeg")
 
-    @app.get("/api/streams", response_model=list[StreamInfo])
-    def streams():
-        """Each stream: state, frame counts, frame rate over the last seconds, open actions."""
+    def stream_infos() -> list[StreamInfo]:
         states, open_onsets = view.current()
         now = time.monotonic()
         counts = {
@@ -212,6 +278,155 @@ def build_app(store_path: str | None, view: DetectorView, clips_dir: str | None 
                 )
             )
         return out
+
+    @app.get("/api/streams", response_model=list[StreamInfo])
+    def streams():
+        """Each stream: state, frame counts, frame rate over the last seconds, open actions."""
+        return stream_infos()
+
+    def known(stream_id: str) -> None:
+        if stream_id not in view.current()[0]:
+            raise HTTPException(404, f"no stream {stream_id!r}")
+
+    @app.get("/api/streams/{stream_id}", response_model=StreamInfo)
+    def one_stream(stream_id: str):
+        """One stream's state, frame counts, frame rate and open actions."""
+        known(stream_id)
+        return next(s for s in stream_infos() if s.stream == stream_id)
+
+    truth_lock = threading.Lock()
+
+    @app.get("/api/streams/{stream_id}/truth", response_model=list[TruthAction])
+    def truth(stream_id: str, since_s: float = Query(0.0, ge=0, le=1e9)):
+        """Ground truth of a `synthetic://` stream (empty for other sources): its true
+        actions that began after stream time `since_s` and before the newest processed frame,
+        with wall-clock times by that frame's clock."""
+        known(stream_id)
+        scene, clock = view.scenes.get(stream_id), view.clock(stream_id)
+        if scene is None or clock is None:
+            return []
+        now_s, wall_s = clock
+        offset = wall_s - now_s
+        with truth_lock:  # the scene draws its schedule lazily
+            actions = scene.segments(now_s)
+        return [
+            TruthAction(
+                label=a.label,
+                actor=a.actor,
+                start_s=a.start_s,
+                end_s=a.end_s,
+                start_wall_s=round(a.start_s + offset, 3),
+                end_wall_s=round(a.end_s + offset, 3),
+                done=a.end_s <= now_s,
+            )
+            for a in actions
+            if a.end_s > since_s
+        ]
+
+    quantiles = HistogramWindow(view.registry)
+
+    def health() -> dict:
+        q = quantiles.quantiles(
+            {
+                "actstream_stage_duration_seconds": "stage",
+                "actstream_frame_to_event_latency_seconds": "stream",
+                "actstream_backbone_batch_size": "",
+            }
+        )
+
+        def ms(values):  # p50, p99 in milliseconds
+            return [None if v is None else round(v * 1000, 2) for v in values[:2]]
+
+        batch = q["actstream_backbone_batch_size"].get("", [None, None, None])[2]
+        return {
+            "ok": view.alive(),
+            "uptime_s": round(time.monotonic() - started, 1),
+            "stages_ms": {
+                k: ms(v) for k, v in sorted(q["actstream_stage_duration_seconds"].items())
+            },
+            "frame_to_event_ms": {
+                k: ms(v) for k, v in sorted(q["actstream_frame_to_event_latency_seconds"].items())
+            },
+            "batch_size_mean": None if batch is None else round(batch, 2),
+            "live_clients": hub.clients,
+            "live_dropped": dropped_pages[0],
+            **view.info,
+        }
+
+    @app.get("/api/status")
+    def status():
+        """Health at a glance: per-stage latency p50/p99 (ms, over about the last minute),
+        frame-to-event latency per stream, backbone batch size, the model, its backend and
+        precision, uptime and versions."""
+        return health()
+
+    dropped_pages = [0]
+
+    def count_drop() -> None:
+        dropped_pages[0] += 1
+        logger.info("web view: a client that stopped reading was dropped")
+
+    def hello() -> dict:
+        return {
+            "wall_s": time.time(),
+            "streams": [s.model_dump() for s in stream_infos()],
+            "synthetic": sorted(view.scenes),
+            "store": store_path is not None,
+            "clips": clips_dir is not None,
+            "live_frames": view.previews is not None,
+            "status": health(),
+        }
+
+    def stats() -> dict:
+        return {
+            "wall_s": time.time(),
+            "streams": [s.model_dump() for s in stream_infos()],
+            "status": health(),
+        }
+
+    hub = LiveHub(hello, stats, count_drop)
+    app.state.hub = hub
+
+    @app.get("/api/live", response_class=PushResponse)
+    async def live():
+        """Server-Sent Events for the web view: `hello` (streams, status), then every message
+        the detector sends as `message` (its wire JSON) and `stats` every second."""
+        return hub.response()
+
+    jpegs = JpegCache(view.previews) if view.previews is not None else None
+
+    @app.get("/api/streams/{stream_id}/live.mjpeg", response_class=PushResponse)
+    async def live_frames(
+        stream_id: str,
+        width: int = Query(320, ge=16, le=MAX_WIDTH, description="frame width in pixels"),
+        fps: float = Query(2.0, gt=0, le=MAX_FPS, description="frames a second"),
+    ):
+        """The stream's current frames as MJPEG (multipart/x-mixed-replace), at most `width`
+        pixels wide and `fps` frames a second."""
+        known(stream_id)
+        if jpegs is None:
+            raise HTTPException(404, "no live frames in this detector")
+        return PushResponse(
+            mjpeg_frames(jpegs, stream_id, width=width, fps=fps, watcher=object()),
+            f"multipart/x-mixed-replace; boundary={BOUNDARY}",
+            lambda why: why == "not reading" and count_drop(),
+        )
+
+    @app.get("/", include_in_schema=False)
+    def page(request: Request):
+        response = FileResponse(STATIC / "index.html", media_type="text/html")
+        given = request.query_params.get("token")
+        if token and given:  # the page's images, clips and feeds then carry it as a cookie
+            response.set_cookie(TOKEN_COOKIE, given, httponly=True, samesite="strict")
+        return response
+
+    @app.get("/static/{name}", include_in_schema=False)
+    def static(name: str):
+        file = STATIC / name
+        if "/" in name or name.startswith(".") or not file.is_file():
+            raise HTTPException(404, f"no file {name!r}")
+        media = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
+        return FileResponse(file, media_type=media.get(file.suffix, "application/octet-stream"))
 
     @app.get("/healthz", response_model=Health, responses={503: {"model": Health}})
     def healthz():

@@ -19,6 +19,7 @@ class Outputs:
     store_path: str | None = None
     mqtt_shown: str = "off"
     api_url: str = "off"
+    page_url: str | None = None
 
     def on_sent(self, topic: str, payload: bytes, message: object) -> None:
         for sink in self.sinks:
@@ -53,17 +54,31 @@ def start_event_outputs(outputs: Outputs, config, streams: list[str], run_id: st
         outputs.mqtt_shown = mqtt.shown
 
 
-def start_api(outputs: Outputs, config, publisher, metrics) -> None:
-    """Serves the HTTP API when `http.port` is set; raises `HttpPortError` when it cannot bind."""
+def start_api(outputs: Outputs, config, detector, metrics, *, previews=None, scenes=None,
+              info=None) -> None:  # fmt: skip
+    """Serves the HTTP API and web view when `http.port` is set (its live feed becomes a
+    sink); raises `HttpPortError` when it cannot bind."""
     if config.http.port is None:
         return
     from engine.api import ApiServer
     from engine.api.app import DetectorView, build_app
 
-    view = DetectorView(publisher.current, publisher.is_alive, metrics.registry)
+    publisher = detector.publisher
+    view = DetectorView(
+        publisher.current,
+        publisher.is_alive,
+        metrics.registry,
+        previews=previews,
+        info=info or {},
+        clock=detector.clock,
+        scenes=scenes or {},
+    )
     clips_dir = config.clips.dir if config.clips.enabled else None
-    app = build_app(config.store.target, view, clips_dir)
+    app = build_app(config.store.target, view, clips_dir, token=config.http.token)
     api = ApiServer(app, config.http.host, config.http.port)
     api.start()
     outputs.closers.append(api.close)
-    outputs.api_url = f"http://{config.http.host}:{api.port}/api/events"
+    outputs.sinks.append(app.state.hub.on_sent)
+    host = f"[{config.http.host}]" if ":" in config.http.host else config.http.host
+    outputs.api_url = f"http://{host}:{api.port}/api/events"
+    outputs.page_url = f"http://{host}:{api.port}/"

@@ -189,6 +189,7 @@ def _run(args: argparse.Namespace) -> int:
     from engine.loader import ConfigError
     from engine.metrics import Metrics, MetricsPortError
     from engine.store.schema import StoreError
+    from engine.versions import installed_version
     from engine.wire.publisher import PublisherError
     from engine.wire.security import KeyFileError
     from stream.sources import SourceError, parse_sources
@@ -250,6 +251,15 @@ def _run(args: argparse.Namespace) -> int:
         metrics.close()
         outputs.close()
 
+    previews = scenes = None
+    if config.http.port is not None:  # the web view's frames and ground truth
+        from stream.preview import Previews
+
+        previews = Previews()
+        try:
+            scenes = synthetic_scenes(specs, config)
+        except SourceError:
+            scenes = {}  # its reader reports the bad option at start-up
     try:
         detector = build_detector(
             specs,
@@ -257,14 +267,23 @@ def _run(args: argparse.Namespace) -> int:
             backend,
             run_id=run_id,
             metrics=metrics,
-            on_sent=outputs.on_sent if outputs.sinks else None,
+            on_sent=outputs.on_sent if outputs.sinks or previews is not None else None,
             on_frame=None if truth is None else truth.on_frame,
+            previews=previews,
         )
     except KeyFileError as exc:
         close_all()
         return fail(str(exc))
     try:  # before the events socket: whoever hears the first message finds the API up
-        start_api(outputs, config, detector.publisher, metrics)
+        info = {
+            "backend": backend.describe(),
+            "model": weights,
+            "classes": list(config.model.classes),
+            "run_id": run_id,
+            "timeout_s": config.stream.timeout_s,
+            "versions": {p: installed_version(p) for p in ("actstream", "torch", "av")},
+        }
+        start_api(outputs, config, detector, metrics, previews=previews, scenes=scenes, info=info)
     except HttpPortError as exc:
         close_all()
         return fail(str(exc))
@@ -295,6 +314,8 @@ def _run(args: argparse.Namespace) -> int:
         f"store: {outputs.store_path or 'off'}; HTTP API: {outputs.api_url}; "
         f"MQTT: {outputs.mqtt_shown}; Ctrl-C stops"
     )
+    if outputs.page_url:
+        say(f"web view: {outputs.page_url} (open it in a browser)")
     try:
         detector.run(stop, duration_s=args.duration_s)
     finally:
@@ -303,18 +324,25 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def truth_monitor(specs, config, lock: threading.Lock):
-    """The `--show-truth` monitor of the synthetic streams (None: there are none); its lines
-    go to stderr under the same lock as the printed messages."""
+def synthetic_scenes(specs, config) -> dict:
+    """A copy of each `synthetic://` stream's scene (its ground truth), by stream id; raises
+    `SourceError` for a bad option."""
     from engine.build import reader_options
-    from engine.truth import TruthMonitor
     from stream.frame_sources import synthetic_scene
     from stream.sources import SourceKind
 
     options = reader_options(config)
-    scenes = {
+    return {
         s.stream_id: synthetic_scene(s, options) for s in specs if s.kind is SourceKind.SYNTHETIC
     }
+
+
+def truth_monitor(specs, config, lock: threading.Lock):
+    """The `--show-truth` monitor of the synthetic streams (None: there are none); its lines
+    go to stderr under the same lock as the printed messages."""
+    from engine.truth import TruthMonitor
+
+    scenes = synthetic_scenes(specs, config)
     if not scenes:
         return None
 

@@ -1,0 +1,104 @@
+"""Small frames for the live view, made only while someone watches.
+
+A watcher (a browser showing a stream) says which width and rate it wants; readers ask `due`
+for every frame they deliver and, when it answers a width, `offer` that stream a frame scaled
+to it. Nobody watching costs one dictionary look-up per frame. Watchers that stop renewing
+their interest expire after `WATCH_S`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+WATCH_S = 5.0  # a watcher's interest lasts this long unless renewed
+MAX_WIDTH = 1920
+MAX_FPS = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    """One stream's newest preview: `seq` counts offers (0 before the first); `image` RGB
+    uint8 (H, W, 3); `t_s` its stream time; `wall_s` when it was offered."""
+
+    seq: int
+    image: np.ndarray
+    t_s: float
+    wall_s: float
+
+
+class Previews:
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        # stream -> watcher -> (width, period_s, expires at monotonic s)
+        self._watchers: dict[str, dict[object, tuple[int, float, float]]] = {}
+        self._latest: dict[str, Preview] = {}
+        self._last_offer: dict[str, float] = {}
+
+    def watch(self, stream_id: str, watcher: object, *, width: int, fps: float) -> None:
+        """`watcher` (any hashable id) wants `stream_id` at `width` px and `fps` frames/s for
+        the next `WATCH_S` seconds."""
+        width = max(16, min(int(width), MAX_WIDTH))
+        period = 1.0 / max(0.1, min(float(fps), MAX_FPS))
+        with self._lock:
+            self._watchers.setdefault(stream_id, {})[watcher] = (
+                width,
+                period,
+                time.monotonic() + WATCH_S,
+            )
+
+    def unwatch(self, stream_id: str, watcher: object) -> None:
+        with self._lock:
+            self._watchers.get(stream_id, {}).pop(watcher, None)
+
+    def due(self, stream_id: str) -> int | None:
+        """The width to make a preview of this stream's current frame at, or None (nobody
+        watches, or the fastest watcher's period has not passed since the last one)."""
+        watchers = self._watchers.get(stream_id)
+        if not watchers:
+            return None
+        now = time.monotonic()
+        with self._lock:
+            live = {k: v for k, v in watchers.items() if v[2] > now}
+            if len(live) != len(watchers):
+                self._watchers[stream_id] = live
+            if not live:
+                return None
+            period = min(v[1] for v in live.values())
+            if now - self._last_offer.get(stream_id, -1e9) < period * 0.9:
+                return None
+            return max(v[0] for v in live.values())
+
+    def offer(self, stream_id: str, image: np.ndarray, t_s: float) -> None:
+        with self._lock:
+            self._last_offer[stream_id] = time.monotonic()
+            old = self._latest.get(stream_id)
+            self._latest[stream_id] = Preview((old.seq if old else 0) + 1, image, t_s, time.time())
+            self._lock.notify_all()
+
+    def latest(self, stream_id: str) -> Preview | None:
+        return self._latest.get(stream_id)
+
+    def wait_newer(self, stream_id: str, seq: int, timeout_s: float) -> Preview | None:
+        """The stream's preview once its `seq` exceeds `seq`, or None after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            while True:
+                p = self._latest.get(stream_id)
+                if p is not None and p.seq > seq:
+                    return p
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._lock.wait(left)
+
+
+def scaled_size(width: int, height: int, target_width: int) -> tuple[int, int]:
+    """(w, h) of a frame of `width`×`height` scaled to `target_width` (never enlarged), both
+    even (what JPEG encoders of 4:2:0 want)."""
+    w = min(target_width, width)
+    h = max(2, round(height * w / max(width, 1)))
+    return max(2, w - w % 2), h - h % 2
