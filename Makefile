@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/actstream run --config configs/demo.yaml --show-truth
+	$(VENV)/bin/actstream run --config configs/demo.yaml --show-truth --http-port $(HTTP_PORT)
 
 # Reproduces the bundled model configs/weights/demo.pt and its evaluation (see README).
 demo-model: $(STAMP)
@@ -44,6 +44,8 @@ test-server-deps:
 # tests wait on subprocesses, sockets and real time, so two share a 2-core machine well.
 # TEST_WORKERS=0 runs everything in one process.
 TEST_WORKERS ?= 2
+# make run: the web view at http://127.0.0.1:$(HTTP_PORT)/
+HTTP_PORT ?= 8080
 
 test: $(STAMP) test-server-deps
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile

@@ -57,15 +57,16 @@ async def _stuck(host: str, port: int, path: str) -> None:
 
 
 def _http_clients(port: int, streams: list[str], clients: int, width: int, fps: float,
-                  ready, conn) -> None:  # fmt: skip
+                  ready, conn, feeds: str = "both") -> None:  # fmt: skip
     async def main() -> None:
         counts = [0] * clients
         tasks = [asyncio.ensure_future(_stuck("127.0.0.1", port,
                  f"/api/streams/{streams[0]}/live.mjpeg?width=1920&fps=30"))]  # fmt: skip
         for k in range(clients):
-            tasks.append(asyncio.ensure_future(_read_forever("127.0.0.1", port, "/api/live",
-                                                             counts, k)))  # fmt: skip
-            for sid in streams:
+            if feeds != "frames":
+                feed = _read_forever("127.0.0.1", port, "/api/live", counts, k)
+                tasks.append(asyncio.ensure_future(feed))
+            for sid in streams if feeds != "events" else ():
                 path = f"/api/streams/{sid}/live.mjpeg?width={width}&fps={fps:g}"
                 tasks.append(asyncio.ensure_future(_read_forever("127.0.0.1", port, path,
                                                                  counts, k)))  # fmt: skip
@@ -80,7 +81,7 @@ def _http_clients(port: int, streams: list[str], clients: int, width: int, fps: 
 
 
 def _browser_clients(port: int, streams: list[str], clients: int, width: int, fps: float,
-                     ready, conn) -> None:  # fmt: skip
+                     ready, conn, _feeds: str = "both") -> None:  # fmt: skip
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
@@ -97,6 +98,14 @@ def _browser_clients(port: int, streams: list[str], clients: int, width: int, fp
                 page.wait_for_timeout(50)
         conn.send([0] * clients)
         browser.close()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    import os
+
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Watchers:
@@ -133,7 +142,8 @@ class Watchers:
         ready = ctx.Event()
         parent, child = ctx.Pipe()
         proc = ctx.Process(target=target, args=(port, streams, self.clients, self.args.width,
-                                                self.args.fps_view, ready, child))  # fmt: skip
+                                                self.args.fps_view, ready, child,
+                                                self.args.feeds))  # fmt: skip
         proc.start()
         if not ready.wait(120):
             proc.kill()
@@ -143,6 +153,7 @@ class Watchers:
             status = json.loads(
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=10).read()
             )
+            cpu_s = _cpu_seconds(proc.pid)
             parent.send("stop")
             counts = parent.recv() if parent.poll(30) else []
             proc.join(30)
@@ -151,6 +162,7 @@ class Watchers:
             server.close()
             self.result = {
                 "bytes_per_client": counts,
+                "client_process_cpu_s": cpu_s,
                 "pages_dropped": status["live_dropped"],
                 "live_clients_at_end": status["live_clients"],
             }
@@ -170,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=320, help="live frame width asked for")
     parser.add_argument("--fps-view", type=float, default=2.0, help="live frames a second")
     parser.add_argument("--rounds", type=int, default=2, help="runs without and with clients")
+    parser.add_argument("--feeds", choices=["both", "events", "frames"], default="both",
+                        help="http clients: what each reads (default both)")  # fmt: skip
     add_run_args(parser)
     parser.set_defaults(duration_s=30.0)
     args = parser.parse_args(argv)
@@ -182,13 +196,17 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         r = run_with(args, args.streams, watchers.on_sent, previews=watchers.previews,
                      serve=watchers.serve)  # fmt: skip
-        p99 = stats_ms(r["_f2e"])["p99"] if r["_f2e"] else None
-        runs.append({"clients": clients, "p99_ms": p99, "frames_processed": r["frames_processed"],
+        f2e = stats_ms(r["_f2e"]) if r["_f2e"] else {}
+        p99 = f2e.get("p99")
+        runs.append({"clients": clients, "p99_ms": p99, "frame_to_event_ms": f2e,
+                     "events": len(r["_f2e"]), "frames_processed": r["frames_processed"],
                      "frames_expected": r["frames_expected"], "wall_s": time.monotonic() - t0,
                      **watchers.result})  # fmt: skip
-        print(f"run {i + 1}: {clients} client(s): p99 frame-to-event {p99:.1f} ms, "
+        print(f"run {i + 1}: {clients} client(s): frame-to-event p50 {f2e['p50']:.1f} / p99 "
+              f"{p99:.1f} ms over {len(r['_f2e'])} events, "
               f"{r['frames_processed']}/{r['frames_expected']} frames"
-              + (f", {watchers.result.get('pages_dropped')} stalled client(s) dropped"
+              + (f", {watchers.result.get('pages_dropped')} stalled client(s) dropped, the "
+                 f"clients' process {watchers.result.get('client_process_cpu_s', 0):.1f} CPU s"
                  if clients else ""), flush=True)  # fmt: skip
     without = statistics.median(r["p99_ms"] for r in runs if not r["clients"])
     with_ = statistics.median(r["p99_ms"] for r in runs if r["clients"])

@@ -15,6 +15,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from stream.preview import encode_jpeg as stream_jpeg
+
 logger = logging.getLogger(__name__)
 
 EVIDENCE = (".mp4", ".jpg")
@@ -70,21 +72,13 @@ def remove_partial_files(root: Path) -> None:
 
 
 def encode_jpeg(frame: av.VideoFrame, quality: int = 3) -> bytes:
-    """One frame as a JPEG file (FFmpeg's mjpeg encoder; `quality`: 2 best ... 31 worst),
-    turned upright as its display matrix says."""
+    """One frame as a JPEG file (`quality`: 2 best ... 31 worst), turned upright as its
+    display matrix says."""
     turns = round((frame.rotation or 0) / 90) % 4
     if turns:
         rgb = np.ascontiguousarray(np.rot90(frame.to_ndarray(format="rgb24"), turns))
         frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-    ctx = av.CodecContext.create("mjpeg", "w")
-    ctx.width, ctx.height = frame.width, frame.height
-    ctx.pix_fmt = "yuvj420p"
-    ctx.time_base = Fraction(1, 25)
-    ctx.qmin = ctx.qmax = quality
-    image = frame.reformat(format="yuvj420p")
-    image.pts = 0
-    data = b"".join(bytes(p) for p in ctx.encode(image))
-    return data + b"".join(bytes(p) for p in ctx.encode(None))
+    return stream_jpeg(frame, quality)
 
 
 def encode_scene(path: Path, scene, fps: float, first_s: float, end_s: float) -> float:

@@ -11,21 +11,24 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from fractions import Fraction
 
+import av
 import numpy as np
 
 WATCH_S = 5.0  # a watcher's interest lasts this long unless renewed
+JPEG_QUALITY = 6  # FFmpeg's mjpeg scale: 2 best ... 31 worst
 MAX_WIDTH = 1920
 MAX_FPS = 30.0
 
 
 @dataclass(frozen=True, slots=True)
 class Preview:
-    """One stream's newest preview: `seq` counts offers (0 before the first); `image` RGB
-    uint8 (H, W, 3); `t_s` its stream time; `wall_s` when it was offered."""
+    """One stream's newest preview: `seq` counts offers (1 for the first); `jpeg` the frame
+    as JPEG; `t_s` its stream time; `wall_s` when it was offered."""
 
     seq: int
-    image: np.ndarray
+    jpeg: bytes
     t_s: float
     wall_s: float
 
@@ -73,10 +76,13 @@ class Previews:
             return max(v[0] for v in live.values())
 
     def offer(self, stream_id: str, image: np.ndarray, t_s: float) -> None:
+        """A frame for the watchers (RGB uint8), encoded here, once, on the caller's thread
+        (a reader's: the web server only sends bytes)."""
+        data = rgb_to_jpeg(image)
         with self._lock:
             self._last_offer[stream_id] = time.monotonic()
             old = self._latest.get(stream_id)
-            self._latest[stream_id] = Preview((old.seq if old else 0) + 1, image, t_s, time.time())
+            self._latest[stream_id] = Preview((old.seq if old else 0) + 1, data, t_s, time.time())
             self._lock.notify_all()
 
     def latest(self, stream_id: str) -> Preview | None:
@@ -102,3 +108,23 @@ def scaled_size(width: int, height: int, target_width: int) -> tuple[int, int]:
     w = min(target_width, width)
     h = max(2, round(height * w / max(width, 1)))
     return max(2, w - w % 2), h - h % 2
+
+
+def encode_jpeg(frame: av.VideoFrame, quality: int = JPEG_QUALITY) -> bytes:
+    """One frame as a JPEG file (FFmpeg's mjpeg encoder; `quality`: 2 best ... 31 worst)."""
+    ctx = av.CodecContext.create("mjpeg", "w")
+    ctx.width, ctx.height = frame.width, frame.height
+    ctx.pix_fmt = "yuvj420p"
+    ctx.time_base = Fraction(1, 25)
+    ctx.qmin = ctx.qmax = quality
+    image = frame.reformat(format="yuvj420p")
+    image.pts = 0
+    data = b"".join(bytes(p) for p in ctx.encode(image))
+    return data + b"".join(bytes(p) for p in ctx.encode(None))
+
+
+def rgb_to_jpeg(image: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
+    """An RGB uint8 (H, W, 3) array as JPEG, cut to even sides (4:2:0)."""
+    h, w = image.shape[:2]
+    even = np.ascontiguousarray(image[: h - h % 2, : w - w % 2])
+    return encode_jpeg(av.VideoFrame.from_ndarray(even, format="rgb24"), quality)

@@ -20,7 +20,6 @@ from pydantic import BaseModel
 from engine.api.live import (
     BOUNDARY,
     HistogramWindow,
-    JpegCache,
     LiveHub,
     PushResponse,
     mjpeg_frames,
@@ -250,19 +249,14 @@ def build_app(
     def stream_infos() -> list[StreamInfo]:
         states, open_onsets = view.current()
         now = time.monotonic()
-        counts = {
-            sid: _sample(view.registry, "actstream_frames_processed_total", stream=sid)
-            for sid in states
-        }
+        frames = _per_stream(view.registry)
+        counts = {sid: frames.get(("processed", sid), 0.0) for sid in states}
         samples.append((now, counts))
         past = [s for s in samples if now - s[0] >= 1.0 and now - s[0] <= RATE_WINDOW_S]
         then, before = past[0] if past else (started, {})
         out = []
         for sid, state in states.items():
-            dropped = sum(
-                _sample(view.registry, "actstream_frames_dropped_total", stream=sid, reason=r)
-                for r in ("buffer_full", "late")
-            )
+            dropped = frames.get(("dropped", sid), 0.0)
             elapsed = max(now - then, 1e-6)
             out.append(
                 StreamInfo(
@@ -377,25 +371,32 @@ def build_app(
             "status": health(),
         }
 
-    def stats() -> dict:
-        return {
-            "wall_s": time.time(),
-            "streams": [s.model_dump() for s in stream_infos()],
-            "status": health(),
-        }
+    last_stats: list = [0.0, None]
+
+    def stats() -> dict:  # one computation a second, whoever many pages ask
+        now = time.monotonic()
+        if last_stats[1] is None or now - last_stats[0] >= 0.9:
+            last_stats[:] = [now, {
+                "wall_s": time.time(),
+                "streams": [s.model_dump() for s in stream_infos()],
+                "status": health(),
+            }]  # fmt: skip
+        return last_stats[1]
 
     hub = LiveHub(hello, stats, count_drop)
     app.state.hub = hub
 
-    @app.get("/api/live", response_class=PushResponse)
+    @app.get("/api/live", responses={200: {"content": {"text/event-stream": {}},
+                                           "description": "the feed"}})  # fmt: skip
     async def live():
         """Server-Sent Events for the web view: `hello` (streams, status), then every message
         the detector sends as `message` (its wire JSON) and `stats` every second."""
         return hub.response()
 
-    jpegs = JpegCache(view.previews) if view.previews is not None else None
-
-    @app.get("/api/streams/{stream_id}/live.mjpeg", response_class=PushResponse)
+    @app.get(
+        "/api/streams/{stream_id}/live.mjpeg",
+        responses={200: {"content": {"multipart/x-mixed-replace": {}}, "description": "frames"}},
+    )
     async def live_frames(
         stream_id: str,
         width: int = Query(320, ge=16, le=MAX_WIDTH, description="frame width in pixels"),
@@ -404,10 +405,10 @@ def build_app(
         """The stream's current frames as MJPEG (multipart/x-mixed-replace), at most `width`
         pixels wide and `fps` frames a second."""
         known(stream_id)
-        if jpegs is None:
+        if view.previews is None:
             raise HTTPException(404, "no live frames in this detector")
         return PushResponse(
-            mjpeg_frames(jpegs, stream_id, width=width, fps=fps, watcher=object()),
+            mjpeg_frames(view.previews, stream_id, width=width, fps=fps, watcher=object()),
             f"multipart/x-mixed-replace; boundary={BOUNDARY}",
             lambda why: why == "not reading" and count_drop(),
         )
@@ -440,5 +441,16 @@ def build_app(
     return app
 
 
-def _sample(registry, name: str, **labels: str) -> float:
-    return registry.get_sample_value(name, labels) or 0.0
+def _per_stream(registry) -> dict[tuple[str, str], float]:
+    """{("processed" | "dropped", stream): frames} in one pass over the registry (each
+    `get_sample_value` would walk all of it)."""
+    out: dict[tuple[str, str], float] = {}
+    for family in registry.collect():
+        if family.name not in ("actstream_frames_processed", "actstream_frames_dropped"):
+            continue
+        kind = "processed" if family.name.endswith("processed") else "dropped"
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                key = (kind, sample.labels.get("stream", ""))
+                out[key] = out.get(key, 0.0) + sample.value
+    return out

@@ -17,11 +17,8 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 
-import av
-import numpy as np
 from starlette.responses import Response
 
-from engine.clip_files import encode_jpeg
 from stream.preview import Previews
 
 logger = logging.getLogger(__name__)
@@ -29,7 +26,6 @@ logger = logging.getLogger(__name__)
 QUEUE_MESSAGES = 2000  # a page further behind than this is dropped
 SEND_TIMEOUT_S = 5.0  # a socket that takes nothing for this long is dropped
 KEEPALIVE_S = 15.0
-JPEG_QUALITY = 6  # FFmpeg's mjpeg scale: 2 best ... 31 worst
 
 
 class PushResponse(Response):
@@ -180,43 +176,14 @@ def _sse(event: str, data: str) -> bytes:
     return f"event: {event}\ndata: {data}\n\n".encode()
 
 
-class JpegCache:
-    """The newest preview of each stream as JPEG, encoded once per frame."""
-
-    def __init__(self, previews: Previews) -> None:
-        self.previews = previews
-        self._lock = threading.Lock()
-        self._cache: dict[str, tuple[int, bytes]] = {}
-
-    def jpeg(self, stream_id: str) -> tuple[int, bytes] | None:
-        preview = self.previews.latest(stream_id)
-        if preview is None:
-            return None
-        with self._lock:
-            hit = self._cache.get(stream_id)
-            if hit is not None and hit[0] == preview.seq:
-                return hit
-        data = to_jpeg(preview.image)
-        with self._lock:
-            self._cache[stream_id] = (preview.seq, data)
-        return preview.seq, data
-
-
-def to_jpeg(image: np.ndarray) -> bytes:
-    h, w = image.shape[:2]
-    even = np.ascontiguousarray(image[: h - h % 2, : w - w % 2])
-    return encode_jpeg(av.VideoFrame.from_ndarray(even, format="rgb24"), quality=JPEG_QUALITY)
-
-
 BOUNDARY = "actstream-frame"
 
 
 async def mjpeg_frames(
-    cache: JpegCache, stream_id: str, *, width: int, fps: float, watcher: object
+    previews: Previews, stream_id: str, *, width: int, fps: float, watcher: object
 ) -> AsyncIterator[bytes]:
     """multipart/x-mixed-replace parts: the stream's newest preview whenever there is a newer
     one, at most `fps` a second, keeping the readers making previews while it runs."""
-    previews = cache.previews
     period = 1.0 / fps
     seq = 0
     try:
@@ -224,17 +191,9 @@ async def mjpeg_frames(
             previews.watch(stream_id, watcher, width=width, fps=fps)
             latest = previews.latest(stream_id)
             if latest is not None and latest.seq > seq:
-                found = await asyncio.to_thread(cache.jpeg, stream_id)
-                if found is not None:
-                    seq, data = found
-                    yield (
-                        (
-                            f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
-                            f"Content-Length: {len(data)}\r\n\r\n"
-                        ).encode()
-                        + data
-                        + b"\r\n"
-                    )
+                seq, data = latest.seq, latest.jpeg
+                head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(data)}"
+                yield head.encode() + b"\r\n\r\n" + data + b"\r\n"
             await asyncio.sleep(period)
     finally:
         previews.unwatch(stream_id, watcher)
@@ -270,26 +229,28 @@ class HistogramWindow:
         self.registry, self.window_s = registry, window_s
         self._samples: deque[tuple[float, dict]] = deque()
 
-    def read(self, name: str, by: str) -> dict[str, tuple[list, float]]:
-        """{label value of `by`: (cumulative (le, count) pairs, sum)} now."""
-        out: dict[str, tuple[list, float]] = {}
+    def read(self, names: dict[str, str]) -> dict[str, dict[str, tuple[list, float]]]:
+        """{histogram name: {label value of its `by`: (cumulative (le, count) pairs, sum)}}
+        now, in one pass over the registry."""
+        out: dict[str, dict[str, tuple[list, float]]] = {name: {} for name in names}
         for family in self.registry.collect():
-            if family.name != name:
+            if family.name not in names:
                 continue
+            by, series = names[family.name], out[family.name]
             for s in family.samples:
                 key = s.labels.get(by, "")
-                buckets, total = out.setdefault(key, ([], 0.0))
+                buckets, total = series.setdefault(key, ([], 0.0))
                 if s.name.endswith("_bucket"):
                     buckets.append((float(s.labels["le"]), s.value))
                 elif s.name.endswith("_sum"):
-                    out[key] = (buckets, s.value)
+                    series[key] = (buckets, s.value)
         return out
 
     def quantiles(self, names: dict[str, str], qs=(0.5, 0.99)) -> dict[str, dict[str, list]]:
         """For each histogram name (→ its label to split by): {label: [q..., mean]} over the
         window (since start while the window saw nothing)."""
         now = time.monotonic()
-        current = {name: self.read(name, by) for name, by in names.items()}
+        current = self.read(names)
         self._samples.append((now, current))
         while len(self._samples) > 1 and now - self._samples[0][0] > self.window_s:
             self._samples.popleft()

@@ -4,6 +4,7 @@ sinks in order, and each started part's close, in one place."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -74,6 +75,12 @@ def start_api(outputs: Outputs, config, detector, metrics, *, previews=None, sce
         scenes=scenes or {},
     )
     clips_dir = config.clips.dir if config.clips.enabled else None
+    if not config.http.token and not _loopback(config.http.host):
+        logging.getLogger("engine.api").warning(
+            "http.host %s reaches beyond this machine and http.token is not set: whoever "
+            "reaches the port sees every stream, event and clip",
+            config.http.host,
+        )
     app = build_app(config.store.target, view, clips_dir, token=config.http.token)
     api = ApiServer(app, config.http.host, config.http.port)
     api.start()
@@ -82,3 +89,14 @@ def start_api(outputs: Outputs, config, detector, metrics, *, previews=None, sce
     host = f"[{config.http.host}]" if ":" in config.http.host else config.http.host
     outputs.api_url = f"http://{host}:{api.port}/api/events"
     outputs.page_url = f"http://{host}:{api.port}/"
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

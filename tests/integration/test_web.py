@@ -220,6 +220,13 @@ def test_the_page_shows_live_streams_open_actions_timeline_clips_and_reconnectin
                 assert box["width"] == pytest.approx(
                     offset["duration_s"] / 300 * track["width"], abs=1.5
                 )
+            overlaps = page.evaluate("""() =>
+              [...document.querySelectorAll('.track')].flatMap(t => {
+                const r = [...t.querySelectorAll('.ev')].map(b => b.getBoundingClientRect());
+                return r.flatMap((a, i) => r.slice(i + 1).filter(b => a.left < b.right - 1
+                  && b.left < a.right - 1 && a.top < b.bottom - 1 && b.top < a.bottom - 1));
+            }).length""")
+            assert overlaps == 0, "bars of actions at the same time get lanes of their own"
             page.screenshot(path=str(ARTIFACTS / "timeline.png"), full_page=True)
 
             # A click on an action whose clip is written plays it in the page.

@@ -156,6 +156,7 @@ function addLabel(label) {
 
 // ---- timeline ---------------------------------------------------------------------------
 const bars = new Map(); // key -> element
+const LANE_REM = 1.3;
 
 function drawTimeline() {
   const range = Number($("f-range").value);
@@ -168,21 +169,29 @@ function drawTimeline() {
   for (const [sid] of S.streams) {
     if (onlyStream && sid !== onlyStream) { hideRow(sid); hideRow(`${sid}\ttruth`); continue; }
     const track = row(box, sid, sid, false);
-    for (const ev of S.events.values()) {
-      if (ev.stream !== sid || (onlyLabel && ev.label !== onlyLabel)) continue;
+    const shown = [...S.events.values()].filter((ev) => ev.stream === sid &&
+      (!onlyLabel || ev.label === onlyLabel) && (ev.end_wall_s ?? t1) >= t0)
+      .sort((a, b) => a.start_wall_s - b.start_wall_s);
+    const laneEnds = []; // overlapping actions (two actors at once) get lanes of their own
+    for (const ev of shown) {
       const end = ev.end_wall_s ?? t1;
-      if (end < t0) continue;
+      let lane = laneEnds.findIndex((e) => e <= ev.start_wall_s);
+      if (lane < 0) { lane = laneEnds.length; laneEnds.push(end); } else laneEnds[lane] = end;
       const key = ev.event_id;
       seen.add(key);
       const bar = place(track, key, ev.start_wall_s, end, t0, range, ev.label);
+      bar.style.top = `${lane * LANE_REM + 0.1}rem`;
+      bar.style.height = `${LANE_REM - 0.2}rem`;
       bar.classList.toggle("open", !ev.end_wall_s);
       bar.classList.toggle("selected", S.selected === key);
       bar.dataset.eventId = key;
+      bar.dataset.lane = lane;
       bar.dataset.startWall = ev.start_wall_s;
       bar.dataset.endWall = ev.end_wall_s ?? "";
       bar.title = `${ev.label} ${ev.score.toFixed(2)} ${fmtTime(ev.start_wall_s)}` +
         (ev.end_wall_s ? `–${fmtTime(ev.end_wall_s)}` : " (open)");
     }
+    track.style.height = `${Math.max(1, laneEnds.length) * LANE_REM}rem`;
     const truth = S.truth.get(sid);
     if (truth) {
       const ttrack = row(box, `${sid}\ttruth`, `${sid} truth`, true);
