@@ -12,6 +12,7 @@ import onnx
 import pytest
 import torch
 
+from engine.backends.cache import cache_root, prepare_backend
 from engine.backends.graphs import (
     GRAPHS,
     ONNX_OPSET,
@@ -21,9 +22,11 @@ from engine.backends.graphs import (
     graph_io,
     graph_module,
 )
+from engine.backends.manifest import weights_sha256
 from engine.backends.onnxruntime_backend import OnnxRuntimeBackend
 from engine.backends.torch_backend import TorchBackend
 from engine.backends.verify import compare_backends
+from engine.checkpoint import load_checkpoint
 from models.action_model import ModelConfig, build_model
 from models.actionformer import HeadConfig
 from models.faformer import FAFormerConfig
@@ -56,10 +59,22 @@ CONFIGS = {
 }
 
 
+BUNDLED = Path(__file__).parents[2] / "configs" / "weights" / "demo.pt"
+
+
 @functools.cache
 def export_once(name: str, root: Path):
     """One export per shape in a session, however the tests are ordered or distributed (a
-    parametrized module fixture is set up again whenever its parameter changes)."""
+    parametrized module fixture is set up again whenever its parameter changes). The default
+    shape is the bundled model's: its graphs come from the session's engine cache, as
+    `actstream run` exports them (so the export is paid once for every test that runs it)."""
+    if name == "default":
+        model, config, _ = load_checkpoint(str(BUNDLED))
+        assert config == CONFIGS["default"], "the bundled model has the default shape"
+        prepare_backend(model, config, backend="onnxruntime", max_batch=32)
+        digest = weights_sha256(model.state_dict())[:20]
+        out = cache_root() / f"onnxruntime-fp32-b32-{digest}"
+        return config, model.eval(), {g: out / f"{g}.onnx" for g in GRAPHS}, out
     config = CONFIGS[name]
     model = build_model(config).eval()
     out = root / f"onnx-{name}"
