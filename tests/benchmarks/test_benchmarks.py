@@ -67,11 +67,11 @@ def test_step_vs_recompute(tmp_path):
 
 
 def test_end_to_end(tmp_path):
-    args = ["--streams", "2", "--duration-s", "12", "--out", str(tmp_path)]
+    args = ["--streams", "2", "--duration-s", "8", "--out", str(tmp_path)]
     assert end_to_end.main(args) == 0
     result = load(tmp_path / "end_to_end_2streams.json")
     assert result["frames_processed"] > 0.8 * result["frames_expected"] > 0
-    assert result["events"] > 0, "the bundled model sees actions in 12 s of two streams"
+    assert result["events"] > 0, "the bundled model sees actions in 8 s of two streams"
     check_stats(result["frame_to_event_ms"])
     check_stats(result["delivery_ms"])
     assert 0 < result["onset_delay_s"]["p50"] < 5

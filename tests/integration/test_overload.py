@@ -22,7 +22,7 @@ from tests.integration.helpers import IMMEDIATE_TRACKER, ScriptedHead
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 STREAMS, FPS, BUFFER = 8, 50, 32
 SAMPLE_FRAMES = 50
-SOAK_S = float(os.environ.get("ACTSTREAM_SOAK_S", "50"))  # longer runs: README
+SOAK_S = float(os.environ.get("ACTSTREAM_SOAK_S", "40"))  # longer runs: README
 
 
 def rss_mb() -> float:

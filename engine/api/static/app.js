@@ -157,6 +157,7 @@ function addLabel(label) {
 // ---- timeline ---------------------------------------------------------------------------
 const bars = new Map(); // key -> element
 const LANE_REM = 1.3;
+const TRUTH_LANE_REM = 0.7;
 
 function drawTimeline() {
   const range = Number($("f-range").value);
@@ -172,11 +173,11 @@ function drawTimeline() {
     const shown = [...S.events.values()].filter((ev) => ev.stream === sid &&
       (!onlyLabel || ev.label === onlyLabel) && (ev.end_wall_s ?? t1) >= t0)
       .sort((a, b) => a.start_wall_s - b.start_wall_s);
+    const minDur = (range * 4) / Math.max(track.clientWidth, 1); // a bar is 3 px at least
     const laneEnds = []; // overlapping actions (two actors at once) get lanes of their own
     for (const ev of shown) {
       const end = ev.end_wall_s ?? t1;
-      let lane = laneEnds.findIndex((e) => e <= ev.start_wall_s);
-      if (lane < 0) { lane = laneEnds.length; laneEnds.push(end); } else laneEnds[lane] = end;
+      const lane = takeLane(laneEnds, ev.start_wall_s, Math.max(end, ev.start_wall_s + minDur));
       const key = ev.event_id;
       seen.add(key);
       const bar = place(track, key, ev.start_wall_s, end, t0, range, ev.label);
@@ -195,20 +196,31 @@ function drawTimeline() {
     const truth = S.truth.get(sid);
     if (truth) {
       const ttrack = row(box, `${sid}\ttruth`, `${sid} truth`, true);
-      for (const a of truth) {
+      const truthEnds = [];
+      for (const a of [...truth].sort((x, y) => x.start_wall_s - y.start_wall_s)) {
         if (onlyLabel && a.label !== onlyLabel) continue;
         const end = Math.min(a.end_wall_s, t1);
         if (end < t0 || a.start_wall_s > t1) continue;
+        const lane = takeLane(truthEnds, a.start_wall_s, Math.max(end, a.start_wall_s + minDur));
         const key = `truth\t${sid}\t${a.actor}\t${a.start_s}`;
         seen.add(key);
         const bar = place(ttrack, key, a.start_wall_s, end, t0, range, a.label);
+        bar.style.top = `${lane * TRUTH_LANE_REM + 0.1}rem`;
         bar.classList.add("truth");
         bar.title = `true ${a.label} (actor ${a.actor}) ${fmtTime(a.start_wall_s)}–${fmtTime(a.end_wall_s)}`;
       }
+      ttrack.style.height = `${Math.max(1, truthEnds.length) * TRUTH_LANE_REM}rem`;
     }
   }
   for (const [key, bar] of bars) if (!seen.has(key)) { bar.remove(); bars.delete(key); }
   drawAxis(t0, range);
+}
+
+// The first lane free at `start` (its last bar ended by then), taken until `end`.
+function takeLane(ends, start, end) {
+  let lane = ends.findIndex((e) => e <= start);
+  if (lane < 0) { lane = ends.length; ends.push(end); } else ends[lane] = end;
+  return lane;
 }
 
 function row(box, key, name, truth) {
