@@ -35,7 +35,7 @@ class Preview:
 
 class Previews:
     def __init__(self) -> None:
-        self._lock = threading.Condition()
+        self._lock = threading.Lock()
         # stream -> watcher -> (width, period_s, expires at monotonic s)
         self._watchers: dict[str, dict[object, tuple[int, float, float]]] = {}
         self._latest: dict[str, Preview] = {}
@@ -83,23 +83,9 @@ class Previews:
             self._last_offer[stream_id] = time.monotonic()
             old = self._latest.get(stream_id)
             self._latest[stream_id] = Preview((old.seq if old else 0) + 1, data, t_s, time.time())
-            self._lock.notify_all()
 
     def latest(self, stream_id: str) -> Preview | None:
         return self._latest.get(stream_id)
-
-    def wait_newer(self, stream_id: str, seq: int, timeout_s: float) -> Preview | None:
-        """The stream's preview once its `seq` exceeds `seq`, or None after `timeout_s`."""
-        deadline = time.monotonic() + timeout_s
-        with self._lock:
-            while True:
-                p = self._latest.get(stream_id)
-                if p is not None and p.seq > seq:
-                    return p
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
-                self._lock.wait(left)
 
 
 def scaled_size(width: int, height: int, target_width: int) -> tuple[int, int]:

@@ -9,6 +9,8 @@ health check for supervisors.
                              its evidence files (from clips.dir only; 404 none yet, 410 gone)
     GET /api/streams         per stream: state, frames processed and dropped, frame rate over
                              the last seconds, open actions
+    GET /api/streams/{id}, /api/streams/{id}/truth, /api/streams/{id}/live.mjpeg, /api/status,
+    /api/live, /, /static/*   the web view (engine.api.web)
     GET /healthz             200 while the detector publishes, 503 once its publisher stopped
     GET /openapi.json        the OpenAPI document of all of the above
 

@@ -1,7 +1,6 @@
 """The live view's frames: made only while someone watches, at the widest width and the
 fastest rate asked for, never after a watcher's interest lapsed."""
 
-import threading
 import time
 
 import numpy as np
@@ -42,14 +41,6 @@ def test_interest_lapses_and_unwatch_ends_it(monkeypatch):
     p.watch("cam", "a", width=64, fps=5)
     p.unwatch("cam", "a")
     assert p.due("cam") is None
-
-
-def test_wait_newer_returns_the_next_offer_or_none_after_the_timeout():
-    p = Previews()
-    assert p.wait_newer("cam", 0, 0.01) is None
-    threading.Timer(0.05, p.offer, args=("cam", np.zeros((2, 2, 3), np.uint8), 1.0)).start()
-    got = p.wait_newer("cam", 0, 5.0)
-    assert got is not None and got.seq == 1
 
 
 def test_scaled_size_keeps_the_aspect_never_enlarges_and_is_even():

@@ -67,9 +67,27 @@ function ensureStream(info) {
     const opt = el("option", "", info.stream);
     opt.value = info.stream;
     $("f-stream").append(opt);
-    if (S.hello && S.hello.live_frames) requestAnimationFrame(() => startFrames(st));
+    if (S.hello && S.hello.live_frames) onScreen.observe(card);
   }
   return st;
+}
+
+// Frames flow only for cards on screen, and not at all while the tab is hidden.
+const visibleCards = new Set();
+const onScreen = new IntersectionObserver((entries) => {
+  for (const e of entries) {
+    const st = S.streams.get(e.target.dataset.stream);
+    if (!st) continue;
+    if (e.isIntersecting) { visibleCards.add(st); if (!document.hidden) startFrames(st); }
+    else { visibleCards.delete(st); stopFrames(st); }
+  }
+});
+document.addEventListener("visibilitychange", () => {
+  for (const st of visibleCards) (document.hidden ? stopFrames : startFrames)(st);
+});
+
+function stopFrames(st) {
+  st.img.removeAttribute("src");
 }
 
 function startFrames(st) {
@@ -402,7 +420,7 @@ function connect() {
   feed.addEventListener("stats", (e) => onStats(JSON.parse(e.data)));
 }
 
-$("fps").addEventListener("change", () => { for (const st of S.streams.values()) startFrames(st); });
+$("fps").addEventListener("change", () => { for (const st of visibleCards) startFrames(st); });
 for (const id of ["f-stream", "f-label"]) $(id).addEventListener("change", drawTimeline);
 $("f-range").addEventListener("change", () => loadPast(Number($("f-range").value)));
 $("d-close").addEventListener("click", () => {
