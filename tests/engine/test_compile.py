@@ -325,10 +325,8 @@ def test_torch_and_onnxruntime_give_the_same_events(tmp_path):
     write_synthetic_dataset(tmp_path / "video", videos=1, seed=5, duration_s=30, fps=10, size=64)
     [video] = sorted((tmp_path / "video").glob("*.mp4"))
     model, model_config, _ = load_checkpoint(ROOT / "configs" / "weights" / "demo.pt")
-    compile_engine(
-        model, model_config, tmp_path / "ort", backend="onnxruntime", precision="fp32", max_batch=32
-    )
-    ort, _ = load_engine(tmp_path / "ort")
+    # compiled as `actstream run` compiles it (once per session's engine cache)
+    ort = prepare_backend(model, model_config, backend="onnxruntime", max_batch=32)
     config = load_config(ROOT / "configs" / "demo.yaml", ["stream.realtime=false"])
     config = dataclasses.replace(config, model=model_config)
     a = detector_events(video, TorchBackend(model), config)
