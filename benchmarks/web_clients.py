@@ -134,8 +134,22 @@ class Watchers:
         self.hub = app.state.hub
         server = ApiServer(app, "127.0.0.1", 0)
         port = server.start()
+        t0 = time.monotonic()
+
+        def own_cost() -> dict:
+            minutes = max(time.monotonic() - t0, 1e-6) / 60
+            return {
+                "server_thread_cpu_s_per_min": (server.cpu_seconds() or 0.0) / minutes,
+                "preview_encode_cpu_s_per_min": self.previews.encode_cpu_s / minutes,
+            }
+
         if not self.clients:
-            return server.close
+
+            def close_idle() -> None:
+                self.result = own_cost()
+                server.close()
+
+            return close_idle
         streams = list(detector.streams)
         target = _browser_clients if self.args.kind == "browser" else _http_clients
         ctx = mp.get_context("spawn")
@@ -154,6 +168,7 @@ class Watchers:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=10).read()
             )
             cpu_s = _cpu_seconds(proc.pid)
+            cost = own_cost()
             parent.send("stop")
             counts = parent.recv() if parent.poll(30) else []
             proc.join(30)
@@ -163,6 +178,7 @@ class Watchers:
             self.result = {
                 "bytes_per_client": counts,
                 "client_process_cpu_s": cpu_s,
+                **cost,
                 "pages_dropped": status["live_dropped"],
                 "live_clients_at_end": status["live_clients"],
             }
@@ -207,7 +223,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['frames_processed']}/{r['frames_expected']} frames"
               + (f", {watchers.result.get('pages_dropped')} stalled client(s) dropped, the "
                  f"clients' process {watchers.result.get('client_process_cpu_s', 0):.1f} CPU s"
-                 if clients else ""), flush=True)  # fmt: skip
+                 if clients else "")
+              + f"; web server thread {watchers.result['server_thread_cpu_s_per_min']:.2f} + "
+                f"preview encoding {watchers.result['preview_encode_cpu_s_per_min']:.2f} CPU s "
+                "per minute", flush=True)  # fmt: skip
     without = statistics.median(r["p99_ms"] for r in runs if not r["clients"])
     with_ = statistics.median(r["p99_ms"] for r in runs if r["clients"])
     result = {"streams": args.streams, "clients": args.clients, "kind": args.kind,

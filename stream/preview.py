@@ -40,6 +40,7 @@ class Previews:
         self._watchers: dict[str, dict[object, tuple[int, float, float]]] = {}
         self._latest: dict[str, Preview] = {}
         self._last_offer: dict[str, float] = {}
+        self.encode_cpu_s = 0.0  # CPU time spent encoding previews, all readers together
 
     def watch(self, stream_id: str, watcher: object, *, width: int, fps: float) -> None:
         """`watcher` (any hashable id) wants `stream_id` at `width` px and `fps` frames/s for
@@ -78,8 +79,11 @@ class Previews:
     def offer(self, stream_id: str, image: np.ndarray, t_s: float) -> None:
         """A frame for the watchers (RGB uint8), encoded here, once, on the caller's thread
         (a reader's: the web server only sends bytes)."""
+        t0 = time.thread_time()
         data = rgb_to_jpeg(image)
+        spent = time.thread_time() - t0
         with self._lock:
+            self.encode_cpu_s += spent
             self._last_offer[stream_id] = time.monotonic()
             old = self._latest.get(stream_id)
             self._latest[stream_id] = Preview((old.seq if old else 0) + 1, data, t_s, time.time())

@@ -71,6 +71,17 @@ class ApiServer:
         self.port: int | None = None
         app.state.abort_client = self.abort_client
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time the server's thread has used so far (Linux), or None."""
+        tid = getattr(self._thread, "native_id", None)
+        try:
+            fields = open(f"/proc/self/task/{tid}/stat").read().rsplit(")", 1)[1].split()
+        except (OSError, TypeError):
+            return None
+        import os
+
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def abort_client(self, client) -> None:
         """Closes the connection from `client` (host, port) at once, unsent data dropped (a
         plain close would wait for a client that stopped reading to take it); on the

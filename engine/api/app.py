@@ -119,25 +119,7 @@ def build_app(
         )
         return JSONResponse({"detail": reasons[:500]}, status_code=400)
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        if len(request.url.query) > MAX_QUERY_CHARS:
-            return JSONResponse(
-                {"detail": f"query string over {MAX_QUERY_CHARS} characters"}, status_code=400
-            )
-        if token and request.url.path != "/healthz":
-            given = (
-                request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-                or request.query_params.get("token")
-                or request.cookies.get(TOKEN_COOKIE)
-                or ""
-            )
-            if not hmac.compare_digest(given.encode(), token.encode()):
-                return JSONResponse(
-                    {"detail": "a token is required: add ?token=... (http.token)"},
-                    status_code=401,
-                )
-        return await call_next(request)
+    app.add_middleware(Guard, token=token)
 
     samples: deque[tuple[float, dict[str, float]]] = deque(maxlen=256)
 
@@ -301,3 +283,40 @@ def _per_stream(registry) -> dict[tuple[str, str], float]:
                 key = (kind, sample.labels.get("stream", ""))
                 out[key] = out.get(key, 0.0) + sample.value
     return out
+
+
+class Guard:
+    """Refuses an oversized query string (400) and, with a token, every request but /healthz
+    that does not carry it (401). Plain ASGI: streamed responses pass through untouched (a
+    `BaseHTTPMiddleware` would copy every chunk through a stream of its own)."""
+
+    def __init__(self, app, token: str | None) -> None:
+        self.app, self.token = app, token
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            request = Request(scope)
+            refusal = self.refusal(request)
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def refusal(self, request: Request) -> JSONResponse | None:
+        if len(request.url.query) > MAX_QUERY_CHARS:
+            return JSONResponse(
+                {"detail": f"query string over {MAX_QUERY_CHARS} characters"}, status_code=400
+            )
+        if self.token and request.url.path != "/healthz":
+            given = (
+                request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+                or request.query_params.get("token")
+                or request.cookies.get(TOKEN_COOKIE)
+                or ""
+            )
+            if not hmac.compare_digest(given.encode(), self.token.encode()):
+                return JSONResponse(
+                    {"detail": "a token is required: add ?token=... (http.token)"},
+                    status_code=401,
+                )
+        return None

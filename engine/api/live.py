@@ -61,10 +61,8 @@ class PushResponse(Response):
                 if gone.is_set():
                     why = "client left"
                     break
-                await asyncio.wait_for(
-                    send({"type": "http.response.body", "body": chunk, "more_body": True}),
-                    SEND_TIMEOUT_S,
-                )
+                async with asyncio.timeout(SEND_TIMEOUT_S):  # no task per write
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
             else:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         except TimeoutError:
