@@ -100,11 +100,15 @@ def _browser_clients(port: int, streams: list[str], clients: int, width: int, fp
         browser.close()
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far (Linux /proc)."""
+def _cpu_seconds(stat: str) -> float:
+    """User + system CPU seconds so far of the process or thread whose /proc stat file this
+    is (Linux); 0 when it is gone."""
     import os
 
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    try:
+        fields = open(stat).read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -139,7 +143,10 @@ class Watchers:
         def own_cost() -> dict:
             minutes = max(time.monotonic() - t0, 1e-6) / 60
             return {
-                "server_thread_cpu_s_per_min": (server.cpu_seconds() or 0.0) / minutes,
+                "server_thread_cpu_s_per_min": _cpu_seconds(
+                    f"/proc/self/task/{server.native_id}/stat"
+                )
+                / minutes,
                 "preview_encode_cpu_s_per_min": self.previews.encode_cpu_s / minutes,
             }
 
@@ -167,7 +174,7 @@ class Watchers:
             status = json.loads(
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=10).read()
             )
-            cpu_s = _cpu_seconds(proc.pid)
+            cpu_s = _cpu_seconds(f"/proc/{proc.pid}/stat")
             cost = own_cost()
             parent.send("stop")
             counts = parent.recv() if parent.poll(30) else []

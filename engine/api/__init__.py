@@ -71,16 +71,10 @@ class ApiServer:
         self.port: int | None = None
         app.state.abort_client = self.abort_client
 
-    def cpu_seconds(self) -> float | None:
-        """CPU time the server's thread has used so far (Linux), or None."""
-        tid = getattr(self._thread, "native_id", None)
-        try:
-            fields = open(f"/proc/self/task/{tid}/stat").read().rsplit(")", 1)[1].split()
-        except (OSError, TypeError):
-            return None
-        import os
-
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    @property
+    def native_id(self) -> int | None:
+        """The server thread's kernel id (its CPU time: /proc/self/task/ID/stat)."""
+        return getattr(self._thread, "native_id", None)
 
     def abort_client(self, client) -> None:
         """Closes the connection from `client` (host, port) at once, unsent data dropped (a

@@ -55,14 +55,28 @@ def start_event_outputs(outputs: Outputs, config, streams: list[str], run_id: st
         outputs.mqtt_shown = mqtt.shown
 
 
-def start_api(outputs: Outputs, config, detector, metrics, *, previews=None, scenes=None,
+def start_api(outputs: Outputs, config, detector, metrics, *, previews=None, specs=(),
               info=None) -> None:  # fmt: skip
     """Serves the HTTP API and web view when `http.port` is set (its live feed becomes a
-    sink); raises `HttpPortError` when it cannot bind."""
+    sink; `info` adds to what the page's health shows); raises `HttpPortError` when it cannot
+    bind."""
     if config.http.port is None:
         return
     from engine.api import ApiServer
     from engine.api.app import DetectorView, build_app
+    from engine.versions import installed_version
+    from stream.sources import SourceError
+
+    try:
+        scenes = synthetic_scenes(specs, config)  # the ground truth beside the events
+    except SourceError:
+        scenes = {}  # its reader reports the bad option at start-up
+    info = {
+        **(info or {}),
+        "classes": list(config.model.classes),
+        "timeout_s": config.stream.timeout_s,
+        "versions": {p: installed_version(p) for p in ("actstream", "torch", "av")},
+    }
 
     publisher = detector.publisher
     view = DetectorView(
@@ -70,9 +84,9 @@ def start_api(outputs: Outputs, config, detector, metrics, *, previews=None, sce
         publisher.is_alive,
         metrics.registry,
         previews=previews,
-        info=info or {},
+        info=info,
         clock=detector.clock,
-        scenes=scenes or {},
+        scenes=scenes,
     )
     clips_dir = config.clips.dir if config.clips.enabled else None
     if not config.http.token and not _loopback(config.http.host):
@@ -89,6 +103,19 @@ def start_api(outputs: Outputs, config, detector, metrics, *, previews=None, sce
     host = f"[{config.http.host}]" if ":" in config.http.host else config.http.host
     outputs.api_url = f"http://{host}:{api.port}/api/events"
     outputs.page_url = f"http://{host}:{api.port}/"
+
+
+def synthetic_scenes(specs, config) -> dict:
+    """A copy of each `synthetic://` stream's scene (its ground truth), by stream id; raises
+    `SourceError` for a bad option."""
+    from engine.build import reader_options
+    from stream.frame_sources import synthetic_scene
+    from stream.sources import SourceKind
+
+    options = reader_options(config)
+    return {
+        s.stream_id: synthetic_scene(s, options) for s in specs if s.kind is SourceKind.SYNTHETIC
+    }
 
 
 def _loopback(host: str) -> bool:

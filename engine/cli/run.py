@@ -189,7 +189,6 @@ def _run(args: argparse.Namespace) -> int:
     from engine.loader import ConfigError
     from engine.metrics import Metrics, MetricsPortError
     from engine.store.schema import StoreError
-    from engine.versions import installed_version
     from engine.wire.publisher import PublisherError
     from engine.wire.security import KeyFileError
     from stream.sources import SourceError, parse_sources
@@ -251,15 +250,11 @@ def _run(args: argparse.Namespace) -> int:
         metrics.close()
         outputs.close()
 
-    previews = scenes = None
-    if config.http.port is not None:  # the web view's frames and ground truth
+    previews = None
+    if config.http.port is not None:  # where the readers leave the web view's frames
         from stream.preview import Previews
 
         previews = Previews()
-        try:
-            scenes = synthetic_scenes(specs, config)
-        except SourceError:
-            scenes = {}  # its reader reports the bad option at start-up
     try:
         detector = build_detector(
             specs,
@@ -275,15 +270,8 @@ def _run(args: argparse.Namespace) -> int:
         close_all()
         return fail(str(exc))
     try:  # before the events socket: whoever hears the first message finds the API up
-        info = {
-            "backend": backend.describe(),
-            "model": weights,
-            "classes": list(config.model.classes),
-            "run_id": run_id,
-            "timeout_s": config.stream.timeout_s,
-            "versions": {p: installed_version(p) for p in ("actstream", "torch", "av")},
-        }
-        start_api(outputs, config, detector, metrics, previews=previews, scenes=scenes, info=info)
+        info = {"backend": backend.describe(), "model": weights, "run_id": run_id}
+        start_api(outputs, config, detector, metrics, previews=previews, specs=specs, info=info)
     except HttpPortError as exc:
         close_all()
         return fail(str(exc))
@@ -324,22 +312,10 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def synthetic_scenes(specs, config) -> dict:
-    """A copy of each `synthetic://` stream's scene (its ground truth), by stream id; raises
-    `SourceError` for a bad option."""
-    from engine.build import reader_options
-    from stream.frame_sources import synthetic_scene
-    from stream.sources import SourceKind
-
-    options = reader_options(config)
-    return {
-        s.stream_id: synthetic_scene(s, options) for s in specs if s.kind is SourceKind.SYNTHETIC
-    }
-
-
 def truth_monitor(specs, config, lock: threading.Lock):
     """The `--show-truth` monitor of the synthetic streams (None: there are none); its lines
     go to stderr under the same lock as the printed messages."""
+    from engine.cli.outputs import synthetic_scenes
     from engine.truth import TruthMonitor
 
     scenes = synthetic_scenes(specs, config)
