@@ -5,10 +5,10 @@ CONSTRAINTS ?= constraints.txt
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint test-server-deps demo-model event-quality clean
+.PHONY: run test lint test-server-deps demo-model csi-model event-quality clean
 
 # A GPU host with TensorRT: README, "TensorRT on a GPU host" (other EXTRAS and PIP_EXTRA).
-EXTRAS ?= dev,onnx,backbones
+EXTRAS ?= dev,onnx,backbones,signals
 PIP_EXTRA ?=
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
@@ -26,6 +26,14 @@ demo-model: $(STAMP)
 	$(VENV)/bin/actstream --log-level info train configs/train_synthetic_head.yaml
 	mkdir -p configs/weights && cp runs/stage2/last.pt configs/weights/demo.pt
 	$(VENV)/bin/actstream eval configs/weights/demo.pt data/synthetic --no-streaming --out runs/eval_demo
+
+# The bundled signal model (configs/weights/csi.pt; README "Signal streams"): synthetic WiFi
+# CSI recordings, 30 subcarriers at 100 Hz.
+csi-model: $(STAMP)
+	$(VENV)/bin/actstream synth data/csi --signals 100 --seed 0
+	$(VENV)/bin/actstream --log-level info train configs/train_csi.yaml
+	mkdir -p configs/weights && cp runs/csi/last.pt configs/weights/csi.pt
+	$(VENV)/bin/actstream eval configs/weights/csi.pt data/csi --out runs/eval_csi
 
 # The decision layer chosen on fresh validation videos and measured on fresh test videos
 # (seeds never used in training); see README "Event quality".

@@ -11,10 +11,12 @@ from engine.clips import ClipWriter
 from engine.config import AppConfig
 from engine.detector import Detector, StreamParts
 from engine.metrics import Metrics
+from engine.sample_feed import open_sample_feed
 from engine.segmenter import ModelSegmenter, Segmenter
 from engine.tracker import Tracker
 from engine.wire.publisher import Publisher
 from engine.wire.security import CurveServer
+from models.action_model import ModelConfig
 from stream.buffer import DropPolicy, FrameBuffer
 from stream.frame_sources import synthetic_fps, synthetic_scene
 from stream.frames import Frame
@@ -22,13 +24,33 @@ from stream.packets import PacketRing
 from stream.preview import Previews
 from stream.reader import StreamReader
 from stream.settings import ReaderOptions
+from stream.signals import SignalFraming
 from stream.sources import SourceError, SourceKind, SourceSpec
+
+
+def signal_framing(model: ModelConfig) -> SignalFraming | None:
+    """How readers cut samples into this model's frames (None: it takes video frames)."""
+    if model.input is None:
+        return None
+    return SignalFraming(
+        channels=model.input.channels,
+        sample_rate_hz=model.input.sample_rate_hz,
+        window_samples=model.input.window_samples,
+        hop_samples=model.input.hop_samples,
+    )
 
 
 def reader_options(config: AppConfig) -> ReaderOptions:
     """How the readers open and pace sources for this config's model."""
-    size = config.model.backbone.image_size
-    return ReaderOptions(width=size, height=size, fps=config.model.fps, stream=config.stream)
+    model = config.model
+    size = model.backbone.image_size
+    return ReaderOptions(
+        width=size,
+        height=size,
+        fps=model.fps,
+        stream=config.stream,
+        signal=signal_framing(model),
+    )
 
 
 def build_detector(
@@ -81,7 +103,7 @@ def build_detector(
                 scenes[sid] = (synthetic_scene(spec, options), synthetic_fps(spec, options))
             except SourceError:
                 pass  # its reader reports the bad option at start-up
-        elif config.clips.enabled:
+        elif config.clips.enabled and not spec.signal:  # clips are of video
             rings[sid] = PacketRing(config.clips.ring_s)
         buffer = FrameBuffer(
             config.stream.buffer_frames,
@@ -97,6 +119,8 @@ def build_detector(
             on_drop=_counter(metrics.frames_dropped.labels(sid, "buffer_full")),
             on_late=_counter(metrics.frames_dropped.labels(sid, "late")),
             on_decode_error=_counter(metrics.decode_errors.labels(sid)),
+            on_gap=lambda at_s, gap_s, c=metrics.sample_gaps.labels(sid): c.inc(),
+            opener=open_sample_feed if spec.kind is SourceKind.ZMQ_SAMPLES else None,
             packets=rings.get(sid),
             previews=previews,
         )

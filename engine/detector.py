@@ -108,6 +108,7 @@ class Detector:
         self.clips = clips
         model = config.model
         self.period_s = 1.0 / model.fps
+        self.sample_rate_hz = model.input.sample_rate_hz if model.input is not None else None
         self.max_batch = config.engine.max_batch
         self.start_timeout_s = 2 * config.stream.timeout_s + 5.0
         self._ready = ready or threading.Event()
@@ -342,6 +343,8 @@ class Detector:
                 reason=e.reason,
                 lookahead_frames=self.backend.delay_frames,
                 late=e.late,
+                sample_rate_hz=self.sample_rate_hz if st.spec.signal else None,
+                source_clock_s=decision.source_clock_s,
             )
             self.publisher.publish(event)
             if self.clips is not None:

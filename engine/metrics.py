@@ -83,6 +83,12 @@ class Metrics:
             ["stream"],
             registry=r,
         )
+        self.sample_gaps = Counter(
+            "actstream_sample_gaps",
+            "Gaps in a live signal stream's sample clock (samples lost or late).",
+            ["stream"],
+            registry=r,
+        )
         self.reconnects = Counter(
             "actstream_stream_reconnects",
             "Reconnect attempts of a live stream.",
@@ -182,6 +188,7 @@ class Metrics:
         self.frames_dropped.labels(stream, "buffer_full")
         self.reconnects.labels(stream)
         self.decode_errors.labels(stream)
+        self.sample_gaps.labels(stream)
         self.stream_up.labels(stream).set(0)
         self.buffer_frames.labels(stream).set_function(buffer_depth)
         self.frame_to_event_seconds.labels(stream)

@@ -6,6 +6,7 @@ thread would deliver it.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,6 +19,7 @@ from stream.frames import FpsSampler, Frame, stream_time_s
 from stream.packets import PacketRing
 from stream.preview import scaled_size
 from stream.settings import ReaderOptions
+from stream.signals import SignalFileFrames
 from stream.sources import SourceError, SourceKind, SourceSpec, av_open_args
 from stream.synthetic import CLASSES, SyntheticScene
 
@@ -261,6 +263,47 @@ def _resize_nearest(img: np.ndarray, width: int, height: int) -> np.ndarray:
     return img[ys][:, xs]
 
 
+def open_frame_source(
+    spec: SourceSpec,
+    options: ReaderOptions,
+    on_decode_error: Callable[[int], None] | None = None,
+    packets: PacketRing | None = None,
+    *,
+    stop: threading.Event | None = None,
+    on_gap: Callable[[float, float], None] | None = None,
+) -> Any:
+    """Opens `spec` as the model's frames (a `FrameSource`): video (PyAV or a synthetic
+    scene) for an image model, samples for a signal model (`options.signal`). `stop` ends a
+    live sample stream's wait for data; `on_gap(at_s, gap_s)` reports gaps in its sample
+    clock. Raises `SourceError` for a source this model cannot take, and what opening
+    raises otherwise."""
+    if spec.signal != (options.signal is not None):
+        if options.signal is not None:
+            raise SourceError(
+                f"{spec.display}: this model takes sensor signals (model.input kind signal); "
+                "give a .npy or .csv recording"
+            )
+        raise SourceError(
+            f"{spec.display}: a sensor recording needs a signal model (model.input kind "
+            "signal); give a video source to this model"
+        )
+    if spec.kind is SourceKind.LSL:
+        from stream.lsl import LslFrames  # pylsl is needed only for lsl:// sources
+
+        return LslFrames(spec, options, stop=stop, on_gap=on_gap)
+    if spec.kind is SourceKind.ZMQ_SAMPLES:  # ZeroMQ lives in engine/: it gives an opener
+        raise SourceError(f"{spec.display}: a ZeroMQ sample feed is opened by the detector")
+    if spec.kind is SourceKind.SIGNAL_FILE:
+        rate = float(spec.params["rate"]) if "rate" in spec.params else None
+        try:
+            return SignalFileFrames(spec.url, options.signal, rate)
+        except (OSError, ValueError) as exc:
+            raise SourceError(f"{spec.display}: {exc}") from None
+    if spec.kind is SourceKind.SYNTHETIC:
+        return SyntheticFrames(spec, options)
+    return PyAVFrames(spec, options, on_decode_error, packets)
+
+
 def decode_file(spec: SourceSpec, options: ReaderOptions) -> list[Frame]:
     """Every frame of a finite source, decoded, sampled and resized exactly as a reader
     thread would deliver them, on the calling thread (datasets, offline evaluation).
@@ -268,11 +311,7 @@ def decode_file(spec: SourceSpec, options: ReaderOptions) -> list[Frame]:
     Raises `SourceError` (with the same message a reader reports) if it cannot be read.
     """
     try:
-        source = (
-            SyntheticFrames(spec, options)
-            if spec.kind is SourceKind.SYNTHETIC
-            else PyAVFrames(spec, options)
-        )
+        source = open_frame_source(spec, options)
     except (av.FFmpegError, OSError, ValueError) as exc:
         raise SourceError(describe_open_error(spec, exc)) from None
     if not source.finite:

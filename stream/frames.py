@@ -17,7 +17,10 @@ class Frame:
         index: position among the frames this reader delivered (0, 1, 2, ...), after sampling.
         pts_s: stream time in seconds (`pts * time_base`, or `index / fps` without timestamps).
         decoded_wall_s: wall-clock time (`time.time()`) when decoding finished.
-        image: uint8 array of shape (H, W, 3), RGB.
+        image: uint8 array of shape (H, W, 3), RGB; for a signal stream (W + 1, C) float32
+            samples (`stream.signals`).
+        source_clock_s: the source's own clock at this frame, where it has one apart from
+            stream time (an LSL stream's timestamp of the frame's last sample); else None.
     """
 
     stream_id: str
@@ -25,6 +28,7 @@ class Frame:
     pts_s: float
     decoded_wall_s: float
     image: np.ndarray
+    source_clock_s: float | None = None
 
 
 def stream_time_s(

@@ -25,10 +25,9 @@ import av
 from stream.buffer import BufferClosed, DropPolicy, FrameBuffer
 from stream.frame_sources import (
     FrameSource,
-    PyAVFrames,
-    SyntheticFrames,
     describe_open_error,
     describe_read_error,
+    open_frame_source,
 )
 from stream.frames import FpsSampler, Frame
 from stream.packets import PacketRing
@@ -89,6 +88,9 @@ class StreamReader:
             frames are gone when nobody reads them: no backlog of frames to render).
         on_decode_error: optional callback with the number of packets that could not be
             decoded (damaged media; skipped).
+        on_gap: optional callback (at_s, gap_s) for each gap in a live sample stream's clock.
+        opener: opens the source (default `open_frame_source`; the detector gives its own
+            for sources whose transport lives in engine/, e.g. ZeroMQ sample feeds).
         rng: randomness for reconnect jitter.
         packets: where a PyAV source's encoded packets are kept (evidence clips); None: not.
     """
@@ -103,6 +105,8 @@ class StreamReader:
         on_drop: Callable[[int], None] | None = None,
         on_late: Callable[[int], None] | None = None,
         on_decode_error: Callable[[int], None] | None = None,
+        on_gap: Callable[[float, float], None] | None = None,
+        opener: Callable[..., FrameSource] | None = None,
         rng: random.Random | None = None,
         packets: PacketRing | None = None,
         previews: Previews | None = None,
@@ -116,6 +120,8 @@ class StreamReader:
         self._on_drop = on_drop
         self._on_late = on_late
         self._on_decode_error = on_decode_error
+        self._on_gap = on_gap
+        self._opener = opener or open_frame_source
         self.frames_late = 0
         self._rng = rng or random.Random()
         self._stop = threading.Event()
@@ -250,9 +256,14 @@ class StreamReader:
     # ---- opening ----------------------------------------------------------------------------
     def _open(self) -> FrameSource:
         self._delivered_since_open = False
-        if self.spec.kind is SourceKind.SYNTHETIC:
-            return SyntheticFrames(self.spec, self.options)
-        return PyAVFrames(self.spec, self.options, self._on_decode_error, self.packets)
+        return self._opener(
+            self.spec,
+            self.options,
+            self._on_decode_error,
+            self.packets,
+            stop=self._stop,
+            on_gap=self._on_gap,
+        )
 
     # ---- the decode loop ------------------------------------------------------------------
     def _pump(self, source: FrameSource) -> bool:
@@ -267,6 +278,7 @@ class StreamReader:
         # A generated live stream behaves as a camera: frames nobody was ready for are gone.
         # (Files keep every frame: their buffer blocks instead.)
         skip_late = self.spec.live and self.spec.kind is SourceKind.SYNTHETIC
+        source_clock = getattr(source, "source_clock_s", None)  # e.g. LSL timestamps
         for t_s, raw in source:
             if self._stop.is_set():
                 return False
@@ -289,7 +301,10 @@ class StreamReader:
             image = source.image(raw)  # resize + RGB only for the frames that are kept
             if self.previews is not None and (width := self.previews.due(self.spec.stream_id)):
                 self.previews.offer(self.spec.stream_id, source.preview(raw, width, image), t_s)
-            frame = Frame(self.spec.stream_id, self.frames_delivered, t_s, time.time(), image)
+            clock = source_clock(raw) if source_clock is not None else None
+            frame = Frame(
+                self.spec.stream_id, self.frames_delivered, t_s, time.time(), image, clock
+            )
             dropped = self.buffer.put(frame)
             self.frames_delivered += 1
             if not self.first_open_done.is_set():

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from stream.reconnect import Backoff
+from stream.signals import SignalFraming
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,9 +73,11 @@ class ReaderOptions:
         width, height: frame size delivered to the model (resized inside PyAV).
         fps: the model's frame rate; faster sources are sampled down to it.
         stream: how sources are opened, paced and reconnected.
+        signal: how a signal model frames samples (None: the model takes video frames).
     """
 
     width: int = 64
     height: int = 64
     fps: float = 10.0
     stream: StreamConfig = field(default_factory=StreamConfig)
+    signal: SignalFraming | None = None

@@ -3,7 +3,11 @@
 Accepted forms (optionally prefixed by `ID=` to name the stream, e.g. `cam1=rtsp://...`):
 a file path, `rtsp://`, `rtsps://`, `rtmp://`, `http(s)://`, `udp://`, `/dev/videoN`
 (v4l2; options as a query: `/dev/video0?video_size=640x480&framerate=30&input_format=mjpeg`)
-and `synthetic://` (the generated live source; `synthetic://?seed=3&fps=10`).
+and `synthetic://` (the generated live source; `synthetic://?seed=3&fps=10`); recorded
+sensor signals: a `.npy` or `.csv` path, with the sampling rate as a query
+(`imu.npy?rate=50`; default the model's); live sensor streams: `lsl://NAME` (a Lab
+Streaming Layer stream found by name) and `zmq+tcp://HOST:PORT` (sample chunks from a
+ZeroMQ publisher, read by `engine/sample_feed.py`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ STREAM_ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 _ID_PREFIX_RE = re.compile(r"^([A-Za-z][A-Za-z0-9_-]{0,63})=(.+)$")
 V4L2_OPTIONS = ("video_size", "framerate", "input_format", "pixel_format")
 HTTP_PLAY = ("live", "file")  # an http(s) URL's `#live` / `#file` overrides what it looks like
+SIGNAL_SUFFIXES = (".npy", ".csv")
+SIGNAL_OPTIONS = ("rate",)
 SYNTHETIC_OPTIONS = ("seed", "fps", "width", "height", "duration_s", "actors", "distractors")
 
 
@@ -33,9 +39,13 @@ class SourceKind(enum.Enum):
     UDP = "udp"
     DEVICE = "device"
     SYNTHETIC = "synthetic"
+    SIGNAL_FILE = "signal_file"  # a recorded sensor signal (.npy / .csv)
+    LSL = "lsl"  # a live Lab Streaming Layer sample stream
+    ZMQ_SAMPLES = "zmq"  # live sample chunks from a ZeroMQ publisher
 
 
-LIVE_KINDS = frozenset(k for k in SourceKind if k is not SourceKind.FILE)
+SIGNAL_KINDS = frozenset({SourceKind.SIGNAL_FILE, SourceKind.LSL, SourceKind.ZMQ_SAMPLES})
+LIVE_KINDS = frozenset(k for k in SourceKind if k not in (SourceKind.FILE, SourceKind.SIGNAL_FILE))
 _SCHEMES = {
     "rtsp": SourceKind.RTSP,
     "rtsps": SourceKind.RTSP,
@@ -46,6 +56,8 @@ _SCHEMES = {
     "udp": SourceKind.UDP,
     "synthetic": SourceKind.SYNTHETIC,
     "file": SourceKind.FILE,
+    "lsl": SourceKind.LSL,
+    "zmq+tcp": SourceKind.ZMQ_SAMPLES,
 }
 
 
@@ -66,6 +78,11 @@ class SourceSpec:
     url: str
     display: str
     params: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def signal(self) -> bool:
+        """Whether the source gives sensor samples (for a signal model) rather than video."""
+        return self.kind in SIGNAL_KINDS
 
     @property
     def live(self) -> bool:
@@ -137,6 +154,17 @@ def parse_source(text: str, stream_id: str | None = None) -> SourceSpec:
                 + ", ".join(f"{s}://" for s in sorted(_SCHEMES))
             )
         parts = urlsplit(text)
+        if kind is SourceKind.LSL:
+            name = text.split("://", 1)[1]
+            if not name or "?" in name or "/" in name:
+                raise SourceError(f"{display}: give the LSL stream's name, lsl://NAME")
+            return SourceSpec(
+                stream_id=stream_id or _sanitize(name),
+                kind=kind,
+                url=text,
+                display=display,
+                params={"name": name},
+            )
         if kind is SourceKind.FILE:
             return _file_spec(parts.path, stream_id)
         if kind is SourceKind.SYNTHETIC:
@@ -154,6 +182,8 @@ def parse_source(text: str, stream_id: str | None = None) -> SourceSpec:
                 display=display,
                 params=params,
             )
+        if kind is SourceKind.ZMQ_SAMPLES and (not parts.hostname or parts.port is None):
+            raise SourceError(f"{display}: expected zmq+tcp://HOST:PORT (the sender's PUB)")
         if not parts.hostname and kind is not SourceKind.UDP:
             raise SourceError(f"{display}: URL has no host; expected {scheme}://HOST[:PORT]/PATH")
         params = {}
@@ -172,6 +202,9 @@ def parse_source(text: str, stream_id: str | None = None) -> SourceSpec:
 
 
 def _file_spec(path_text: str, stream_id: str | None) -> SourceSpec:
+    base, _, query = path_text.partition("?")
+    if Path(base).suffix.lower() in SIGNAL_SUFFIXES:
+        return _signal_file_spec(base, query, stream_id, display=path_text)
     path = Path(path_text).expanduser()
     if not path.exists():
         raise SourceError(f"{path_text}: no such file; give an existing video file or a URL")
@@ -184,6 +217,31 @@ def _file_spec(path_text: str, stream_id: str | None) -> SourceSpec:
         kind=SourceKind.FILE,
         url=str(path),
         display=str(path_text),
+    )
+
+
+def _signal_file_spec(path_text: str, query: str, stream_id: str | None, *, display: str):
+    params = dict(parse_qsl(query, keep_blank_values=True))
+    unknown = sorted(set(params) - set(SIGNAL_OPTIONS))
+    if unknown:
+        raise SourceError(f"{display}: unknown option(s) {unknown}; known: {list(SIGNAL_OPTIONS)}")
+    if "rate" in params:
+        try:
+            rate = float(params["rate"])
+        except ValueError:
+            rate = 0.0
+        if not rate > 0 or rate == float("inf"):
+            raise SourceError(f"{display}: rate must be a positive sampling rate in Hz")
+    path = Path(path_text).expanduser()
+    if not path.is_file():
+        what = "no such file" if not path.exists() else "not a regular file"
+        raise SourceError(f"{display}: {what}; give an existing .npy or .csv recording")
+    return SourceSpec(
+        stream_id=stream_id or _sanitize(path.stem),
+        kind=SourceKind.SIGNAL_FILE,
+        url=str(path),
+        display=display,
+        params=params,
     )
 
 

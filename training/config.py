@@ -17,26 +17,33 @@ class DataConfig:
     """Where the data is and what it is.
 
     Attributes:
-        kind: "videos" (mp4 files decoded through stream/ at the model's fps) or
-            "features" (one .npy of shape (T, C) per video, ActionFormer layout).
+        kind: "videos" (mp4 files decoded through stream/ at the model's fps),
+            "features" (one .npy of shape (T, C) per video, ActionFormer layout) or
+            "signals" (one raw sensor recording per video: a (T_s, C_s) .npy or .csv at the
+            annotation file's `fps` = its sampling rate, framed by the model's signal input).
         annotations: ActivityNet-style JSON (paths relative to the config file).
         root: folder of the videos (`<video_id>.mp4`) or the .npy features.
-        file_ext: file name suffix after the video id.
+        file_ext: file name suffix after the video id (default ".mp4" for videos, ".npy"
+            for features and signals).
         train_subset, val_subset: subsets of the JSON to train and evaluate on.
         feature_stride, num_frames: frames between two features and frames per feature
             (features only; feature i covers time (i * stride + num_frames / 2) / fps).
         cache_dir: where decoded frames and cached features are kept (None: no cache).
     """
 
-    kind: Literal["videos", "features"] = "videos"
+    kind: Literal["videos", "features", "signals"] = "videos"
     annotations: str = "data/synthetic/annotations.json"
     root: str = "data/synthetic"
-    file_ext: str = ".mp4"
+    file_ext: str | None = None
     train_subset: str = "train"
     val_subset: str = "validation"
     feature_stride: int = 1
     num_frames: int = 1
     cache_dir: str | None = "runs/cache"
+
+    def __post_init__(self) -> None:
+        if self.file_ext is None:
+            object.__setattr__(self, "file_ext", ".mp4" if self.kind == "videos" else ".npy")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,6 +111,11 @@ class TrainConfig:
             )
         if self.data.kind == "features" and self.optim.mode != "cached_features":
             raise ValueError('data.kind "features" needs optim.mode "cached_features"')
+        if (self.data.kind == "signals") != (self.model.input is not None):
+            raise ValueError(
+                'data.kind "signals" and model.input kind "signal" go together: a signal '
+                "model trains on recordings, an image model on videos or features"
+            )
 
 
 def load_train_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:

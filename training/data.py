@@ -15,6 +15,7 @@ from models.actionformer import make_points
 from models.targets import Targets, make_targets, point_ranges
 from stream.frame_sources import decode_file
 from stream.settings import ReaderOptions, StreamConfig
+from stream.signals import SignalFraming, load_signal, signal_frames
 from stream.sources import parse_source
 from training.annotations import VideoAnnotation, load_annotations
 from training.config import DataConfig
@@ -56,9 +57,11 @@ def load_videos(
     image_size: int,
     classes: tuple[str, ...] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    framing: SignalFraming | None = None,
 ) -> tuple[list[VideoItem], tuple[str, ...]]:
     """Loads every video of `subset` ("all": every video of the JSON) as frames (kind
-    "videos") or features ("features"); `progress(done, total)` after each."""
+    "videos"), features ("features") or signal frames ("signals", cut by `framing`);
+    `progress(done, total)` after each."""
     anns, file_classes = load_annotations(config.annotations)
     classes = classes or file_classes
     root = Path(config.root)
@@ -66,7 +69,11 @@ def load_videos(
     chosen = [a for a in anns if subset in (a.subset, "all")]
     for ann in chosen:
         path = root / f"{ann.video_id}{config.file_ext}"
-        if config.kind == "features":
+        if config.kind == "signals":
+            data = recording_frames(path, ann, framing, config.annotations)
+            step_s = framing.hop_samples / framing.sample_rate_hz
+            offset_s = framing.frame_time_s(0)
+        elif config.kind == "features":
             if ann.fps is None:
                 raise ValueError(f"{config.annotations}: video {ann.video_id} has no fps")
             data = np.load(path).astype(np.float32)
@@ -82,6 +89,29 @@ def load_videos(
     if not items:
         raise ValueError(f"{config.annotations}: no videos in subset {subset!r}")
     return items, classes
+
+
+def recording_frames(
+    path: Path, ann: VideoAnnotation, framing: SignalFraming | None, annotations: str
+) -> np.ndarray:
+    """(T, W + 1, C) frames of one signal recording, cut as a signal reader cuts them; its
+    sampling rate (the annotation's fps) and channels must be the model's."""
+    if framing is None:
+        raise ValueError('data.kind "signals" needs a signal model (model.input kind signal)')
+    if ann.fps is not None and abs(ann.fps - framing.sample_rate_hz) > 1e-6 * ann.fps:
+        raise ValueError(
+            f"{annotations}: recording {ann.video_id} is sampled at {ann.fps:g} Hz (its fps) "
+            f"but model.input.sample_rate_hz is {framing.sample_rate_hz:g}"
+        )
+    try:
+        samples = load_signal(path)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    if samples.shape[1] != framing.channels:
+        raise ValueError(
+            f"{path}: {samples.shape[1]} channels, but model.input.channels is {framing.channels}"
+        )
+    return signal_frames(samples, framing)
 
 
 def decoded_frames(path: Path, cache_dir: str | None, *, fps: float, size: int) -> np.ndarray:

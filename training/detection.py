@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from engine.backbones import build_action_model
+from engine.build import signal_framing
 from engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from engine.loader import config_to_dict
 from models.action_model import ActionModel
@@ -29,7 +30,8 @@ logger = logging.getLogger(__name__)
 
 class WindowModel(nn.Module):
     """The training view of an `ActionModel`: (B, C + T, ...) inputs → head output for the
-    last T steps. Frames are uint8 (B, L, H, W, 3); features are (B, L, C_f)."""
+    last T steps. Frames are uint8 (B, L, H, W, 3), signal frames float (B, L, W + 1, C_s);
+    features are (B, L, C_f)."""
 
     def __init__(self, model: ActionModel, *, window: int, from_features: bool) -> None:
         super().__init__()
@@ -39,6 +41,8 @@ class WindowModel(nn.Module):
         B, L = inputs.shape[:2]
         if self.from_features:
             feats = inputs.float()
+        elif inputs.is_floating_point():  # signal frames
+            feats = self.model.backbone(inputs.flatten(0, 1)).view(B, L, -1)
         else:
             prev = previous_frames(inputs, valid)
             x = to_images(inputs.flatten(0, 1))  # (B·L, 3, H, W)
@@ -80,14 +84,26 @@ def cache_backbone_features(
     return out
 
 
+def signal_statistics(videos: list[VideoItem], hop: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std (C_s,) of the samples of signal recordings (each frame's own
+    hop: every sample once)."""
+    samples = np.concatenate([v.data[:, -hop:].reshape(-1, v.data.shape[-1]) for v in videos])
+    return torch.from_numpy(samples.mean(0)), torch.from_numpy(samples.std(0))
+
+
 class DetectionTask:
     """Windows ending anywhere in a video (as a stream sees them) → the head family's losses;
     validation is offline mAP over the validation subset."""
 
-    def __init__(self, config: TrainConfig, model: ActionModel, device: str) -> None:
+    def __init__(
+        self, config: TrainConfig, model: ActionModel, device: str, *, fresh: bool = True
+    ) -> None:
+        """`fresh`: the model starts from random weights (a signal model then takes its
+        normalisation statistics from the training recordings)."""
         self.config, self.model, self.device = config, model, device
         m, loss = config.model, config.loss
         self.from_features = config.optim.mode == "cached_features"
+        what = "recordings" if config.data.kind == "signals" else "videos"
         (train_videos, self.classes), (self.val_videos, _) = (
             load_videos(
                 config.data,
@@ -95,11 +111,24 @@ class DetectionTask:
                 fps=m.fps,
                 image_size=m.backbone.image_size,
                 classes=m.classes,
-                progress=_progress(f"loading {subset} videos"),
+                progress=_progress(f"loading {subset} {what}"),
+                framing=signal_framing(m),
             )
             for subset in (config.data.train_subset, config.data.val_subset)
         )
-        if self.from_features and config.data.kind == "videos":
+        if fresh and m.input is not None and m.input.normalise:
+            mean, std = signal_statistics(train_videos, m.input.hop_samples)
+            model.backbone.set_statistics(mean.to(device), std.to(device))
+            logger.info(
+                "signal normalisation from the training recordings (%d channels): mean "
+                "%.3g..%.3g, std %.3g..%.3g",
+                len(mean),
+                float(mean.min()),
+                float(mean.max()),
+                float(std.min()),
+                float(std.max()),
+            )
+        if self.from_features and config.data.kind != "features":
             train_videos = cache_backbone_features(
                 model, train_videos, device, _progress("backbone features (train)")
             )
@@ -200,8 +229,9 @@ def train(
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(json.dumps(config_to_dict(config), indent=1, default=str))
-    model = initial_model(config, init_from or config.init_from).to(device)
-    task = DetectionTask(config, model, device)
+    init = init_from or config.init_from
+    model = initial_model(config, init).to(device)
+    task = DetectionTask(config, model, device, fresh=not init and not resume)
     return fit(
         task, o, out_dir, device=device, dist_info=dist_info, resume=resume, progress=progress
     )

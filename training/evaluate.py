@@ -42,8 +42,11 @@ from training.seg_metrics import segmentation_scores
 def backbone_features(
     model: ActionModel, frames: np.ndarray, device: str, batch: int = 256
 ) -> torch.Tensor:
-    """(T, H, W, 3) uint8 frames of one video → (T, C_f) backbone features (on the device)."""
+    """(T, H, W, 3) uint8 frames of one video (or (T, W + 1, C_s) signal frames) → (T, C_f)
+    backbone features (on the device)."""
     x = torch.from_numpy(frames).to(device)
+    if x.is_floating_point():  # signal frames: the front end takes them as they are
+        return torch.cat([model.backbone(x[i : i + batch]) for i in range(0, len(x), batch)])
     prev = previous_frames(x[None])[0]
     return torch.cat(
         [

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import av
+import numpy as np
 
 from stream.synthetic import CLASSES, SyntheticScene
+from stream.synthetic_signal import CSI_CLASSES, SyntheticCsi
 from training.annotations import VideoAnnotation, write_annotations
 
 SPLITS = (("train", 0.7), ("validation", 0.15), ("test", 0.15))
@@ -110,18 +113,21 @@ def write_synthetic_dataset(
     fps: int = 10,
     size: int = 64,
     split: str | None = None,
+    jobs: int = 1,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Writes `videos` mp4 files and `annotations.json` into `out_dir`; returns the JSON path.
-    `split`: every video in that subset (default: 70 / 15 / 15 train / validation / test)."""
+    `split`: every video in that subset (default: 70 / 15 / 15 train / validation / test).
+    `jobs` processes encode videos in parallel; the files are the same whatever `jobs` is."""
     if videos < 1:
         raise ValueError(f"videos must be >= 1, got {videos}")
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    plan = list(plan_scenes(videos, seed=seed, duration_s=duration_s, size=size, split=split))
     annotations = []
-    plan = plan_scenes(videos, seed=seed, duration_s=duration_s, size=size, split=split)
-    for i, (vid, subset, scene) in enumerate(plan):
-        write_video(out / f"{vid}.mp4", scene, duration_s=duration_s, fps=fps)
+    for vid, subset, scene in plan:
         segs = scene.segments(duration_s)
         annotations.append(
             VideoAnnotation(
@@ -133,8 +139,71 @@ def write_synthetic_dataset(
                 labels=tuple(s.label for s in segs),
             )
         )
-        if progress is not None:
-            progress(i + 1, videos)
+    paths = [out / f"{vid}.mp4" for vid, _, _ in plan]
+    scenes = [scene for _, _, scene in plan]
+    if jobs == 1:
+        for i, (path, scene) in enumerate(zip(paths, scenes, strict=True)):
+            write_video(path, scene, duration_s=duration_s, fps=fps)
+            if progress is not None:
+                progress(i + 1, videos)
+    else:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            written = pool.map(_write_one, paths, scenes, [duration_s] * videos, [fps] * videos)
+            for i, _ in enumerate(written):
+                if progress is not None:
+                    progress(i + 1, videos)
     path = out / "annotations.json"
     write_annotations(path, annotations, CLASSES)
+    return path
+
+
+def _write_one(path: Path, scene: SyntheticScene, duration_s: float, fps: int) -> None:
+    write_video(path, scene, duration_s=duration_s, fps=fps)
+
+
+def write_signal_dataset(
+    out_dir: str | Path,
+    *,
+    recordings: int,
+    seed: int = 0,
+    duration_s: float = 60.0,
+    channels: int = 30,
+    sample_rate_hz: float = 100.0,
+    split: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Writes `recordings` synthetic CSI-like recordings (`stream.synthetic_signal`), one
+    (T, channels) float32 `.npy` each, and `annotations.json` whose fps is the sampling rate;
+    split and scene seeds as for videos (the k-th recording of a subset depends only on
+    (seed, subset, k)). Returns the JSON path."""
+    if recordings < 1:
+        raise ValueError(f"recordings must be >= 1, got {recordings}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    streams = SplitStreams(seed)
+    annotations = []
+    for i, (subset, k) in enumerate(split_plan(recordings, split)):
+        csi = SyntheticCsi(
+            seed=streams[subset].getrandbits(31),
+            duration_s=duration_s,
+            channels=channels,
+            sample_rate_hz=sample_rate_hz,
+        )
+        rid = streams.item_id("csi", subset, k)
+        np.save(out / f"{rid}.npy", csi.samples())
+        segs = csi.segments()
+        annotations.append(
+            VideoAnnotation(
+                video_id=rid,
+                subset=subset,
+                duration_s=duration_s,
+                fps=float(sample_rate_hz),
+                segments=tuple((s, e) for s, e, _ in segs),
+                labels=tuple(label for _, _, label in segs),
+            )
+        )
+        if progress is not None:
+            progress(i + 1, recordings)
+    path = out / "annotations.json"
+    write_annotations(path, annotations, CSI_CLASSES)
     return path

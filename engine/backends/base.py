@@ -16,8 +16,9 @@ import torch
 
 from engine.backends.graphs import graph_io, wrap_head
 from models.action_model import ActionModel, ModelConfig
-from models.backbone import to_images
+from models.backbone import BackboneConfig, to_images
 from models.fastback import FastBackCache
+from models.signal import SignalInput
 
 
 class BackendError(RuntimeError):
@@ -33,7 +34,8 @@ class Backend(Protocol):
 
     def encode_frames(self, images: np.ndarray, previous: np.ndarray) -> torch.Tensor:
         """(B, H, W, 3) uint8 RGB frames and each one's previous frame (itself at a stream's
-        start) → (B, C_f) features."""
+        start) → (B, C_f) features; for a signal model (B, W + 1, C_s) float32 frames
+        (`previous` unused)."""
         ...
 
     def init_cache(self, batch_size: int) -> FastBackCache: ...
@@ -61,6 +63,12 @@ def frames_to_tensor(images: np.ndarray, device: torch.device, dtype: torch.dtyp
     return to_images(x, dtype)
 
 
+def samples_to_tensor(frames: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(B, W + 1, C) signal frames → the same on the device, in `dtype`."""
+    x = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))
+    return x.to(device, non_blocking=True).to(dtype)
+
+
 def empty_cache(config: ModelConfig, batch_size: int, dtype: torch.dtype) -> FastBackCache:
     """A zero FastBack cache on the CPU, from the model config alone (no weights needed)."""
     specs = graph_io(config, "fp32")["temporal_step"]["inputs"][1:]
@@ -82,7 +90,8 @@ class ModelFacts:
         self.precision = precision
         self.feature_dim = config.temporal.dim
         self.delay_frames = config.temporal.delay_frames
-        self.motion = config.backbone.uses_previous
+        self.motion = config.frontend.uses_previous
+        self.frame_tensor = samples_to_tensor if config.input is not None else frames_to_tensor
 
 
 class TorchGraphs(ModelFacts):
@@ -126,9 +135,12 @@ def model_config_of(model: ActionModel) -> ModelConfig:
     placeholders: backends need only their number)."""
     head = model.head
     classes = tuple(f"class{i}" for i in range(head.num_classes))
+    frontend = model.backbone.config
+    signal = frontend if isinstance(frontend, SignalInput) else None
     return ModelConfig(
         classes=classes,
-        backbone=model.backbone.config,
+        input=signal,
+        backbone=BackboneConfig() if signal is not None else frontend,
         temporal=model.temporal.config,
         head=head.config,
     )

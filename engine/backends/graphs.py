@@ -2,7 +2,8 @@
 export through `torch.export` (to ONNX, or on to TensorRT).
 
 * backbone: images (B, 3, H, W) and previous frames (B, 3, H, W), float in [0, 1]
-  → features (B, C_f). B is dynamic (1 .. max_batch).
+  → features (B, C_f); or, for a signal model, its front end: samples (B, W + 1, C_s) →
+  features (B, C_f). B is dynamic (1 .. max_batch).
 * temporal_step: one frame's features per stream plus the FastBack cache as plain tensors
   → the output and the new cache. The stream axis of the cache is dynamic.
 * head: window (B, T, C) and valid (B, T) bool → ActionFormer: cls_logits (B, N, K),
@@ -26,6 +27,7 @@ from torch import nn
 from models.action_model import ActionModel, ModelConfig
 from models.fastback import FastBackCache, FastBackEncoder
 from models.heads import graph_outputs, head_family
+from models.signal import SignalFrontEnd
 
 # ONNX opset of the exported graphs: ≥ 17 (LayerNormalization), within what TensorRT 10's
 # parser reads (engine/tensorrt_onnx_ops.json).
@@ -37,10 +39,21 @@ class BackboneGraph(nn.Module):
     def __init__(self, model: ActionModel) -> None:
         super().__init__()
         self.backbone = model.backbone
-        self.motion = model.backbone.config.uses_previous
+        self.motion = model.backbone.config.uses_previous  # the signal front end: False
 
     def forward(self, images: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
         return self.backbone(images, previous if self.motion else None)
+
+
+class SamplesGraph(nn.Module):
+    """The backbone graph of a signal model: its front end on (B, W + 1, C_s) samples."""
+
+    def __init__(self, model: ActionModel) -> None:
+        super().__init__()
+        self.backbone = model.backbone
+
+    def forward(self, samples: torch.Tensor) -> torch.Tensor:
+        return self.backbone(samples)
 
 
 class TemporalStepGraph(nn.Module):
@@ -95,11 +108,14 @@ class TensorSpec:
 def graph_io(config: ModelConfig, precision: str) -> dict[str, dict[str, list[TensorSpec]]]:
     """Every graph's inputs and outputs for a model config and precision ("fp32" | "fp16")."""
     f = "float16" if precision == "fp16" else "float32"
-    s = config.backbone.image_size
     t = config.temporal
-    frames = [TensorSpec("images", (None, 3, s, s), f)]
-    if config.backbone.uses_previous:
-        frames.append(TensorSpec("previous", (None, 3, s, s), f))
+    if config.input is not None:
+        frames = [TensorSpec("samples", (None, *config.input.frame_shape), f)]
+    else:
+        s = config.backbone.image_size
+        frames = [TensorSpec("images", (None, 3, s, s), f)]
+        if config.backbone.uses_previous:
+            frames.append(TensorSpec("previous", (None, 3, s, s), f))
     cache = [
         TensorSpec(name, shape, "int64" if name == "count" else f)
         for name, shape in t.cache_shapes(None).items()
@@ -115,10 +131,10 @@ def graph_io(config: ModelConfig, precision: str) -> dict[str, dict[str, list[Te
     return {
         "backbone": {
             "inputs": frames,
-            "outputs": [TensorSpec("features", (None, config.backbone.feature_dim), f)],
+            "outputs": [TensorSpec("features", (None, config.feature_dim), f)],
         },
         "temporal_step": {
-            "inputs": [TensorSpec("x", (None, config.backbone.feature_dim), f), *cache],
+            "inputs": [TensorSpec("x", (None, config.feature_dim), f), *cache],
             "outputs": [
                 TensorSpec("y", (None, t.dim), f),
                 *(TensorSpec(f"new_{c.name}", c.shape, c.dtype) for c in cache),
@@ -135,7 +151,8 @@ def graph_io(config: ModelConfig, precision: str) -> dict[str, dict[str, list[Te
 
 
 def graph_module(model: ActionModel, name: str) -> nn.Module:
-    return {"backbone": BackboneGraph, "temporal_step": TemporalStepGraph, "head": HeadGraph}[name](
+    frames = SamplesGraph if isinstance(model.backbone, SignalFrontEnd) else BackboneGraph
+    return {"backbone": frames, "temporal_step": TemporalStepGraph, "head": HeadGraph}[name](
         model
     ).eval()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.backends.base import BackendError, ModelFacts, empty_cache, frames_to_tensor
+from engine.backends.base import BackendError, ModelFacts, empty_cache
 from engine.backends.graphs import GRAPHS, graph_io, wrap_head
 from models.action_model import ModelConfig
 from models.fastback import FastBackCache
@@ -102,7 +102,7 @@ class OnnxRuntimeBackend(ModelFacts):
     def encode_frames(self, images: np.ndarray, previous: np.ndarray) -> torch.Tensor:
         cpu = torch.device("cpu")
         frames = [images, previous] if self.motion else [images]
-        args = [self._float(frames_to_tensor(f, cpu, torch.float32)) for f in frames]
+        args = [self._float(self.frame_tensor(f, cpu, torch.float32)) for f in frames]
         (features,) = self._run("backbone", *args)
         return torch.from_numpy(features.astype(np.float32, copy=False))
 

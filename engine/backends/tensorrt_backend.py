@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.backends.base import BackendError, TorchGraphs, frames_to_tensor
+from engine.backends.base import BackendError, TorchGraphs
 from engine.backends.graphs import (
     GRAPHS,
     example_batch_size,
@@ -314,9 +314,9 @@ class TensorRTBackend(TorchGraphs):
     @torch.inference_mode()
     def encode_frames(self, images: np.ndarray, previous: np.ndarray) -> torch.Tensor:
         self.check_batch(len(images))
-        args = [frames_to_tensor(images, self.device, self.dtype)]
+        args = [self.frame_tensor(images, self.device, self.dtype)]
         if self.motion:
-            args.append(frames_to_tensor(previous, self.device, self.dtype))
+            args.append(self.frame_tensor(previous, self.device, self.dtype))
         run = self.standalone or self.graphs["backbone"]
         out = run(*args)
         out = out[0] if isinstance(out, list | tuple) else out

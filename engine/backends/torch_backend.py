@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from engine.backends.base import BackendError, TorchGraphs, frames_to_tensor, model_config_of
+from engine.backends.base import BackendError, TorchGraphs, model_config_of
 from engine.backends.graphs import GRAPHS, graph_module
 from models.action_model import ActionModel
 
@@ -110,7 +110,7 @@ class TorchBackend(TorchGraphs):
                 pad = np.repeat(images[-1:], size - n, axis=0)
                 images = np.concatenate([images, pad])
                 previous = np.concatenate([previous, pad])
-        args = [frames_to_tensor(images, self.device, self.dtype)]
+        args = [self.frame_tensor(images, self.device, self.dtype)]
         if self.motion:
-            args.append(frames_to_tensor(previous, self.device, self.dtype))
+            args.append(self.frame_tensor(previous, self.device, self.dtype))
         return self.graphs["backbone"](*args)[:n].float().cpu()

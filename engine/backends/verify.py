@@ -23,15 +23,20 @@ def backend_outputs(
     `steps` temporal steps over `batch` streams (past the lookback window, so the cache
     wraps), and the head on `batch` windows with padded starts."""
     rng = np.random.default_rng(seed)
-    s = config.backbone.image_size
-    images = rng.integers(0, 256, (batch, s, s, 3), dtype=np.uint8)
-    previous = np.clip(images.astype(np.int16) + rng.integers(-40, 41, images.shape), 0, 255)
-    features = backend.encode_frames(images, previous.astype(np.uint8))
+    if config.input is not None:  # signal frames: samples around 0
+        images = rng.normal(0, 1, (batch, *config.frame_shape)).astype(np.float32)
+        previous = images
+    else:
+        s = config.backbone.image_size
+        images = rng.integers(0, 256, (batch, s, s, 3), dtype=np.uint8)
+        previous = np.clip(images.astype(np.int16) + rng.integers(-40, 41, images.shape), 0, 255)
+        previous = previous.astype(np.uint8)
+    features = backend.encode_frames(images, previous)
 
     t = config.temporal
     steps = steps or t.lookback_frames + t.delay_frames + 4
     gen = torch.Generator().manual_seed(seed)
-    xs = torch.randn(steps, batch, config.backbone.feature_dim, generator=gen)
+    xs = torch.randn(steps, batch, config.feature_dim, generator=gen)
     cache = backend.init_cache(batch)
     ys = []
     for x in xs:

@@ -25,7 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         nargs="*",
         metavar="SOURCE",
         help="[ID=]file path, rtsp://, rtmp://, http(s)://, udp://, /dev/videoN, or "
-        "synthetic:// (default: the config's sources, synthetic://demo)",
+        "synthetic:// (default: the config's sources, synthetic://demo); for a signal model "
+        "a .npy / .csv recording[?rate=HZ], lsl://NAME or zmq+tcp://HOST:PORT",
     )
     run.add_argument(
         "--config",

@@ -29,6 +29,9 @@ class ActionEvent:
     `frame_wall_s`. `lookahead_frames`: future frames the model waits for (its output for a
     frame comes that many frames later; 0 for a causal model). `late`: the action was found
     only well after its start (`tracker.late_after_s`): its onset is not news of a fresh start.
+    `sample_rate_hz`: set for a signal stream, whose events also give their times as sample
+    indices (`start_sample`, `frame_sample`, `end_sample`). `source_clock_s`: the source's own
+    clock at the decision frame, for sources that have one (LSL timestamps).
     """
 
     type: Literal["onset", "offset"]
@@ -45,10 +48,17 @@ class ActionEvent:
     reason: str | None = None
     lookahead_frames: int = 0
     late: bool = False
+    sample_rate_hz: float | None = None
+    source_clock_s: float | None = None
 
     @property
     def topic(self) -> str:
         return f"action.{self.stream}.{self.type}.{self.label}"
+
+    def sample(self, t_s: float) -> int:
+        """The sample index at stream time `t_s` (signal streams)."""
+        assert self.sample_rate_hz is not None
+        return max(0, round(t_s * self.sample_rate_hz))
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -74,6 +84,16 @@ class ActionEvent:
                 duration_s=round(self.end_s - self.start_s, 3),
                 reason=self.reason,
             )
+        if self.sample_rate_hz is not None:
+            body.update(
+                sample_rate_hz=self.sample_rate_hz,
+                start_sample=self.sample(self.start_s),
+                frame_sample=self.sample(self.frame_s),
+            )
+            if self.end_s is not None:
+                body["end_sample"] = self.sample(self.end_s)
+        if self.source_clock_s is not None:
+            body["source_clock_s"] = round(self.source_clock_s, 6)
         return body
 
 

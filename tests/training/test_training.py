@@ -54,8 +54,11 @@ def tiny_config(data: Path, out: Path, *extra: str):
 
 def test_synth_writes_videos_and_activitynet_annotations_deterministically(tmp_path):
     a = write_synthetic_dataset(tmp_path / "a", videos=3, seed=7, duration_s=5, size=32)
-    b = write_synthetic_dataset(tmp_path / "b", videos=3, seed=7, duration_s=5, size=32)
+    # encoded in parallel processes: the same files, byte for byte
+    b = write_synthetic_dataset(tmp_path / "b", videos=3, seed=7, duration_s=5, size=32, jobs=2)
     assert a.read_text() == b.read_text()
+    for video in sorted((tmp_path / "a").glob("*.mp4")):
+        assert video.read_bytes() == (tmp_path / "b" / video.name).read_bytes()
     db = json.loads(a.read_text())["database"]
     assert len(db) == 3 and {v["subset"] for v in db.values()} <= {"train", "validation", "test"}
     for vid, entry in db.items():

@@ -58,9 +58,43 @@ class InputError(Exception):
     """CHECKPOINT, the config or DATA cannot be used (one line for `fail`)."""
 
 
+def data_config_for(
+    annotations: Path,
+    payload: dict,
+    *,
+    features: str | None = None,
+    feature_stride: int = 1,
+    num_frames: int = 1,
+):
+    """What DATA holds for this checkpoint: precomputed features (`features`: their folder),
+    signal recordings (a signal model's checkpoint) or videos, beside `annotations`."""
+    from training.config import DataConfig
+
+    signals = bool((payload.get("config") or {}).get("input"))
+    kind = "features" if features else "signals" if signals else "videos"
+    return DataConfig(
+        kind=kind,
+        annotations=str(annotations),
+        root=features or str(annotations.parent),
+        file_ext=recording_suffix(annotations) if kind == "signals" else None,
+        cache_dir=None,
+        feature_stride=feature_stride,
+        num_frames=num_frames,
+    )
+
+
+def recording_suffix(annotations: Path) -> str:
+    """ ".csv" when the signal recordings beside an annotation file are CSV, else ".npy"."""
+    root = annotations.parent
+    if any(root.glob("*.csv")) and not any(root.glob("*.npy")):
+        return ".csv"
+    return ".npy"
+
+
 def load_inputs(args: argparse.Namespace, data_config, payload: dict | None = None):
     """(model, model config, step, detector config, videos, classes) for CHECKPOINT,
     --config / --set and DATA / --subset; raises `InputError` naming what is wrong."""
+    from engine.build import signal_framing
     from engine.checkpoint import CheckpointError, load_checkpoint
     from engine.config import load_config
     from engine.loader import ConfigError
@@ -76,6 +110,7 @@ def load_inputs(args: argparse.Namespace, data_config, payload: dict | None = No
             fps=model_config.fps,
             image_size=model_config.backbone.image_size,
             classes=model_config.classes,
+            framing=signal_framing(model_config),
         )
     except (CheckpointError, ConfigError, AnnotationError, ValueError) as exc:
         raise InputError(str(exc)) from None
@@ -112,7 +147,6 @@ def eval_command(args: argparse.Namespace) -> int:
     if payload.get("task") == "clips":
         return clip_eval_command(args, payload)
     from models.heads import head_family
-    from training.config import DataConfig
     from training.evaluate import (
         evaluate_offline,
         evaluate_streaming,
@@ -127,16 +161,14 @@ def eval_command(args: argparse.Namespace) -> int:
     from training.seg_metrics import segmentation_scores
 
     ann = annotations_path(args.data)
-    root = args.features or str(ann.parent)
-    data_config = DataConfig(
-        kind="features" if args.features else "videos",
-        annotations=str(ann),
-        root=root,
-        file_ext=".npy" if args.features else ".mp4",
-        cache_dir=None,
+    data_config = data_config_for(
+        ann,
+        payload,
+        features=args.features,
         feature_stride=args.feature_stride,
         num_frames=args.num_frames,
     )
+    root, signals = data_config.root, data_config.kind == "signals"
     try:
         model, model_config, step, app, videos, classes = load_inputs(args, data_config, payload)
     except InputError as exc:
@@ -173,9 +205,12 @@ def eval_command(args: argparse.Namespace) -> int:
         lines.append(_seg_line("offline", results["offline_segmentation"]))
     streaming = None
     if not args.no_streaming and not from_features:
-        paths = {v.video_id: str(Path(root) / f"{v.video_id}.mp4") for v in videos}
-        bar = Progress(len(videos), every=1)
-        print(f"replaying {len(videos)} videos through the detector ...", file=sys.stderr)
+        paths = {
+            v.video_id: str(Path(root) / f"{v.video_id}{data_config.file_ext}") for v in videos
+        }
+        what = "recordings" if signals else "videos"
+        bar = Progress(len(videos), every=1, label=what)
+        print(f"replaying {len(videos)} {what} through the detector ...", file=sys.stderr)
         streaming = evaluate_streaming(
             model, videos, paths, classes, app, progress=lambda i, n: bar.update(i)
         )

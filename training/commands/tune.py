@@ -14,6 +14,7 @@ from training.commands.evaluate import (
     InputError,
     add_checkpoint_and_data,
     annotations_path,
+    data_config_for,
     load_inputs,
 )
 
@@ -49,7 +50,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def tune_command(args: argparse.Namespace) -> int:
-    from training.config import DataConfig
+    from engine.checkpoint import CheckpointError, read_payload
     from training.decisions import (
         GRID,
         config_changes,
@@ -65,9 +66,12 @@ def tune_command(args: argparse.Namespace) -> int:
     from training.progress import Progress
 
     ann = annotations_path(args.data)
-    data_config = DataConfig(annotations=str(ann), root=str(ann.parent), cache_dir=None)
     try:
-        model, _, _, app, videos, classes = load_inputs(args, data_config)
+        payload = read_payload(args.checkpoint)
+        data_config = data_config_for(ann, payload)
+        model, _, _, app, videos, classes = load_inputs(args, data_config, payload)
+    except CheckpointError as exc:
+        return fail(str(exc))
     except InputError as exc:
         return fail(str(exc))
     lowest = min(GRID["onset_threshold"]) * min(GRID["keep_ratio"])
@@ -82,10 +86,10 @@ def tune_command(args: argparse.Namespace) -> int:
         if why:
             print(f"recording anew: {why}", flush=True)
         print(f"recording {len(videos)} videos of {args.subset!r} ...", flush=True)
-        bar = Progress(len(videos), every=1)
+        bar = Progress(len(videos), every=1, label="videos")
         recordings = []
         for i, v in enumerate(videos, 1):
-            path = str(ann.parent / f"{v.video_id}.mp4")
+            path = str(ann.parent / f"{v.video_id}{data_config.file_ext}")
             rec, _ = record(model, v, path, app, stop_below=lowest)
             recordings.append(rec)
             bar.update(i)
