@@ -31,6 +31,7 @@ from models.action_model import ModelConfig, build_model
 from models.actionformer import HeadConfig
 from models.faformer import FAFormerConfig
 from models.fastback import TemporalConfig
+from models.signal import SignalInput
 
 pytestmark = pytest.mark.slow
 
@@ -55,6 +56,13 @@ CONFIGS = {
     "faformer": ModelConfig(
         temporal=TemporalConfig(dim=64, num_lookback_heads=4, lookback_frames=8),
         head=FAFormerConfig(window_frames=32, dim=32, num_tokens=4, num_heads=2),
+    ),
+    # a signal model: the first-order-difference front end instead of the image backbone
+    "signal": ModelConfig(
+        classes=("run", "walk", "jump"),
+        input=SignalInput(channels=30, sample_rate_hz=100.0, window_samples=50, hop_samples=10),
+        temporal=TemporalConfig(dim=64, num_lookback_heads=2, lookback_frames=8),
+        head=HeadConfig(window_frames=32, dim=64, num_levels=3, num_heads=2),
     ),
 }
 
