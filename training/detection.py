@@ -142,6 +142,9 @@ class DetectionTask:
             "subset": config.data.train_subset,
             "videos": sorted(v.video_id for v in train_videos),
         }
+        if config.data.kind == "features":  # how the features sit on the time grid
+            self.trained_on["feature_stride"] = config.data.feature_stride
+            self.trained_on["num_frames"] = config.data.num_frames
         self.sampler = WindowSampler(
             train_videos,
             window=m.head.window_frames,

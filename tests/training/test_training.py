@@ -238,6 +238,19 @@ def test_thumos_features_train_with_the_cached_features_mode(tmp_path):
     path = train(config, progress=False)
     _, model_config, step = load_checkpoint(path)
     assert step == 30 and model_config.classes == ("A",)
+    # eval reads the features' framing from the checkpoint (no silent THUMOS defaults)
+    base = [*CMD, "eval", str(path), str(tmp_path / "a.json"), "--features", str(feats)]
+    base += ["--subset", "test", "--out", str(tmp_path / "ev"), "--timelines", "0"]
+    same = subprocess.run(base, capture_output=True, text=True, timeout=scaled(120), cwd=ROOT)
+    assert same.returncode == 0, same.stderr
+    assert "warning" not in same.stderr and "skipped for --features" in same.stderr
+    other = subprocess.run(
+        [*base, "--feature-stride", "8"], capture_output=True, text=True, timeout=scaled(120)
+    )
+    assert other.returncode == 0, other.stderr
+    assert "trained on features with stride 4 and 16 frames each; evaluating with 8" in (
+        other.stderr
+    )
 
 
 KILLER = """

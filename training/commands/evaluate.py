@@ -32,8 +32,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ev.add_argument(
         "--features", metavar="DIR", help="evaluate on precomputed features (offline only)"
     )
-    ev.add_argument("--feature-stride", type=int, default=4)
-    ev.add_argument("--num-frames", type=int, default=16)
+    ev.add_argument(
+        "--feature-stride",
+        type=int,
+        help="frames between two features (default: what the checkpoint was trained with)",
+    )
+    ev.add_argument(
+        "--num-frames",
+        type=int,
+        help="frames each feature covers (default: what the checkpoint was trained with)",
+    )
     ev.set_defaults(handler=eval_command)
 
 
@@ -81,6 +89,31 @@ def data_config_for(
         feature_stride=feature_stride,
         num_frames=num_frames,
     )
+
+
+def feature_framing(args: argparse.Namespace, payload: dict) -> tuple[int, int]:
+    """(feature stride, frames per feature) for `--features`: the checkpoint's own, which
+    an explicit option may only repeat (a warning says when it differs)."""
+    if not args.features:
+        return 1, 1
+    trained = payload.get("trained_on") or {}
+    own = (trained.get("feature_stride"), trained.get("num_frames"))
+    given = (args.feature_stride, args.num_frames)
+    if None in own and None in given:
+        raise InputError(
+            f"{args.checkpoint}: does not record how its features were framed; give "
+            "--feature-stride and --num-frames (the training config's data section)"
+        )
+    chosen = tuple(g if g is not None else o for g, o in zip(given, own, strict=True))
+    if None not in own and chosen != own:
+        print(
+            f"actstream: warning: the checkpoint was trained on features with stride "
+            f"{own[0]} and {own[1]} frames each; evaluating with {chosen[0]} and {chosen[1]}",
+            file=sys.stderr,
+        )
+    if None in chosen or min(chosen) < 1:
+        raise InputError("give --feature-stride and --num-frames (both >= 1)")
+    return int(chosen[0]), int(chosen[1])
 
 
 def recording_suffix(annotations: Path) -> str:
@@ -161,12 +194,12 @@ def eval_command(args: argparse.Namespace) -> int:
     from training.seg_metrics import segmentation_scores
 
     ann = annotations_path(args.data)
+    try:
+        stride, frames = feature_framing(args, payload)
+    except InputError as exc:
+        return fail(str(exc))
     data_config = data_config_for(
-        ann,
-        payload,
-        features=args.features,
-        feature_stride=args.feature_stride,
-        num_frames=args.num_frames,
+        ann, payload, features=args.features, feature_stride=stride, num_frames=frames
     )
     root, signals = data_config.root, data_config.kind == "signals"
     try:
@@ -204,6 +237,12 @@ def eval_command(args: argparse.Namespace) -> int:
         )
         lines.append(_seg_line("offline", results["offline_segmentation"]))
     streaming = None
+    if from_features and not args.no_streaming:
+        print(
+            "actstream: streaming evaluation replays videos or recordings through the "
+            "detector; skipped for --features (offline scores only)",
+            file=sys.stderr,
+        )
     if not args.no_streaming and not from_features:
         paths = {
             v.video_id: str(Path(root) / f"{v.video_id}{data_config.file_ext}") for v in videos
