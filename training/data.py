@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,8 @@ from stream.signals import SignalFraming, load_signal, signal_frames
 from stream.sources import parse_source
 from training.annotations import VideoAnnotation, load_annotations
 from training.config import DataConfig
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -58,10 +61,12 @@ def load_videos(
     classes: tuple[str, ...] | None = None,
     progress: Callable[[int, int], None] | None = None,
     framing: SignalFraming | None = None,
+    feature_dim: int | None = None,
 ) -> tuple[list[VideoItem], tuple[str, ...]]:
     """Loads every video of `subset` ("all": every video of the JSON) as frames (kind
-    "videos"), features ("features") or signal frames ("signals", cut by `framing`);
-    `progress(done, total)` after each."""
+    "videos"), features ("features", each of width `feature_dim` when given) or signal
+    frames ("signals", cut by `framing`); `progress(done, total)` after each. Segments of
+    labels outside `classes` are left out with a warning (none matching is an error)."""
     anns, file_classes = load_annotations(config.annotations)
     classes = classes or file_classes
     root = Path(config.root)
@@ -77,6 +82,11 @@ def load_videos(
             if ann.fps is None:
                 raise ValueError(f"{config.annotations}: video {ann.video_id} has no fps")
             data = np.load(path).astype(np.float32)
+            if data.ndim != 2 or (feature_dim is not None and data.shape[1] != feature_dim):
+                raise ValueError(
+                    f"{path}: features of shape {data.shape}, but the model takes (T, "
+                    f"{feature_dim}); set model.backbone.feature_dim to the features' width"
+                )
             step_s = config.feature_stride / ann.fps
             offset_s = 0.5 * config.num_frames / ann.fps
         else:
@@ -88,7 +98,30 @@ def load_videos(
             progress(len(items), len(chosen))
     if not items:
         raise ValueError(f"{config.annotations}: no videos in subset {subset!r}")
+    check_labels(chosen, classes, config.annotations)
     return items, classes
+
+
+def check_labels(anns: list[VideoAnnotation], classes: tuple[str, ...], where: str) -> None:
+    """Warns about segments whose label is not one of `classes` (they are left out); an
+    error when no segment at all has a known label."""
+    labels = [lab for a in anns for lab in a.labels]
+    unknown = sorted({lab for lab in labels if lab not in classes})
+    if not unknown:
+        return
+    dropped = sum(lab in unknown for lab in labels)
+    if dropped == len(labels):
+        raise ValueError(
+            f"{where}: no segment's label is one of the model's classes {list(classes)} "
+            f"(the file has {unknown[:8]}); set model.classes to the annotation labels"
+        )
+    logger.warning(
+        "%s: %d of %d segments have labels the model does not know (%s); they are left out",
+        where,
+        dropped,
+        len(labels),
+        ", ".join(unknown[:8]) + (" ..." if len(unknown) > 8 else ""),
+    )
 
 
 def recording_frames(

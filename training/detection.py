@@ -113,6 +113,7 @@ class DetectionTask:
                 classes=m.classes,
                 progress=_progress(f"loading {subset} {what}"),
                 framing=signal_framing(m),
+                feature_dim=m.feature_dim,
             )
             for subset in (config.data.train_subset, config.data.val_subset)
         )

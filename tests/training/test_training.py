@@ -475,3 +475,32 @@ def test_onset_windows_end_just_after_an_action_has_begun():
     # the default draws the generator exactly as before the option existed
     rng = np.random.default_rng(3)
     assert ends(0.0, seed=3)[:5] == [int(rng.integers(8, 201)) for _ in range(5)]
+
+
+def test_feature_width_and_unknown_labels_are_said_plainly(tmp_path, caplog):
+    feats = tmp_path / "f"
+    feats.mkdir()
+    np.save(feats / "v0.npy", np.zeros((40, 24), np.float32))
+    db = {
+        "v0": {
+            "subset": "train",
+            "duration": 4.0,
+            "fps": 10.0,
+            "annotations": [
+                {"segment": [0.5, 1.5], "label": "A", "label_id": 0},
+                {"segment": [2.0, 3.0], "label": "Zed", "label_id": 1},
+            ],
+        }
+    }
+    (tmp_path / "a.json").write_text(json.dumps({"database": db}))
+    config = DataConfig(
+        kind="features", annotations=str(tmp_path / "a.json"), root=str(feats), cache_dir=None
+    )
+    with pytest.raises(ValueError, match=r"features of shape \(40, 24\), but the model takes"):
+        load_videos(config, "train", fps=10.0, image_size=64, classes=("A",), feature_dim=128)
+    with caplog.at_level("WARNING"):
+        videos, _ = load_videos(config, "train", fps=10.0, image_size=64, classes=("A",))
+    assert len(videos[0].labels) == 1
+    assert "1 of 2 segments have labels the model does not know (Zed)" in caplog.text
+    with pytest.raises(ValueError, match="no segment's label is one of the model's classes"):
+        load_videos(config, "train", fps=10.0, image_size=64, classes=("B",))

@@ -144,6 +144,7 @@ def load_inputs(args: argparse.Namespace, data_config, payload: dict | None = No
             image_size=model_config.backbone.image_size,
             classes=model_config.classes,
             framing=signal_framing(model_config),
+            feature_dim=model_config.feature_dim,
         )
     except (CheckpointError, ConfigError, AnnotationError, ValueError) as exc:
         raise InputError(str(exc)) from None
