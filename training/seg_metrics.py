@@ -8,7 +8,12 @@ As in MS-TCN / ASFormer evaluations, extended to several actors whose actions ov
 * edit score — 100 · (1 − Levenshtein distance / longer length) between the predicted and
   true sequences of segment labels, in start-time order;
 * F1@τ — a predicted segment is a true positive when its IoU with a not yet matched true
-  segment of the same class reaches τ; F1 = 2PR / (P + R), in percent.
+  segment of the same class reaches τ; F1 = 2PR / (P + R), in percent;
+* sample-level precision, recall and F1 with a NULL class (the inertial-HAR literature's
+  second metric) — every frame is one sample labelled with a class or NULL (nothing going
+  on), scored per class from the confusion of predicted and true labels (a frame showing
+  several classes counts as the predicted one when it is among them) and macro-averaged
+  over the classes that occur, NULL included, in percent.
 
 Inputs are segments in seconds (`models.intervals.Interval`) per video, so the same scores
 apply to offline frame labels, to ActionFormer's segments and to the detector's events.
@@ -85,6 +90,8 @@ def segmentation_scores(
     correct = total = 0
     edits = []
     counts = {t: np.zeros(3, int) for t in F1_THRESHOLDS}
+    K = len(classes)
+    confusion = np.zeros((K + 1, K + 1), np.int64)  # [true, predicted]; index K is NULL
     for vid, g in gt.items():
         p = pred.get(vid, [])
         n = lengths[vid]
@@ -102,6 +109,9 @@ def segmentation_scores(
         on = prob.max(1) > 0 if scores is None else prob.max(1) >= threshold
         right = np.where(on, truth[np.arange(n), best], ~truth.any(1))
         correct += int(right.sum())
+        predicted = np.where(on, best, K)
+        first_true = np.where(truth.any(1), truth.argmax(1), K)
+        np.add.at(confusion, (np.where(right, predicted, first_true), predicted), 1)
         total += n
         edits.append(edit_score(p, g))
         for t in F1_THRESHOLDS:
@@ -111,4 +121,26 @@ def segmentation_scores(
         precision, recall = tp / max(tp + fp, 1), tp / max(tp + fn, 1)
         f1 = 2 * precision * recall / max(precision + recall, 1e-12)
         out[f"f1@{round(t * 100)}"] = 100.0 * f1
+    out.update(sample_scores(confusion))
     return out
+
+
+def sample_scores(confusion: np.ndarray) -> dict[str, float]:
+    """Macro precision, recall and F1 (percent) from a [true, predicted] confusion matrix,
+    over the classes that occur in either (its last row and column: NULL)."""
+    tp = np.diag(confusion).astype(float)
+    predicted, true = confusion.sum(0), confusion.sum(1)
+    present = (predicted + true) > 0
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, true, out=np.zeros_like(tp), where=true > 0)
+    f1 = np.divide(
+        2 * precision * recall,
+        precision + recall,
+        out=np.zeros_like(tp),
+        where=(precision + recall) > 0,
+    )
+    return {
+        "sample_precision": 100.0 * float(precision[present].mean()) if present.any() else 0.0,
+        "sample_recall": 100.0 * float(recall[present].mean()) if present.any() else 0.0,
+        "sample_f1": 100.0 * float(f1[present].mean()) if present.any() else 0.0,
+    }

@@ -75,7 +75,10 @@ def test_faformer_head_trains_runs_in_the_detector_and_is_evaluated(tiny_data, t
     results = json.loads((out / "results.json").read_text())
     assert results["head"] == "faformer" and results["head_ms_per_window"] > 0
     for part in ("offline_segmentation", "streaming_segmentation"):
-        assert set(results[part]) == {"frame_accuracy", "edit", "f1@10", "f1@25", "f1@50"}
+        assert set(results[part]) == {
+            *("frame_accuracy", "edit", "f1@10", "f1@25", "f1@50"),
+            *("sample_precision", "sample_recall", "sample_f1"),
+        }
         assert all(0.0 <= v <= 100.0 for v in results[part].values())
 
 

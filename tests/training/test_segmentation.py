@@ -61,9 +61,26 @@ def test_segmentation_scores_perfect_and_empty():
         "f1@10": 100.0,
         "f1@25": 100.0,
         "f1@50": 100.0,
+        "sample_precision": 100.0,
+        "sample_recall": 100.0,
+        "sample_f1": 100.0,
     }
     empty = segmentation_scores({}, gt, ("a", "b"), {"v": 30}, 0.1)
     assert empty["f1@50"] == 0.0 and empty["frame_accuracy"] == pytest.approx(100 * 10 / 30)
+    # every sample NULL: a and b score 0; NULL has precision 10/30, recall 1, F1 0.5
+    assert empty["sample_f1"] == pytest.approx(100 * 0.5 / 3)
+    assert empty["sample_recall"] == pytest.approx(100 / 3)
+
+
+def test_sample_scores_with_a_null_class_by_hand():
+    gt = {"v": [seg(0.0, 1.0, "a"), seg(1.5, 2.5, "b")]}
+    pred = {"v": [seg(0.0, 0.5, "a"), seg(1.5, 2.5, "b")]}
+    got = segmentation_scores(pred, gt, ("a", "b"), {"v": 30}, 0.1)
+    # samples: a→a 5, a→NULL 5, b→b 10, NULL→NULL 10
+    # precision a 1, b 1, NULL 10/15; recall a 0.5, b 1, NULL 1; F1 2/3, 1, 0.8
+    assert got["sample_precision"] == pytest.approx(100 * (1 + 1 + 2 / 3) / 3)
+    assert got["sample_recall"] == pytest.approx(100 * (0.5 + 1 + 1) / 3)
+    assert got["sample_f1"] == pytest.approx(100 * (2 / 3 + 1 + 0.8) / 3)
 
 
 def test_frame_labels_are_multi_hot_for_overlapping_actions():
