@@ -13,9 +13,22 @@ import sys
 import engine.cli.compile as compile_cmd
 from engine.cli import events, keys, proxy, run, subscribe
 from engine.cli.common import EXIT_INTERRUPTED, say, setup_logging
-from training.commands import bench, evaluate, synth, train, tune
+from training.commands import bench, datasets, evaluate, synth, train, tune
 
-COMMANDS = (run, subscribe, events, compile_cmd, keys, proxy, synth, train, evaluate, tune, bench)
+COMMANDS = (
+    run,
+    subscribe,
+    events,
+    compile_cmd,
+    keys,
+    proxy,
+    synth,
+    datasets,
+    train,
+    evaluate,
+    tune,
+    bench,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
