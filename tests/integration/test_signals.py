@@ -9,6 +9,7 @@ from pathlib import Path
 
 import jsonschema
 import numpy as np
+import pytest
 import torch
 import zmq
 
@@ -86,6 +87,43 @@ def test_the_bundled_csi_model_detects_actions_in_a_recording_it_never_saw(tmp_p
     matched = match_events(reported, truth, 0.5)
     assert len(matched) >= 0.6 * len(truth), (reported, truth)
     assert len(matched) >= 0.6 * len(reported), (reported, truth)
+
+
+HAPT = Path(__file__).resolve().parents[2] / "data" / "hapt"
+
+
+def test_the_bundled_hapt_model_detects_activities_of_a_test_subject():
+    """A real recording (UCI HAPT, subject 2: one of UCI's test subjects, never trained on),
+    replayed through the detector with the bundled IMU model."""
+    if not (HAPT / "annotations.json").exists():
+        pytest.fail("no data/hapt: run `actstream datasets hapt data/hapt` (make test does)")
+    db = json.loads((HAPT / "annotations.json").read_text())["database"]
+    rid = "hapt_s02_r0"
+    assert db[rid]["subset"] == "test"
+    result = run_cli(
+        "run",
+        "--config",
+        "configs/hapt.yaml",
+        f"{HAPT / rid}.npy?rate=50",
+        "--fast",
+        "--no-metrics",
+        "--no-store",
+        "--zmq",
+        f"tcp://127.0.0.1:{free_port()}",
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr
+    printed = [json.loads(line.split(" ", 1)[1]) for line in result.stdout.splitlines() if line]
+    offsets = [m for m in printed if m["type"] == "offset"]
+    truth = [
+        Interval(a["segment"][0], a["segment"][1], a["label"], 1.0, rid)
+        for a in db[rid]["annotations"]
+    ]
+    reported = [Interval(m["start_s"], m["end_s"], m["label"], m["score"], rid) for m in offsets]
+    matched = match_events(reported, truth, 0.5)
+    assert len(matched) >= 0.7 * len(truth), (len(matched), len(truth))
+    assert len(matched) >= 0.7 * len(reported), (len(matched), len(reported))
+    assert all(m["sample_rate_hz"] == 50.0 for m in offsets)
 
 
 def test_a_signal_model_trains_on_recordings_and_keeps_their_statistics(tmp_path):
