@@ -2,7 +2,8 @@
 recorded in tests/data/recorded_events.json (every field but wall-clock times), so a change
 that means to move code only is shown to change nothing.
 
-Re-record after a change that is meant to alter events:
+The floats depend on the encoder and numerics: av and numpy are pinned in constraints.txt.
+Re-record after a change that is meant to alter events (or those pins):
 `python -m tests.integration.test_recorded_events` (and say why in the commit).
 """
 

@@ -139,6 +139,9 @@ def test_eval_command_reports_offline_and_streaming_results(tiny_data, tmp_path)
         "f1@10",
         "f1@25",
         "f1@50",
+        "sample_precision",
+        "sample_recall",
+        "sample_f1",
     }
     assert len(list(out.glob("timeline_*.png"))) == 1
 
