@@ -13,7 +13,8 @@ A tracked action is *pending* (not yet published), *open* (onset published) or *
   by `cross_class_iou` or more is dropped, and a new segment overlapping a pending or open
   action of another label that much opens nothing;
 * a segment scoring `onset_threshold` or more that matches nothing starts a pending action;
-  it is published (`onset`) once `confirm_runs` runs in a row have seen it that strong; one
+  it is published (`onset`) once `confirm_runs` runs in a row have seen it that strong, or at
+  once when a sighting scores `confirm_score` or more (a clear action needs no wait); one
   missed `close_after_missed_runs` times is dropped, and absorbs its later sightings while a
   window can see it (measured on validation: forgetting it instead, so that it may start
   again, gave event F1 0.832 against 0.833);
@@ -50,6 +51,9 @@ class TrackerConfig:
         keep_threshold: a published action is kept open by segments of at least this score
             (hysteresis; at most onset_threshold).
         confirm_runs: runs in a row that must see a new action before its onset.
+        confirm_score: a sighting scoring this much confirms a new action at once, whatever
+            confirm_runs says (None: never; every onset waits for confirm_runs; at or below
+            onset_threshold: every onset is published on its first sighting).
         offset_confirm_runs: runs in a row that must see an open action ended before its
             offset.
         match_iou: a segment with at least this tIoU with a tracked action of the same label
@@ -68,6 +72,7 @@ class TrackerConfig:
     onset_threshold: float = 0.5
     keep_threshold: float = 0.175
     confirm_runs: int = 2
+    confirm_score: float | None = None
     offset_confirm_runs: int = 2
     match_iou: float = 0.3
     cross_class_iou: float = 1.0
@@ -78,6 +83,8 @@ class TrackerConfig:
 
     def __post_init__(self) -> None:
         check_unit(self, "onset_threshold", "keep_threshold", "match_iou", "cross_class_iou")
+        if self.confirm_score is not None and not 0 <= self.confirm_score <= 1:
+            raise ValueError(f"confirm_score must be in [0, 1] or null, not {self.confirm_score}")
         check_positive(
             self, "close_after_missed_runs", "confirm_runs", "offset_confirm_runs", "late_after_s"
         )
@@ -164,7 +171,7 @@ class Tracker:
                         _Track(det.label, det.start_s, det.end_s, det.score, cut=cut)
                     )
                     seen.add(len(self._tracks) - 1)
-                    events += self._advance(self._tracks[-1], is_open, window_end_s)
+                    events += self._advance(self._tracks[-1], det, is_open, window_end_s)
                 continue
             if best in seen:
                 continue  # a weaker duplicate of an action already matched in this run
@@ -181,7 +188,7 @@ class Tracker:
                     track.hits = 0
                     continue
                 track.hits += 1
-            events += self._advance(track, is_open, window_end_s)
+            events += self._advance(track, det, is_open, window_end_s)
         for i, track in enumerate(self._tracks):
             if i in seen or track.state not in ("pending", "open"):
                 continue
@@ -235,12 +242,15 @@ class Tracker:
         since the last run); a closed one ends where it was published."""
         return max(track.end_s, det.end_s) if track.state in ("pending", "open") else track.end_s
 
-    def _advance(self, track: _Track, is_open: bool, window_end_s: float) -> list[TrackEvent]:
-        """Publishes what this run's sighting of `track` decides: its onset once confirmed,
-        its offset once its end is confirmed."""
+    def _advance(
+        self, track: _Track, det: Interval, is_open: bool, window_end_s: float
+    ) -> list[TrackEvent]:
+        """Publishes what this run's sighting `det` of `track` decides: its onset once
+        confirmed, its offset once its end is confirmed."""
         c, events = self.config, []
         if track.state == "pending":
-            if track.hits < c.confirm_runs:
+            clear = c.confirm_score is not None and det.score >= c.confirm_score
+            if track.hits < c.confirm_runs and not clear:
                 return []
             track.late = bool(track.cut or window_end_s - track.start_s > c.late_after_s)
             if track.late and c.late_policy == "drop":

@@ -32,6 +32,7 @@ GRID: dict[str, tuple] = {
     "onset_threshold": (0.3, 0.4, 0.5, 0.6, 0.7),
     "keep_ratio": (1.0, 0.75, 0.5, 0.35),  # keep_threshold = onset_threshold * keep_ratio
     "confirm_runs": (1, 2, 3, 4),
+    "confirm_score": (None, 0.9, 0.8, 0.7, 0.6),
     "offset_confirm_runs": (1, 2, 3, 4),
     "cross_class_iou": (1.0, 0.7, 0.5),
     "close_after_missed_runs": (2, 3, 4),

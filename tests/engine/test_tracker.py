@@ -229,6 +229,16 @@ def test_a_one_run_blip_needs_confirmation_to_become_an_onset():
     assert [(e, ev.type, ev.start_s) for e, ev in events] == [(5.2, "onset", 4.8)]
 
 
+def test_a_clear_sighting_confirms_at_once_and_a_weaker_one_still_waits():
+    clear = [(5.0, [(4.8, 5.0, "flash", 0.95)]), (5.2, [(4.8, 5.2, "flash", 0.95)])]
+    fast = make(confirm_runs=3, confirm_score=0.9)
+    assert [(e, ev.type) for e, ev in feed(fast, clear)] == [(5.0, "onset")]
+    weak = [(5.0 + 0.2 * i, [(4.8, 5.0 + 0.2 * i, "flash", 0.6)]) for i in range(3)]
+    events = feed(make(confirm_runs=3, confirm_score=0.9), weak)
+    assert [(e, ev.type) for e, ev in events] == [(5.4, "onset")]  # the third run in a row
+    assert feed(make(confirm_runs=3), clear) == []  # no fast path: two runs are not enough
+
+
 def test_two_actors_doing_the_same_action_at_once_are_two_events():
     # the head reports both (they overlap little): each is its own action
     script = [

@@ -110,7 +110,7 @@ def tune_command(args: argparse.Namespace) -> int:
         f"# chosen by actstream tune on {len(videos)} videos of {args.subset!r} "
         f"({ann}); event F1@0.5 {table['by_tiou']['0.5']['f1']:.3f}",
         "tracker:",
-        *(f"  {k}: {v}" for k, v in chosen.items()),
+        *(f"  {k}: {'null' if v is None else v}" for k, v in chosen.items()),
     ]
     (out / "tracker.yaml").write_text("\n".join(yaml_lines) + "\n")
     (out / "tune.json").write_text(
