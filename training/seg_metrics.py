@@ -6,9 +6,11 @@ As in MS-TCN / ASFormer evaluations, extended to several actors whose actions ov
   the threshold, else background); it is right when the frame shows that class (or nothing,
   for background);
 * edit score — 100 · (1 − Levenshtein distance / longer length) between the predicted and
-  true sequences of segment labels, in start-time order;
-* F1@τ — a predicted segment is a true positive when its IoU with a not yet matched true
-  segment of the same class reaches τ; F1 = 2PR / (P + R), in percent;
+  true sequences of segment labels, in start-time order, averaged over videos; a video with
+  no segment on either side has none (0 / 0) and is left out of the mean (NaN if all are);
+* F1@τ — the official matching rule on frame indices: each predicted segment (in start order)
+  takes the true segment of its class it overlaps most, and is a true positive when that IoU
+  reaches τ and that true segment is not matched yet; F1 = 2PR / (P + R), in percent;
 * sample-level precision, recall and F1 with a NULL class (the inertial-HAR literature's
   second metric) — every frame is one sample labelled with a class or NULL (nothing going
   on), scored per class from the confusion of predicted and true labels (a frame showing
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.intervals import Interval, interval_iou
+from models.intervals import Interval
 
 F1_THRESHOLDS = (0.10, 0.25, 0.50)
 
@@ -37,31 +39,50 @@ def edit_distance(a: list[str], b: list[str]) -> int:
     return row[-1]
 
 
-def edit_score(pred: list[Interval], gt: list[Interval]) -> float:
+def edit_score(pred: list[Interval], gt: list[Interval]) -> float | None:
+    """None when neither has a segment (0 / 0: undefined, as in the official evaluation,
+    which divides by zero there); such videos are left out of the mean."""
     p = [s.label for s in sorted(pred, key=lambda s: s.start_s)]
     g = [s.label for s in sorted(gt, key=lambda s: s.start_s)]
     if not p and not g:
-        return 100.0
+        return None
     return 100.0 * (1 - edit_distance(p, g) / max(len(p), len(g)))
 
 
-def f1_counts(pred: list[Interval], gt: list[Interval], tau: float) -> tuple[int, int, int]:
-    """(true positives, false positives, false negatives) at IoU threshold tau."""
+def f1_counts(
+    pred: list[Interval], gt: list[Interval], tau: float, step_s: float | None = None
+) -> tuple[int, int, int]:
+    """(true positives, false positives, false negatives) at IoU threshold tau, by the
+    official rule (MS-TCN / ASFormer / FACT evaluators): in start order, each predicted
+    segment takes the true segment of its class it overlaps most; a hit when that IoU
+    reaches tau and that true segment is not matched yet, else a false positive. `step_s`:
+    IoU on whole frame indices (start / step_s rounded), so that an IoU of exactly tau is
+    exactly tau (in seconds 0.5 can come out as 0.4999999999999999)."""
+
+    def bounds(s: Interval) -> tuple[float, float]:
+        if step_s is None:
+            return s.start_s, s.end_s
+        return round(s.start_s / step_s), round(s.end_s / step_s)
+
     tp = fp = 0
     used: set[int] = set()
     for s in sorted(pred, key=lambda s: s.start_s):
-        best, best_iou = None, tau
+        p0, p1 = bounds(s)
+        best, best_iou = None, 0.0
         for j, g in enumerate(gt):
-            if j in used or g.label != s.label:
+            if g.label != s.label:
                 continue
-            iou = float(interval_iou(s.start_s, s.end_s, np.array([[g.start_s, g.end_s]]))[0])
-            if iou >= best_iou:
+            g0, g1 = bounds(g)
+            inter = min(p1, g1) - max(p0, g0)
+            union = max(p1, g1) - min(p0, g0)
+            iou = inter / union if inter > 0 and union > 0 else 0.0
+            if best is None or iou > best_iou:
                 best, best_iou = j, iou
-        if best is None:
-            fp += 1
-        else:
+        if best is not None and best_iou >= tau and best not in used:
             tp += 1
             used.add(best)
+        else:
+            fp += 1
     return tp, fp, len(gt) - len(used)
 
 
@@ -113,10 +134,15 @@ def segmentation_scores(
         first_true = np.where(truth.any(1), truth.argmax(1), K)
         np.add.at(confusion, (np.where(right, predicted, first_true), predicted), 1)
         total += n
-        edits.append(edit_score(p, g))
+        edit = edit_score(p, g)
+        if edit is not None:
+            edits.append(edit)
         for t in F1_THRESHOLDS:
-            counts[t] += f1_counts(p, g, t)
-    out = {"frame_accuracy": 100.0 * correct / max(total, 1), "edit": float(np.mean(edits))}
+            counts[t] += f1_counts(p, g, t, step_s)
+    out = {
+        "frame_accuracy": 100.0 * correct / max(total, 1),
+        "edit": float(np.mean(edits)) if edits else float("nan"),
+    }
     for t, (tp, fp, fn) in counts.items():
         precision, recall = tp / max(tp + fp, 1), tp / max(tp + fn, 1)
         f1 = 2 * precision * recall / max(precision + recall, 1e-12)

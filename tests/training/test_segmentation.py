@@ -42,7 +42,7 @@ def test_edit_distance_and_score():
     gt = [seg(0, 1, "a"), seg(2, 3, "b"), seg(4, 5, "a")]
     assert edit_score(gt, gt) == 100.0
     assert edit_score([seg(0, 1, "a"), seg(4, 5, "a")], gt) == pytest.approx(100 * (1 - 1 / 3))
-    assert edit_score([], []) == 100.0
+    assert edit_score([], []) is None  # undefined: 0 / 0
 
 
 def test_f1_matches_segments_of_the_same_class_once():
@@ -50,6 +50,32 @@ def test_f1_matches_segments_of_the_same_class_once():
     pred = [seg(1, 10, "a"), seg(2, 11, "a"), seg(20, 24, "b"), seg(20, 30, "a")]
     assert f1_counts(pred, gt, 0.5) == (1, 3, 1)  # b at IoU 0.4 misses; a matched once
     assert f1_counts(pred, gt, 0.1) == (2, 2, 0)
+
+
+def test_f1_takes_the_best_overlapping_true_segment_as_the_official_rule_does():
+    gt = [seg(0, 10, "a"), seg(10, 20, "a")]
+    pred = [seg(0, 10, "a"), seg(2, 14, "a")]  # the second overlaps the first gt most
+    # IoU 8/14 with the matched first, 4/18 with the free second: a false positive
+    assert f1_counts(pred, gt, 0.2) == (1, 1, 1)
+
+
+def test_f1_at_an_iou_of_exactly_tau_is_a_match():
+    gt = [seg(1 * 0.1, 5 * 0.1, "a")]  # frames 1-5 at 10 fps, times as frame × period
+    pred = [seg(3 * 0.1, 5 * 0.1, "a")]  # frames 3-5: IoU 2/4, 0.4999999999999999 in seconds
+    assert f1_counts(pred, gt, 0.5) == (0, 1, 1)
+    assert f1_counts(pred, gt, 0.5, step_s=0.1) == (1, 0, 0)
+    got = segmentation_scores({"v": pred}, {"v": gt}, ("a",), {"v": 10}, 0.1)
+    assert got["f1@50"] == 100.0
+
+
+def test_edit_leaves_out_videos_with_no_segment_on_either_side():
+    gt = {"v": [seg(0.0, 1.0, "a")], "empty": []}
+    got = segmentation_scores(gt, gt, ("a",), {"v": 20, "empty": 20}, 0.1)
+    assert got["edit"] == 100.0  # the empty video is not a perfect 100 nor a 0
+    wrong = segmentation_scores(
+        {"v": [seg(0.0, 1.0, "b")]}, gt, ("a", "b"), {"v": 20, "empty": 20}, 0.1
+    )
+    assert wrong["edit"] == 0.0
 
 
 def test_segmentation_scores_perfect_and_empty():
