@@ -94,12 +94,18 @@ class FrameBackbone(nn.Module):
         """Args: images (B, 3, H, W) float in [0, 1]; previous (B, 3, H, W), each stream's
         frame before (with `motion_input`; None at a stream's start = no motion).
         Returns: (B, C)."""
+        return self.norm(self.proj(self.feature_map(images, previous).flatten(1)))  # (B, C)
+
+    def feature_map(
+        self, images: torch.Tensor, previous: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The last stage's map (B, channels[-1], H / 2**n, W / 2**n), before the projection
+        (FastBack's spatial tokens)."""
         x = (images - self.mean) / self.std
         if self.config.motion_input:
             diff = images - previous if previous is not None else torch.zeros_like(images)
             x = torch.cat([x, diff / self.std], dim=1)  # (B, 6, H, W)
-        x = self.stages(x)  # (B, C_last, H / 2**n, W / 2**n)
-        return self.norm(self.proj(x.flatten(1)))  # (B, C)
+        return self.stages(x)
 
 
 def previous_frames(frames: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:

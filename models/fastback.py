@@ -185,24 +185,34 @@ class BidirectionalTemporalAttention(nn.Module):
         return q.view(shape), k.view(shape), v.view(shape)
 
     def forward(
-        self, x: torch.Tensor, valid: torch.Tensor | None = None, *, end_cls: bool = False
+        self,
+        x: torch.Tensor,
+        valid: torch.Tensor | None = None,
+        *,
+        end_cls: bool = False,
+        frames: torch.Tensor | None = None,
+        global_tokens: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Args: x (B, T, C); valid (B, T) bool, True = a real frame; end_cls: position T - 1 is
-        an end CLS frame that attends to every position and that no other position sees.
-        Returns (B, T, C)."""
-        B, T, C = x.shape
-        q, k, v = (t.transpose(1, 2) for t in self.project(x))  # (B, H, T, D)
-        scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)  # (B, H, T, T)
-        pos = torch.arange(T, device=x.device)
-        off = pos[:, None] - pos[None, :]  # (T, T): i - j
+        """Args: x (B, N, C) tokens; valid (B, N) bool, True = a real token; frames (N,) the
+        frame index of each token (None: token i is frame i), the bands and biases being
+        over frame offsets, so tokens of one frame see each other; end_cls: the tokens of the
+        last frame are an end CLS frame that attends to every token and that no other token
+        sees; global_tokens (N,) bool: tokens that attend to every token and that every
+        token attends to, with no relative-position bias (FastBack's global CLS frames).
+        Returns (B, N, C)."""
+        B, N, C = x.shape
+        q, k, v = (t.transpose(1, 2) for t in self.project(x))  # (B, H, N, D)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)  # (B, H, N, N)
+        pos = torch.arange(N, device=x.device) if frames is None else frames
+        off = pos[:, None] - pos[None, :]  # (N, N): frame of i - frame of j
         allowed_b = (off >= 0) & (off < self.lookback)
         if end_cls:
-            cls_row = torch.arange(T, device=x.device) == T - 1
+            cls_row = pos == pos[-1]
             allowed_b = (allowed_b | (cls_row[:, None] & (off >= 0))) & ~(
                 cls_row[None, :] & ~cls_row[:, None]
             )
-        bias_b = self.bias_back[:, off.clamp(0, self.lookback - 1)]  # (Hb, T, T)
-        allowed = allowed_b.expand(self.hb, T, T)
+        bias_b = self.bias_back[:, off.clamp(0, self.lookback - 1)]  # (Hb, N, N)
+        allowed = allowed_b.expand(self.hb, N, N)
         bias = bias_b
         if self.ha:
             allowed_a = off <= 0
@@ -210,17 +220,21 @@ class BidirectionalTemporalAttention(nn.Module):
                 allowed_a = allowed_a & (off >= -self.lookahead)
             if end_cls:
                 allowed_a = allowed_a & ~(cls_row[None, :] & ~cls_row[:, None])
-            bias_a = self.bias_ahead[:, (-off).clamp(0, self.ahead_span - 1)]  # (Ha, T, T)
-            allowed = torch.cat([allowed, allowed_a.expand(self.ha, T, T)], dim=0)
+            bias_a = self.bias_ahead[:, (-off).clamp(0, self.ahead_span - 1)]  # (Ha, N, N)
+            allowed = torch.cat([allowed, allowed_a.expand(self.ha, N, N)], dim=0)
             bias = torch.cat([bias_b, bias_a], dim=0)
         if end_cls:  # the end CLS frame's view is global: no relative-position bias
             bias = bias.masked_fill(cls_row[None, :, None], 0.0)
-        allowed = allowed.unsqueeze(0)  # (1, H, T, T)
+        if global_tokens is not None:
+            either = global_tokens[:, None] | global_tokens[None, :]  # (N, N)
+            allowed = allowed | either
+            bias = bias.masked_fill(either, 0.0)
+        allowed = allowed.unsqueeze(0)  # (1, H, N, N)
         if valid is not None:
             allowed = allowed & valid[:, None, None, :]
         scores = (scores + bias).masked_fill(~allowed, torch.finfo(scores.dtype).min)
-        out = scores.softmax(dim=-1) @ v  # (B, H, T, D)
-        return self.drop(self.proj(out.transpose(1, 2).reshape(B, T, C)))
+        out = scores.softmax(dim=-1) @ v  # (B, H, N, D)
+        return self.drop(self.proj(out.transpose(1, 2).reshape(B, N, C)))
 
     def attend_window(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_valid: torch.Tensor
@@ -258,11 +272,9 @@ class BTTransformer(nn.Module):
             nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim), nn.Dropout(dropout)
         )
 
-    def forward(
-        self, x: torch.Tensor, valid: torch.Tensor | None = None, *, end_cls: bool = False
-    ) -> torch.Tensor:
-        """(B, T, C) → (B, T, C)."""
-        x = x + self.attn(self.norm1(x), valid, end_cls=end_cls)
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None, **mask) -> torch.Tensor:
+        """(B, N, C) → (B, N, C); `mask`: `BidirectionalTemporalAttention.forward`'s keywords."""
+        x = x + self.attn(self.norm1(x), valid, **mask)
         return x + self.mlp(self.norm2(x))
 
     def step(
@@ -336,11 +348,12 @@ class FastBackEncoder(nn.Module):
         return self.encode_hidden(self.in_proj(x), valid)
 
     def encode_hidden(
-        self, h: torch.Tensor, valid: torch.Tensor | None = None, *, end_cls: bool = False
+        self, h: torch.Tensor, valid: torch.Tensor | None = None, **mask
     ) -> torch.Tensor:
-        """The blocks and final norm over already projected inputs h (B, T, C)."""
+        """The blocks and final norm over already projected inputs h (B, N, C); `mask`:
+        `BidirectionalTemporalAttention.forward`'s keywords (tokens per frame, CLS frames)."""
         for block in self.blocks:
-            h = block(h, valid, end_cls=end_cls)
+            h = block(h, valid, **mask)
         return self.norm(h)
 
     def init_cache(

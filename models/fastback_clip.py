@@ -1,17 +1,26 @@
-"""FastBack over raw video: frame backbone, start/end CLS frames, lookback/lookahead blocks,
-CLS pooling.
+"""FastBack over raw video: frame backbone with spatial tokens, start/end CLS frames,
+lookback/lookahead blocks, CLS pooling.
 
-`FastBack(video)` takes (B, T, H, W, C) frames and returns per-frame outputs (B, T, C) and a
-clip-level token (B, C). The sequence the blocks see is
+`FastBack(video)` takes (B, T, H, W, C) frames and returns, as FastBack itself does, the
+outputs of every token of every frame, CLS frames included, (B, T + 2, P, C), and a clip token
+(B, 2C). The sequence the blocks see is
 
-    [start CLS, frame 0, ..., frame T-1, end CLS]
+    [start CLS, frame 0, ..., frame T-1, end CLS], each frame P tokens
 
-The start CLS frame is an ordinary (learned) first frame: frames attend to it through the
-same lookback/lookahead bands as to any other, so the streaming path (`init_stream`, `step`)
-begins every stream with it and stays exactly equal to `forward`. The end CLS frame attends
-to every position and no frame attends to it (`end_cls` masking block), so per-frame outputs
-do not depend on where a clip ends. `CLSPooling` reads the clip's representation from both
-CLS outputs. `ClipClassifier` adds a linear layer on the CLS token for clip recognition.
+where a frame's P tokens are the backbone's last spatial map pooled to `spatial_grid` ×
+`spatial_grid` (None: every position, a ViT's every patch token; 1: one vector per frame, the
+backbone's pooled feature) plus a learned embedding per position. Bands and biases are over
+frame offsets: a token sees the tokens of the frames its head's band allows, its own frame's
+included.
+
+Offline (`forward`, the default) the two CLS frames are *global*: each reads every token and
+every token reads them, as in FastBack's later version, so lookback-only heads still give a
+clip-level view. `forward(..., causal=True)` is the streaming form that `init_stream` / `step`
+equal: the start CLS frame is an ordinary first frame inside the bands and the end CLS frame
+reads every token while no frame reads it (so per-frame outputs do not depend on where a clip
+ends). The clip token is parameter-free by default, as FastBack pools: each CLS frame's tokens
+averaged, the two concatenated (B, 2C); `cls_projection` adds a learned LayerNorm(Linear) to C.
+`ClipClassifier` adds a linear layer on the clip token for clip recognition.
 """
 
 from __future__ import annotations
@@ -29,19 +38,19 @@ from models.frame_encoder import BackboneFrameEncoder, ExternalBackbone
 
 
 class AddCLSFrames(nn.Module):
-    """(B, T, C) → (B, T + 2, C): a learned start CLS frame before, an end CLS frame after.
-    The valid mask (B, T) grows to (B, T + 2) with both CLS frames valid."""
+    """(B, T, P, C) → (B, T + 2, P, C): a learned start CLS frame before, an end CLS frame
+    after (P tokens each). The valid mask (B, T) grows to (B, T + 2) with both valid."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, tokens: int = 1) -> None:
         super().__init__()
-        self.start = nn.Parameter(torch.randn(dim) * 0.02)
-        self.end = nn.Parameter(torch.randn(dim) * 0.02)
+        self.start = nn.Parameter(torch.randn(tokens, dim) * 0.02)
+        self.end = nn.Parameter(torch.randn(tokens, dim) * 0.02)
 
     def forward(
         self, x: torch.Tensor, valid: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        B, _, C = x.shape
-        x = torch.cat([self.start.expand(B, 1, C), x, self.end.expand(B, 1, C)], dim=1)
+        B, _, P, C = x.shape
+        x = torch.cat([self.start.expand(B, 1, P, C), x, self.end.expand(B, 1, P, C)], dim=1)
         if valid is not None:
             ones = torch.ones(B, 1, dtype=torch.bool, device=valid.device)
             valid = torch.cat([ones, valid, ones], dim=1)
@@ -49,16 +58,20 @@ class AddCLSFrames(nn.Module):
 
 
 class CLSPooling(nn.Module):
-    """Sequence-level representation from the encoded start and end CLS frames:
-    LayerNorm(Linear([start; end])) → (B, C)."""
+    """The clip token from the encoded start and end CLS frames (B, P, C) each: their tokens
+    averaged and concatenated, (B, 2C), parameter-free; with `projection`,
+    LayerNorm(Linear(·)) → (B, C)."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, projection: bool = False) -> None:
         super().__init__()
-        self.proj = nn.Linear(2 * dim, dim)
-        self.norm = nn.LayerNorm(dim)
+        self.out_dim = dim if projection else 2 * dim
+        self.proj = (
+            nn.Sequential(nn.Linear(2 * dim, dim), nn.LayerNorm(dim)) if projection else None
+        )
 
     def forward(self, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.proj(torch.cat([start, end], dim=-1)))
+        pooled = torch.cat([start.mean(1), end.mean(1)], dim=-1)
+        return pooled if self.proj is None else self.proj(pooled)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,7 +83,17 @@ class FastBackConfig:
     num_lookback_heads: heads that look back (None: the rest of num_attention_heads).
     image_size: frames are resized to image_size x image_size.
     backbone_name: "builtin", "hf:DIR", "timm:DIR" or a local model folder.
-    hidden_size: width C of the blocks (None: 64 per attention head, as in ViT-style models).
+    hidden_size: width C of the blocks (None: the backbone's width when the heads divide it,
+        else 64 per attention head).
+    spatial_grid: tokens per frame: the backbone's last map pooled to this × this (None:
+        every position of it; 1: the backbone's pooled feature, one token per frame).
+    freeze_backbone: the backbone's weights are not trained (and it stays in eval mode), as
+        FastBack runs its pretrained backbone; the built-in CNN, which starts random, needs
+        false.
+    cls_projection: a learned projection of the clip token to C (default: parameter-free,
+        (B, 2C)).
+    global_cls: offline, the CLS frames read every token and every token reads them (false:
+        the streaming form, `forward(..., causal=True)`, always).
     lookback_frames: the lookback band (see `TemporalConfig`).
     lookahead_frames: how far lookahead heads see (None: every later frame of the clip, as
         in FastBack itself; a number bounds it, which a streaming `step` needs).
@@ -89,8 +112,14 @@ class FastBackConfig:
     lookahead_frames: int | None = None
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     dropout: float = 0.0
+    spatial_grid: int | None = None
+    freeze_backbone: bool = True
+    cls_projection: bool = False
+    global_cls: bool = True
 
     def __post_init__(self) -> None:
+        if self.spatial_grid is not None and self.spatial_grid < 1:
+            raise ValueError(f"spatial_grid must be >= 1 or null, got {self.spatial_grid}")
         back = self.lookback_heads
         if back + self.num_lookahead_heads != self.num_attention_heads:
             raise ValueError(
@@ -104,16 +133,19 @@ class FastBackConfig:
             return self.num_attention_heads - self.num_lookahead_heads
         return self.num_lookback_heads
 
-    @property
-    def width(self) -> int:
-        """C, the blocks' width."""
-        return self.num_attention_heads * 64 if self.hidden_size is None else self.hidden_size
+    def width(self, backbone_dim: int) -> int:
+        """C, the blocks' width, for a backbone giving `backbone_dim` features per token."""
+        if self.hidden_size is not None:
+            return self.hidden_size
+        if backbone_dim % self.num_attention_heads == 0:
+            return backbone_dim
+        return self.num_attention_heads * 64
 
-    def temporal(self) -> TemporalConfig:
+    def temporal(self, width: int) -> TemporalConfig:
         # no lookahead heads: a causal encoder, which streams
         lookahead = 0 if self.num_lookahead_heads == 0 else self.lookahead_frames
         return TemporalConfig(
-            dim=self.width,
+            dim=width,
             num_layers=self.num_hidden_layers,
             num_lookback_heads=self.lookback_heads,
             num_lookahead_heads=self.num_lookahead_heads,
@@ -131,7 +163,7 @@ class FastBackStream(NamedTuple):
 
 
 class FastBack(nn.Module):
-    """video (B, T, H, W, C) → (outputs (B, T, C), cls_token (B, C)).
+    """video (B, T, H, W, C) → (outputs (B, T + 2, P, C), clip token (B, 2C)).
 
     Keyword arguments are `FastBackConfig`'s fields, or pass `config=`. `backbone_loader`
     builds a backbone other than "builtin" (`engine.backbones.load_backbone`).
@@ -152,26 +184,80 @@ class FastBack(nn.Module):
             builtin=config.backbone,
             loader=backbone_loader,
         )
-        self.encoder = FastBackEncoder(config.temporal(), in_dim=self.frames.feature_dim)
-        self.add_cls = AddCLSFrames(config.width)
-        self.pool = CLSPooling(config.width)
+        self.grid = config.spatial_grid
+        if self.grid == 1:  # one token per frame: the backbone's pooled feature
+            token_dim, self.num_tokens = self.frames.feature_dim, 1
+        else:
+            token_dim, positions = self.frames.map_shape()
+            self.num_tokens = positions if self.grid is None else self.grid * self.grid
+        self.width = config.width(token_dim)
+        self.encoder = FastBackEncoder(config.temporal(self.width), in_dim=token_dim)
+        self.position = (
+            nn.Parameter(torch.zeros(self.num_tokens, self.width)) if self.num_tokens > 1 else None
+        )
+        self.add_cls = AddCLSFrames(self.width, self.num_tokens)
+        self.pool = CLSPooling(self.width, config.cls_projection)
+        if config.freeze_backbone:
+            self.frames.net.requires_grad_(False)
 
     @property
     def delay_frames(self) -> int:
         return self.encoder.delay_frames
 
+    @property
+    def out_dim(self) -> int:
+        """Width of the clip token."""
+        return self.pool.out_dim
+
+    def train(self, mode: bool = True) -> FastBack:
+        super().train(mode)
+        if self.config.freeze_backbone:
+            self.frames.net.eval()  # a frozen backbone keeps its normalisation statistics
+        return self
+
     def forward(
-        self, video: torch.Tensor, valid: torch.Tensor | None = None
+        self, video: torch.Tensor, valid: torch.Tensor | None = None, *, causal: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Args: video (B, T, H, W, C) uint8 or float in [0, 1]; valid (B, T) bool (False =
-        padding). Returns outputs (B, T, C) and the CLS token (B, C)."""
-        h = self.encoder.in_proj(self.frames(video, valid))
+        padding); causal: the streaming form (module docstring) instead of global CLS
+        frames. Returns outputs (B, T + 2, P, C) — start CLS, the frames, end CLS — and the
+        clip token (B, 2C) (or (B, C) with `cls_projection`)."""
+        if self.grid == 1:
+            tokens = self.frames(video, valid).unsqueeze(2)  # (B, T, 1, F)
+        else:
+            tokens = self.frames.tokens(video, valid, self.grid)  # (B, T, P, F)
+        h = self.encoder.in_proj(tokens)
+        if self.position is not None:
+            h = h + self.position
         h, valid2 = self.add_cls(h, valid)
-        h = self.encoder.encode_hidden(h, valid2, end_cls=True)
-        return h[:, 1:-1], self.pool(h[:, 0], h[:, -1])
+        B, T2, P, C = h.shape
+        frame_of = torch.arange(T2, device=h.device).repeat_interleave(P)
+        token_valid = None if valid2 is None else valid2.repeat_interleave(P, dim=1)
+        if causal or not self.config.global_cls:
+            mask = {"end_cls": True}
+        else:
+            mask = {"global_tokens": (frame_of == 0) | (frame_of == T2 - 1)}
+        out = self.encoder.encode_hidden(
+            h.reshape(B, T2 * P, C), token_valid, frames=frame_of, **mask
+        ).view(B, T2, P, C)
+        return out, self.pool(out[:, 0], out[:, -1])
+
+    @staticmethod
+    def frame_outputs(outputs: torch.Tensor) -> torch.Tensor:
+        """(B, T + 2, P, C) outputs → one vector per frame (B, T, C): the CLS frames left out,
+        each frame's tokens averaged (the reduction the detector's encoder streams)."""
+        return outputs[:, 1:-1].mean(2)
 
     def init_stream(self, batch_size: int) -> FastBackStream:
-        """A new stream per row, which has already seen its start CLS frame."""
+        """A new stream per row, which has already seen its start CLS frame (equal to
+        `forward(..., causal=True)`; one token per frame only)."""
+        if not self.encoder.config.streams:
+            raise ValueError("an unbounded lookahead (lookahead_frames None) has no streaming step")
+        if self.num_tokens != 1:
+            raise ValueError(
+                "streaming FastBack takes one token per frame: spatial_grid 1 (spatial "
+                "tokens run offline only)"
+            )
         p = self.encoder.in_proj.weight
         cache = self.encoder.init_cache(batch_size, device=p.device, dtype=p.dtype)
         _, cache = self.encoder.step_hidden(self.add_cls.start.expand(batch_size, -1), cache)
@@ -200,7 +286,7 @@ class ClipClassifier(nn.Module):
     ) -> None:
         super().__init__()
         self.fastback = FastBack(config, backbone_loader=backbone_loader)
-        self.classifier = nn.Linear(config.width, num_classes)
+        self.classifier = nn.Linear(self.fastback.out_dim, num_classes)
 
     def forward(self, video: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         return self.classifier(self.fastback(video, valid)[1])

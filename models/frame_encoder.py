@@ -68,6 +68,31 @@ class PretrainedBackbone(nn.Module):
             pooled = out.last_hidden_state.mean(1)
         return pooled.flatten(1)
 
+    def feature_map(
+        self, images: torch.Tensor, previous: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The model's last spatial map (N, C, h, w): a CNN's last stage, or a ViT's patch
+        tokens laid out on their grid (its CLS and register tokens left out)."""
+        x = (images - self.mean) / self.std
+        if self.kind == "hf":
+            h = self.net(pixel_values=x).last_hidden_state
+        else:
+            h = self.net.forward_features(x)
+        return token_grid(h)
+
+
+def token_grid(h: torch.Tensor) -> torch.Tensor:
+    """(N, C, h, w) as it is, or (N, L, C) tokens → (N, C, s, s) from the last s² of them
+    (the leading ones — CLS, registers — are not patches; s² is the largest square ≤ L)."""
+    if h.dim() == 4:
+        return h
+    if h.dim() != 3:
+        raise ValueError(f"backbone gives {tuple(h.shape)}: no spatial map to take tokens from")
+    n, length, c = h.shape
+    side = int(length**0.5)
+    patches = h[:, length - side * side :]
+    return patches.transpose(1, 2).reshape(n, c, side, side)
+
 
 def load_external(name: str, loader: BackboneLoader | None) -> ExternalBackbone:
     if loader is None:
@@ -141,10 +166,32 @@ class BackboneFrameEncoder(nn.Module):
         """(N, 3, S, S) frames (and each one's predecessor, for motion input) → (N, F)."""
         return self.net(images, previous)
 
-    def forward(self, video: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-        """Args: video (B, T, H, W, 3) uint8 or float in [0, 1]; valid (B, T) bool.
-        Returns: (B, T, F)."""
+    def _frames(self, video: torch.Tensor, valid: torch.Tensor | None):
         B, T = video.shape[:2]
         x = self.images(video.flatten(0, 1)).view(B, T, 3, self.image_size, self.image_size)
         prev = previous_frames(x, valid).flatten(0, 1) if self.net.config.uses_previous else None
-        return self.encode(x.flatten(0, 1), prev).view(B, T, -1)
+        return x.flatten(0, 1), prev
+
+    def forward(self, video: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """Args: video (B, T, H, W, 3) uint8 or float in [0, 1]; valid (B, T) bool.
+        Returns: (B, T, F)."""
+        return self.encode(*self._frames(video, valid)).view(*video.shape[:2], -1)
+
+    def tokens(
+        self, video: torch.Tensor, valid: torch.Tensor | None = None, grid: int | None = None
+    ) -> torch.Tensor:
+        """Spatial tokens per frame: (B, T, P, C) from the backbone's last map (C:
+        `map_channels`), average-pooled to grid × grid (None: every position, P = h · w)."""
+        m = self.net.feature_map(*self._frames(video, valid))
+        if grid is not None:
+            m = F.adaptive_avg_pool2d(m, grid)
+        return m.flatten(2).transpose(1, 2).reshape(*video.shape[:2], -1, m.shape[1])
+
+    def map_shape(self) -> tuple[int, int]:
+        """(channels, positions) of the backbone's last map for this image size (one dry run
+        on a blank frame)."""
+        blank = torch.zeros(1, 3, self.image_size, self.image_size)
+        p = next(self.net.parameters())
+        with torch.no_grad():
+            m = self.net.feature_map(blank.to(p.device, p.dtype), None)
+        return int(m.shape[1]), int(m.shape[2] * m.shape[3])
