@@ -291,6 +291,10 @@ def open_frame_source(
         from stream.lsl import LslFrames  # pylsl is needed only for lsl:// sources
 
         return LslFrames(spec, options, stop=stop, on_gap=on_gap)
+    if spec.kind is SourceKind.SERIAL:
+        from stream.serial_samples import SerialFrames  # pyserial: only for serial:// sources
+
+        return SerialFrames(spec, options, stop=stop, on_gap=on_gap)
     if spec.kind is SourceKind.ZMQ_SAMPLES:  # ZeroMQ lives in engine/: it gives an opener
         raise SourceError(f"{spec.display}: a ZeroMQ sample feed is opened by the detector")
     if spec.kind is SourceKind.SIGNAL_FILE:

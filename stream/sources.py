@@ -6,8 +6,9 @@ a file path, `rtsp://`, `rtsps://`, `rtmp://`, `http(s)://`, `udp://`, `/dev/vid
 and `synthetic://` (the generated live source; `synthetic://?seed=3&fps=10`); recorded
 sensor signals: a `.npy` or `.csv` path, with the sampling rate as a query
 (`imu.npy?rate=50`; default the model's); live sensor streams: `lsl://NAME` (a Lab
-Streaming Layer stream found by name) and `zmq+tcp://HOST:PORT` (sample chunks from a
-ZeroMQ publisher, read by `engine/sample_feed.py`).
+Streaming Layer stream found by name), `zmq+tcp://HOST:PORT` (sample chunks from a
+ZeroMQ publisher, read by `engine/sample_feed.py`) and `serial:///dev/ttyUSB0?baud=115200` (a
+sensor writing a line per sample to a serial port).
 """
 
 from __future__ import annotations
@@ -42,9 +43,12 @@ class SourceKind(enum.Enum):
     SIGNAL_FILE = "signal_file"  # a recorded sensor signal (.npy / .csv)
     LSL = "lsl"  # a live Lab Streaming Layer sample stream
     ZMQ_SAMPLES = "zmq"  # live sample chunks from a ZeroMQ publisher
+    SERIAL = "serial"  # a sensor on a serial port, a line per sample
 
 
-SIGNAL_KINDS = frozenset({SourceKind.SIGNAL_FILE, SourceKind.LSL, SourceKind.ZMQ_SAMPLES})
+SIGNAL_KINDS = frozenset(
+    {SourceKind.SIGNAL_FILE, SourceKind.LSL, SourceKind.ZMQ_SAMPLES, SourceKind.SERIAL}
+)
 LIVE_KINDS = frozenset(k for k in SourceKind if k not in (SourceKind.FILE, SourceKind.SIGNAL_FILE))
 _SCHEMES = {
     "rtsp": SourceKind.RTSP,
@@ -58,6 +62,7 @@ _SCHEMES = {
     "file": SourceKind.FILE,
     "lsl": SourceKind.LSL,
     "zmq+tcp": SourceKind.ZMQ_SAMPLES,
+    "serial": SourceKind.SERIAL,
 }
 
 
@@ -165,6 +170,8 @@ def parse_source(text: str, stream_id: str | None = None) -> SourceSpec:
                 display=display,
                 params={"name": name},
             )
+        if kind is SourceKind.SERIAL:
+            return _serial_spec(parts, stream_id, display)
         if kind is SourceKind.FILE:
             return _file_spec(parts.path, stream_id)
         if kind is SourceKind.SYNTHETIC:
@@ -199,6 +206,26 @@ def parse_source(text: str, stream_id: str | None = None) -> SourceSpec:
             params=params,
         )
     return _file_spec(text, stream_id)
+
+
+def _serial_spec(parts, stream_id: str | None, display: str) -> SourceSpec:
+    """`serial:///dev/ttyUSB0?baud=115200` (the port's path after `serial://`)."""
+    if parts.netloc or not parts.path:
+        raise SourceError(f"{display}: expected serial:///dev/PORT[?baud=N] (three slashes)")
+    params = dict(parse_qsl(parts.query, keep_blank_values=True))
+    unknown = sorted(set(params) - {"baud"})
+    if unknown:
+        raise SourceError(f"{display}: unknown option(s) {unknown}; known: ['baud']")
+    baud = params.get("baud", "115200")
+    if not baud.isdigit() or int(baud) < 1:
+        raise SourceError(f"{display}: baud must be a positive whole number, not {baud!r}")
+    return SourceSpec(
+        stream_id=stream_id or _sanitize(Path(parts.path).name),
+        kind=SourceKind.SERIAL,
+        url=parts.path,
+        display=display,
+        params={"path": parts.path, "baud": baud},
+    )
 
 
 def _file_spec(path_text: str, stream_id: str | None) -> SourceSpec:

@@ -26,7 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="SOURCE",
         help="[ID=]file path, rtsp://, rtmp://, http(s)://, udp://, /dev/videoN, or "
         "synthetic:// (default: the config's sources, synthetic://demo); for a signal model "
-        "a .npy / .csv recording[?rate=HZ], lsl://NAME or zmq+tcp://HOST:PORT",
+        "a .npy / .csv recording[?rate=HZ], lsl://NAME, zmq+tcp://HOST:PORT or "
+        "serial:///dev/PORT[?baud=N]",
     )
     run.add_argument(
         "--config",

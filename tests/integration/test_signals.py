@@ -167,3 +167,61 @@ def test_sources_a_model_cannot_take_are_start_up_errors(tmp_path, clip_mp4):
         lines = [line for line in result.stderr.splitlines() if "error" in line]
         assert len(lines) == 1 and message in lines[0], result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_the_detector_reads_a_sensor_on_a_serial_port(tmp_path):
+    """The bundled CSI model over `serial://`: a writer thread plays a recording into a real
+    pseudo-terminal as a sensor would (a line per sample, at twice its rate), and the
+    detector publishes onsets and offsets with the sample fields."""
+    pytest.importorskip("serial")
+    import os
+    import signal
+    import time
+    import tty
+
+    from tests.integration.helpers import Running
+
+    root, db = fresh_recordings(tmp_path)
+    rid = next(iter(db))
+    x = np.load(root / f"{rid}.npy")
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    stop = threading.Event()
+
+    def sensor() -> None:  # 100 samples (1 s of signal) every 0.5 s
+        for i in range(0, len(x), 100):
+            if stop.is_set():
+                return
+            os.write(
+                master, b"".join(b",".join(b"%.5f" % v for v in r) + b"\n" for r in x[i : i + 100])
+            )
+            time.sleep(0.5)
+
+    run = Running(
+        "--config",
+        "configs/csi.yaml",
+        f"csi=serial://{os.ttyname(slave)}",
+        "--no-metrics",
+        "--no-store",
+        "--zmq",
+        f"tcp://127.0.0.1:{free_port()}",
+    )
+    writer = threading.Thread(target=sensor, daemon=True)
+    try:
+        writer.start()
+        run.wait_until(lambda: "offset" in " ".join(run.topics()), "an offset", 90)
+    finally:
+        stop.set()
+        rc, err, _ = run.stop(signal.SIGINT)
+        writer.join(scaled(5))
+        os.close(master)
+        os.close(slave)
+    assert rc == 0, err
+    printed = [json.loads(line.split(" ", 1)[1]) for line in run.lines if " " in line]
+    actions = [m for m in printed if m.get("type") in ("onset", "offset")]
+    assert {"onset", "offset"} <= {m["type"] for m in actions}
+    for m in actions:
+        jsonschema.validate(m, EVENT_SCHEMA)
+        assert m["stream"] == "csi" and m["sample_rate_hz"] == 100.0
+        assert abs(m["frame_sample"] - m["frame_s"] * 100) <= 0.6
+        assert m.get("source_clock_s") is None  # a serial line has no clock of its own
