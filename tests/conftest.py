@@ -53,6 +53,20 @@ def wait_until(condition, what: str, timeout_s: float = 20.0, every_s: float = 0
         time.sleep(every_s)
 
 
+def wait_for_frames(buf, items: list, n: int, timeout_s: float = 20.0) -> None:
+    """Drains `buf` into `items` until it holds `n` frames (or the time is up; the caller
+    checks what came)."""
+    from stream.frames import Frame
+
+    def enough() -> bool:
+        items.extend(buf.get_many(1000))
+        return sum(isinstance(i, Frame) for i in items) >= n
+
+    deadline = time.monotonic() + scaled(timeout_s)
+    while not enough() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 def _worker() -> bool:
     """True in a pytest-xdist worker (`make test` runs two): the session's cache belongs to
     the process that started them."""

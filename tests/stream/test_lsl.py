@@ -14,7 +14,7 @@ from stream.reader import ReaderState, StatusEvent, StreamReader
 from stream.settings import ReaderOptions, StreamConfig
 from stream.signals import SignalFraming, signal_frames
 from stream.sources import SourceError, SourceKind, parse_source
-from tests.conftest import scaled, wait_until
+from tests.conftest import scaled, wait_for_frames, wait_until
 
 pylsl = pytest.importorskip("pylsl")
 
@@ -58,12 +58,7 @@ def test_live_samples_become_the_frames_of_the_same_recording():
         assert wait_until(lambda: out.have_consumers(), scaled(10))
         for i in range(0, 200, 7):  # chunks of any size
             out.push_chunk(x[i : i + 7].tolist(), stamps[min(i + 6, 199)])
-        wait_until(
-            lambda: (
-                items.extend(buf.get_many(1000)) or sum(isinstance(i, Frame) for i in items) >= 40
-            ),
-            scaled(10),
-        )
+        wait_for_frames(buf, items, 40)
     finally:
         reader.stop()
         reader.join(scaled(5))

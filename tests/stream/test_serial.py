@@ -16,7 +16,7 @@ from stream.serial_samples import parse_sample
 from stream.settings import ReaderOptions, StreamConfig
 from stream.signals import SignalFraming, signal_frames
 from stream.sources import SourceError, SourceKind, parse_source
-from tests.conftest import scaled, wait_until
+from tests.conftest import scaled, wait_for_frames, wait_until
 
 pytest.importorskip("serial")
 
@@ -66,15 +66,10 @@ def test_lines_on_a_serial_port_become_the_frames_of_the_same_recording():
     items: list = []
     try:
         assert wait_until(lambda: reader.state is ReaderState.CONNECTED, scaled(10))
-        for i in range(0, len(lines), 9):  # writes that split lines anywhere
+        for i in range(0, len(lines), 9):  # each write ends mid-line
             os.write(master, b"".join(lines[i : i + 9])[:-1])
             os.write(master, b"".join(lines[i : i + 9])[-1:])
-        wait_until(
-            lambda: (
-                items.extend(buf.get_many(1000)) or sum(isinstance(i, Frame) for i in items) >= 40
-            ),
-            scaled(10),
-        )
+        wait_for_frames(buf, items, 40)
     finally:
         reader.stop()
         reader.join(scaled(5))
