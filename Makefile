@@ -21,7 +21,7 @@ run: $(STAMP)
 
 # Reproduces the bundled model configs/weights/demo.pt and its evaluation (see README).
 demo-model: $(STAMP)
-	$(VENV)/bin/actstream synth data/synthetic --videos 900 --seed 0
+	$(VENV)/bin/actstream synth data/synthetic --videos 300 --seed 0
 	$(VENV)/bin/actstream --log-level info train configs/train_synthetic.yaml
 	$(VENV)/bin/actstream --log-level info train configs/train_synthetic_head.yaml
 	mkdir -p configs/weights && cp runs/stage2/last.pt configs/weights/demo.pt

@@ -197,12 +197,14 @@ def evaluate_offline(
 def replay(
     model: ActionModel, video_path: str, config: AppConfig, *, segmenter=None
 ) -> list[ActionEvent]:
-    """Runs one video file (stream id "v") through the real detector, as fast as it goes;
-    returns its action events in emission order. `segmenter`: instead of the model's head."""
+    """Runs one video file (stream id "v") through the real detector, as fast as it goes
+    (no metrics port, no evidence clips); returns its action events in emission order.
+    `segmenter`: instead of the model's head."""
     app = dataclasses.replace(
         config,
         stream=dataclasses.replace(config.stream, realtime=False),
         metrics=dataclasses.replace(config.metrics, port=None),
+        clips=dataclasses.replace(config.clips, enabled=False),  # measuring cuts no clips
     )
     backend = TorchBackend(model, app.engine.device)
     sink = MemoryPublisher()  # in-process: the replay needs no sockets

@@ -13,9 +13,10 @@ FPS = 10
 ACTIONS = [(1.5, 3.0, "jump", 0.9), (4.2, 5.5, "wave", 0.8)]
 
 
-def onsets_and_offsets(video: str, lookahead: int) -> list[ActionEvent]:
+def onsets_and_offsets(video: str, lookahead: int, *more: str) -> list[ActionEvent]:
     heads = 2 if lookahead else 0
     config = small_config(
+        *more,
         "stream.realtime=false",
         f"model.fps={FPS}",
         "model.head.stride_frames=1",
@@ -45,3 +46,9 @@ def test_lookahead_delays_every_decision_by_exactly_k_frames(video, k):
         assert a.frame_s == pytest.approx(c.frame_s + k / FPS, abs=1e-6)
         assert a.lookahead_frames == k and c.lookahead_frames == 0
         assert a.body()["lookahead_frames"] == k
+
+
+def test_a_replay_cuts_no_evidence_clips(video, tmp_path):
+    events = onsets_and_offsets(video, 0, f"clips.dir={tmp_path / 'clips'}", "clips.enabled=true")
+    assert [e.type for e in events] == ["onset", "offset", "onset", "offset"]
+    assert not (tmp_path / "clips").exists() or not any((tmp_path / "clips").rglob("*.*"))
