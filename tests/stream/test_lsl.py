@@ -53,9 +53,9 @@ def test_live_samples_become_the_frames_of_the_same_recording():
     stamps[150:] += 0.5  # the sensor lost half a second (50 samples) here
     items: list = []
     try:
-        assert wait_until(lambda: reader.state is ReaderState.CONNECTED, scaled(10))
+        assert wait_until(lambda: reader.state is ReaderState.CONNECTED, "connected", 10)
         # the inlet may miss what was pushed before it subscribed: push once it is there
-        assert wait_until(lambda: out.have_consumers(), scaled(10))
+        assert wait_until(lambda: out.have_consumers(), "an LSL consumer", 10)
         for i in range(0, 200, 7):  # chunks of any size
             out.push_chunk(x[i : i + 7].tolist(), stamps[min(i + 6, 199)])
         wait_for_frames(buf, items, 40)
@@ -110,7 +110,8 @@ def test_a_silent_stream_is_a_disconnect_and_stop_is_prompt():
                     isinstance(i, StatusEvent) and i.state is ReaderState.DISCONNECTED for i in seen
                 )
             ),
-            scaled(10),
+            "a disconnect",
+            10,
         )
     finally:
         t = time.monotonic()

@@ -65,7 +65,7 @@ def test_lines_on_a_serial_port_become_the_frames_of_the_same_recording():
     reader.start()
     items: list = []
     try:
-        assert wait_until(lambda: reader.state is ReaderState.CONNECTED, scaled(10))
+        assert wait_until(lambda: reader.state is ReaderState.CONNECTED, "connected", 10)
         for i in range(0, len(lines), 9):  # each write ends mid-line
             os.write(master, b"".join(lines[i : i + 9])[:-1])
             os.write(master, b"".join(lines[i : i + 9])[-1:])
@@ -97,7 +97,7 @@ def test_a_port_that_does_not_exist_is_reported_and_retried(tmp_path):
     )
     reader.start()
     try:
-        assert wait_until(lambda: reader.state is ReaderState.RECONNECTING, scaled(10))
+        assert wait_until(lambda: reader.state is ReaderState.RECONNECTING, "reconnecting", 10)
     finally:
         reader.stop()
         reader.join(scaled(5))
