@@ -176,7 +176,6 @@ def test_the_detector_reads_a_sensor_on_a_serial_port(tmp_path):
     pytest.importorskip("serial")
     import os
     import signal
-    import time
     import tty
 
     from tests.integration.helpers import Running
@@ -195,7 +194,7 @@ def test_the_detector_reads_a_sensor_on_a_serial_port(tmp_path):
             os.write(
                 master, b"".join(b",".join(b"%.5f" % v for v in r) + b"\n" for r in x[i : i + 100])
             )
-            time.sleep(0.5)
+            stop.wait(0.5)  # the sensor's own pace; ends at once when stopped
 
     run = Running(
         "--config",
