@@ -14,12 +14,15 @@ from typing import Any
 
 import numpy as np
 
+from engine.cpu import cpu_features
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
 
 
 def environment() -> dict[str, Any]:
-    """CPU/GPU, library versions and the git commit the numbers belong to."""
+    """CPU (with its vector and matrix units)/GPU, library versions and the git commit the
+    numbers belong to."""
     import av
     import torch
     import zmq
@@ -29,6 +32,7 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
+        "cpu_features": cpu_features(),
         "torch_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "versions": {

@@ -25,6 +25,7 @@ def load(path):
     assert path.with_suffix(".png").stat().st_size > 1000
     env = result["environment"]
     assert env["cpu_count"] >= 1 and env["versions"]["torch"] and "git_commit" in env
+    assert set(env["cpu_features"]) >= {"avx2", "avx512", "avx512_vnni", "amx_int8", "amx_bf16"}
     return result
 
 
