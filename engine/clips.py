@@ -46,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 RETENTION_EVERY_S = 30.0  # how often the clips folder is checked against the limits
 POLL_S = 0.1  # how often the writer looks for new packets of the clips it is recording
+SETTLE_S = 5.0  # the longest a stream's end waits for its clips' messages
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -158,6 +159,18 @@ class ClipWriter:
         if event.stream in self.rings or event.stream in self.scenes:
             self._commands.put(event)
 
+    def settle(self, stream: str, timeout_s: float = SETTLE_S) -> None:
+        """Waits until the writer has handled every event of `stream` published so far and
+        made a pass over its clips (inference thread, when the stream's connection is over:
+        its clips then finish, so their messages go out before the stream's status). Bounded
+        by `timeout_s`; returns at once when the writer is not running."""
+        if not self._thread.is_alive() or (stream not in self.rings and stream not in self.scenes):
+            return
+        done = threading.Event()
+        self._commands.put(done)
+        if not done.wait(timeout_s):
+            logger.warning("clips: %s: the writer did not settle within %.0f s", stream, timeout_s)
+
     def close(self, timeout_s: float = 10.0) -> None:
         """Closes the clips being recorded with what their streams delivered, publishes them,
         and joins the thread (the publisher must still be open)."""
@@ -170,6 +183,12 @@ class ClipWriter:
             logger.error("clips: the writer did not finish within %.0f s", timeout_s)
 
     # ---- the writer thread --------------------------------------------------------------------
+    def _next_command(self):
+        try:
+            return self._commands.get_nowait()
+        except queue.Empty:
+            return None
+
     def _run(self) -> None:
         cpu0 = time.thread_time()
         remove_partial_files(self.dir)
@@ -178,15 +197,17 @@ class ClipWriter:
                 command = self._commands.get(timeout=POLL_S)
             except queue.Empty:
                 command = None
+            settled: list[threading.Event] = []
             while command is not None:
+                if isinstance(command, threading.Event):  # `settle`: after this pass
+                    settled.append(command)
+                    command = self._next_command()
+                    continue
                 try:
                     self._apply(command)
                 except Exception:  # a bug: lose that clip, never the writer
                     logger.exception("clips: %s not recorded", command.event_id)
-                try:
-                    command = self._commands.get_nowait()
-                except queue.Empty:
-                    command = None
+                command = self._next_command()
             stopping = self._stop.is_set()
             for clip in list(self._clips.values()):
                 try:
@@ -194,6 +215,8 @@ class ClipWriter:
                 except Exception:  # a bug: lose that clip, never the writer
                     logger.exception("clips: %s abandoned", clip.event_id)
                     self._clips.pop(clip.event_id, None)
+            for done in settled:
+                done.set()
             if time.monotonic() >= self._next_retention:
                 self._next_retention = time.monotonic() + RETENTION_EVERY_S
                 self.enforce_retention()

@@ -356,6 +356,8 @@ class Detector:
             self._finish_connection(
                 st, "stream_ended" if state is ReaderState.ENDED else "disconnected"
             )
+            if self.clips is not None:  # the connection's clips end: their messages first
+                self.clips.settle(st.spec.stream_id)
         st.state = state.value
         if state in _FINAL:
             st.finished = True

@@ -114,6 +114,29 @@ def test_the_writer_cuts_pre_to_post_roll_after_the_offset_with_the_decision_fra
     assert writer.cpu_s > 0
 
 
+def test_settle_returns_once_an_ended_stream_s_clips_are_published(tmp_path, video):
+    """At a stream's end the detector settles the writer before the stream's last status:
+    every clip whose action the stream closed is out by then (no waiting on the clock)."""
+    config = ClipsConfig(dir=str(tmp_path / "clips"), pre_s=1.0, post_s=10.0, lag_s=10.0)
+    ring = PacketRing(config.ring_s)
+    read_into(ring, video)  # the file was read to its end: its connection is over
+    publisher = MemoryPublisher()
+    writer = ClipWriter(config, {"v": ring}, publisher.publish, metrics=Metrics())
+    writer.start()
+    try:
+        writer.progress("v", 8.0)
+        writer.on_event(event("onset", start_s=3.3, frame_s=4.0))
+        writer.on_event(
+            event("offset", start_s=3.3, frame_s=7.9, end_s=7.5)
+        )  # post-roll: past the end
+        writer.settle("v")
+        (clip,) = publisher.messages  # already published, not a moment later
+        writer.settle("nope")  # a stream the writer does not know returns at once
+    finally:
+        writer.close()
+    assert isinstance(clip, ClipReady) and clip.ended == "stream_ended"
+
+
 def test_a_full_disk_abandons_the_clip_with_one_line_and_a_count(tmp_path, video, caplog):
     mount = tmp_path / "small"
     mount.mkdir()
