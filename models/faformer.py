@@ -51,6 +51,11 @@ class FAFormerConfig:
     segment_frames: the down-sampling factor of "U" blocks.
     mlp_ratio: feed-forward width as a multiple of dim.
     dropout: in attention outputs and feed-forward (training only).
+    decide: what labels a frame: "frames", the frame branch alone; "tokens", as FACT does,
+        mostly the action tokens — per class, the strongest token's class probability times
+        how much its mask covers the frame (a max over tokens, so the overlapping actions of
+        several actors can both be on), blended with the frame branch (`token_share`).
+    token_share: the tokens' share of the blend (FACT: 0.9).
     (How frame probabilities become segments is the detector's decode setting:
     `decode.frame_threshold`, `decode.frame_threshold_off`.)
     """
@@ -66,8 +71,12 @@ class FAFormerConfig:
     segment_frames: int = 4
     mlp_ratio: float = 2.0
     dropout: float = 0.0
+    decide: Literal["frames", "tokens"] = "frames"
+    token_share: float = 0.9
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.token_share <= 1.0:
+            raise ValueError(f"token_share must be in [0, 1], got {self.token_share}")
         if not self.blocks or self.blocks[0] != "i" or set(self.blocks[1:]) - {"u", "U"}:
             raise ValueError(f"blocks must be 'i' followed by 'u' / 'U', got {list(self.blocks)}")
         if self.window_frames % self.segment_frames:
@@ -82,13 +91,34 @@ class FAFormerConfig:
 
 
 class FrameLabels(NamedTuple):
-    """frame_logits: (B, T, K) per frame and class (sigmoid); token_logits: (B, M, K + 1),
-    the last class "no action"; token_masks: (B, M, T) logits; valid: (B, T) bool."""
+    """frame_logits: (B, T, K) the decided labels per frame and class (sigmoid; what is
+    exported and decoded); token_logits: (B, M, K + 1), the last class "no action";
+    token_masks: (B, M, T) logits; valid: (B, T) bool; frame_branch: (B, T, K) the frame
+    branch's own logits, which its losses supervise (None: the same as frame_logits)."""
 
     frame_logits: torch.Tensor
     token_logits: torch.Tensor
     token_masks: torch.Tensor
     valid: torch.Tensor
+    frame_branch: torch.Tensor | None = None
+
+    @property
+    def branch_logits(self) -> torch.Tensor:
+        return self.frame_logits if self.frame_branch is None else self.frame_branch
+
+
+def token_decided(
+    frame_logits: torch.Tensor, token_logits: torch.Tensor, masks: torch.Tensor, share: float
+) -> torch.Tensor:
+    """FACT's labels as logits (B, T, K): per class, max over tokens of the token's class
+    probability (softmax, "no action" left out) × its mask's coverage of the frame (sigmoid),
+    blended `share` : 1 − share with the frame branch's probabilities."""
+    k = frame_logits.shape[-1]
+    classes = token_logits.softmax(-1)[..., :k]  # (B, M, K)
+    cover = masks.sigmoid()  # (B, M, T)
+    tokens = (cover.unsqueeze(-1) * classes.unsqueeze(2)).amax(1)  # (B, T, K)
+    p = (share * tokens + (1.0 - share) * frame_logits.sigmoid()).clamp(1e-6, 1.0 - 1e-6)
+    return torch.log(p) - torch.log1p(-p)  # logit, in ops every exporter has
 
 
 class Attention(nn.Module):
@@ -281,4 +311,8 @@ class FAFormerHead(nn.Module):
             f, a = block(f, a, valid)
         f, a = self.frame_norm(f), self.token_norm(a)
         masks = self.mask_token(a) @ self.mask_frame(f).transpose(1, 2) / math.sqrt(f.shape[-1])
-        return FrameLabels(self.frame_cls(f), self.token_cls(a), masks, valid)
+        frames, tokens = self.frame_cls(f), self.token_cls(a)
+        if self.config.decide == "frames":
+            return FrameLabels(frames, tokens, masks, valid)
+        decided = token_decided(frames, tokens, masks, self.config.token_share)
+        return FrameLabels(decided, tokens, masks, valid, frames)

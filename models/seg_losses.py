@@ -75,8 +75,8 @@ def faformer_losses(
 ) -> dict[str, torch.Tensor]:
     valid = out.valid
     num_on = frame_labels[valid].sum().clamp(min=1.0)
-    seg = sigmoid_focal_loss(out.frame_logits[valid], frame_labels[valid]) / num_on
-    smooth = smoothing_loss(out.frame_logits, valid)
+    seg = sigmoid_focal_loss(out.branch_logits[valid], frame_labels[valid]) / num_on
+    smooth = smoothing_loss(out.branch_logits, valid)
     token = token_losses(out, segments)
     total = seg + smooth_weight * smooth + token_weight * token
     return {"total": total, "seg": seg, "smooth": smooth, "token": token}

@@ -168,7 +168,9 @@ class DetectionTask:
         return net(batch.inputs.to(self.device), batch.valid.to(self.device))
 
     def losses(self, out, batch: Batch) -> dict[str, torch.Tensor]:
-        out = type(out)(*(t.float() if t.is_floating_point() else t for t in out))  # AMP
+        out = type(out)(  # AMP
+            *(t.float() if t is not None and t.is_floating_point() else t for t in out)
+        )
         return head_family(self.config.model.head).losses(out, batch, self.config.loss)
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:

@@ -52,10 +52,11 @@ CONFIGS = {
         ),
         head=HeadConfig(window_frames=32, dim=64, num_levels=3, num_heads=2),
     ),
-    # the FAFormer head: frame branch, action tokens, segment-level (U) blocks
+    # the FAFormer head: frame branch, action tokens, segment-level (U) blocks, labels
+    # decided by the tokens (FACT's blend)
     "faformer": ModelConfig(
         temporal=TemporalConfig(dim=64, num_lookback_heads=4, lookback_frames=8),
-        head=FAFormerConfig(window_frames=32, dim=32, num_tokens=4, num_heads=2),
+        head=FAFormerConfig(window_frames=32, dim=32, num_tokens=4, num_heads=2, decide="tokens"),
     ),
     # a signal model: the first-order-difference front end instead of the image backbone
     "signal": ModelConfig(

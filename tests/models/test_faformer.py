@@ -106,3 +106,43 @@ def test_hysteresis_keeps_an_action_whole_through_a_dip():
     assert [r[:2] for r in frame_segments(probs, valid, 0.5)] == [(1, 3), (4, 5)]
     # on at 0.5, off below 0.3: the dip to 0.4 does not split it; 0.45 alone never starts one
     assert [r[:2] for r in frame_segments(probs, valid, 0.5, off_threshold=0.3)] == [(1, 6)]
+
+
+def test_token_decided_labels_follow_the_token_branch():
+    x, valid = torch.randn(2, 32, 16), torch.ones(2, 32, dtype=torch.bool)
+    for decide in ("frames", "tokens"):
+        head = make(decide=decide)
+        with torch.no_grad():
+            before = head(x, valid)
+            head.token_cls.weight.add_(torch.randn_like(head.token_cls.weight))  # tokens only
+            after = head(x, valid)
+        torch.testing.assert_close(after.branch_logits, before.branch_logits)
+        changed = not torch.allclose(after.frame_logits, before.frame_logits)
+        assert changed == (decide == "tokens"), decide
+
+
+def test_token_decided_labels_by_hand():
+    from models.faformer import token_decided
+
+    frames = torch.zeros(1, 2, 2)  # the frame branch: 0.5 everywhere
+    # token 0 is class 0 (probability ~1), token 1 class 1; token 0 covers frame 0 only
+    tokens = torch.tensor([[[20.0, 0.0, 0.0], [0.0, 20.0, 0.0]]])
+    masks = torch.tensor([[[20.0, -20.0], [20.0, 20.0]]])
+    p = token_decided(frames, tokens, masks, 0.9).sigmoid()
+    torch.testing.assert_close(p[0, 0], torch.tensor([0.95, 0.95]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(p[0, 1], torch.tensor([0.05, 0.95]), atol=1e-4, rtol=0)
+
+
+def test_the_frame_branch_losses_supervise_the_frame_branch():
+    from models.seg_losses import faformer_losses
+
+    head = make(decide="tokens")
+    x, valid = torch.randn(1, 32, 16), torch.ones(1, 32, dtype=torch.bool)
+    out = head(x, valid)
+    labels = torch.zeros(1, 32, 3)
+    labels[0, 4:12, 1] = 1
+    segments = [torch.tensor([[4.0, 12.0, 1.0]])]
+    losses = faformer_losses(out, labels, segments, smooth_weight=0.15, token_weight=1.0)
+    assert out.frame_branch is not None and torch.isfinite(losses["total"])
+    (g,) = torch.autograd.grad(losses["seg"], out.frame_branch, retain_graph=True)
+    assert g.abs().sum() > 0
