@@ -120,7 +120,7 @@ class Detector:
                 window_frames=model.head.window_frames,
                 feature_dim=backend.feature_dim,
                 delay_frames=backend.delay_frames,
-                head_stride=model.head.stride_frames,
+                head_stride=config.engine.head_stride or model.head.stride_frames,
                 frame_period_s=self.period_s,
             )
             self.streams[sid] = _StreamState(parts, timeline)

@@ -34,6 +34,8 @@ class EngineConfig:
     cuda_graphs: CUDA graphs for the torch backend (null: on when the device is CUDA).
     threads: ONNX Runtime intra-op threads (0: on the CPU every core but one, which is left
         to the readers; on CUDA ONNX Runtime's default).
+    head_stride: run the head every this many frames of a stream (null: the model's
+        `head.stride_frames`); an inference-time choice the weights do not depend on.
     """
 
     device: str = "cpu"
@@ -44,9 +46,12 @@ class EngineConfig:
     torch_compile: bool = False
     cuda_graphs: bool | None = None
     threads: int = 0
+    head_stride: int | None = None
 
     def __post_init__(self) -> None:
         check_positive(self, "max_batch")
+        if self.head_stride is not None and self.head_stride < 1:
+            raise ValueError(f"head_stride must be >= 1 or null, got {self.head_stride}")
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0, got {self.threads}")
 

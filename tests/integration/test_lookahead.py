@@ -52,3 +52,19 @@ def test_a_replay_cuts_no_evidence_clips(video, tmp_path):
     events = onsets_and_offsets(video, 0, f"clips.dir={tmp_path / 'clips'}", "clips.enabled=true")
     assert [e.type for e in events] == ["onset", "offset", "onset", "offset"]
     assert not (tmp_path / "clips").exists() or not any((tmp_path / "clips").rglob("*.*"))
+
+
+def test_engine_head_stride_runs_the_head_every_n_frames_of_the_same_model(video):
+    ends: list[float] = []
+    head = ScriptedHead({"v": ACTIONS})
+
+    def counting(window):
+        ends.append(round(window.end_s, 3))
+        return head(window)
+
+    config = small_config("stream.realtime=false", f"model.fps={FPS}", "engine.head_stride=3")
+    assert config.model.head.stride_frames != 3
+    events = replay(build_model(config.model), video, config, segmenter=counting)
+    gaps = {round(b - a, 3) for a, b in zip(ends[:-1], ends[1:-1], strict=False)}
+    assert gaps == {0.3}  # every third frame at 10 fps (the last run: at the stream's end)
+    assert [e.type for e in events] == ["onset", "offset", "onset", "offset"]
