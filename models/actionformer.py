@@ -157,16 +157,58 @@ class LocalConvAttention(nn.Module):
         v = self.v_proj(self.v_norm(self.v_conv(x) * m))
         T = q.shape[-1]
         H, D = self.num_heads, self.head_dim
-        q = q.view(B, H, D, T).transpose(2, 3)  # (B, H, T, D)
-        k = k.view(B, H, D, T)  # (B, H, D, T)
-        v = v.view(B, H, D, T).transpose(2, 3)  # (B, H, T, D)
-        scores = (q @ k) / math.sqrt(D)  # (B, H, T, T)
-        pos = torch.arange(T, device=x.device)
-        near = (pos[:, None] - pos[None, :]).abs() <= self.window // 2
-        allowed = near[None, None] & valid_out[:, None, None, :]
-        scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
-        out = (scores.softmax(-1) @ v).transpose(2, 3).reshape(B, C, T)
-        return self.out(out) * m, valid_out
+        q, k, v = (t.view(B, H, D, T) for t in (q, k, v))
+        radius = self.window // 2
+        if T <= MASKED_MAX_STEPS or 2 * radius + 1 >= T:
+            out = masked_attention(q, k, v, valid_out, radius)
+        else:
+            out = banded_attention(q, k, v, valid_out, radius)
+        return self.out(out.reshape(B, C, T)) * m, valid_out
+
+
+# Up to this many steps the whole (T, T) score matrix is cheaper than the band's shifted
+# products (measured by `python -m benchmarks.head_attention`); both give the same output.
+MASKED_MAX_STEPS = 128
+
+
+def masked_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid: torch.Tensor, radius: int
+) -> torch.Tensor:
+    """Attention of every step to the valid steps within `radius` of it, through the full
+    (T, T) score matrix masked to the band: cost and memory quadratic in T.
+
+    Args: q, k, v (B, H, D, T); valid (B, T) bool. Returns (B, H, D, T)."""
+    T, D = q.shape[-1], q.shape[-2]
+    scores = (q.transpose(2, 3) @ k) / math.sqrt(D)  # (B, H, T, T)
+    pos = torch.arange(T, device=q.device)
+    near = (pos[:, None] - pos[None, :]).abs() <= radius
+    allowed = near[None, None] & valid[:, None, None, :]
+    scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
+    return (scores.softmax(-1) @ v.transpose(2, 3)).transpose(2, 3)
+
+
+def banded_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid: torch.Tensor, radius: int
+) -> torch.Tensor:
+    """The same attention as `masked_attention`, computed on the band only: one product per
+    offset -radius .. radius against the keys shifted by it, so cost and memory are linear in
+    T. Keys past either end are invalid, as they are outside the masked matrix.
+
+    Args: q, k, v (B, H, D, T); valid (B, T) bool. Returns (B, H, D, T)."""
+    T, D = q.shape[-1], q.shape[-2]
+    width = 2 * radius + 1
+    kp = F.pad(k, (radius, radius))
+    vp = F.pad(v, (radius, radius))
+    vm = F.pad(valid, (radius, radius), value=False)
+    scores = torch.stack(
+        [(q * kp[..., j : j + T]).sum(2) for j in range(width)], dim=-1
+    ) / math.sqrt(D)  # (B, H, T, width)
+    allowed = torch.stack([vm[:, j : j + T] for j in range(width)], dim=-1)[:, None]
+    weights = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min).softmax(-1)
+    out = weights[..., 0].unsqueeze(2) * vp[..., 0:T]
+    for j in range(1, width):
+        out = out + weights[..., j].unsqueeze(2) * vp[..., j : j + T]
+    return out
 
 
 class LocalTransformerBlock(nn.Module):

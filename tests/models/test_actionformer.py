@@ -97,3 +97,35 @@ def test_whole_model_runs_on_clips_and_init_is_seeded():
     with torch.no_grad():
         out = a.eval()(clips)
     assert out.cls_logits.shape[-1] == len(cfg.classes)
+
+
+def test_banded_attention_equals_the_masked_matrix_on_every_valid_step() -> None:
+    from models.actionformer import banded_attention, masked_attention
+
+    torch.manual_seed(3)
+    for T, radius in ((300, 4), (17, 4), (64, 1), (40, 0)):
+        q, k, v = (torch.randn(2, 4, 8, T) for _ in range(3))
+        valid = torch.rand(2, T) > 0.3
+        valid[1, T // 2 :] = False  # a padded tail, as a short video's last window has
+        a = masked_attention(q, k, v, valid, radius)
+        b = banded_attention(q, k, v, valid, radius)
+        keep = valid[:, None, None, :]
+        assert torch.allclose(a * keep, b * keep, atol=1e-5), (T, radius)
+
+
+def test_long_sequences_take_the_band_and_give_the_masked_head_outputs(monkeypatch) -> None:
+    import models.actionformer as af
+
+    torch.manual_seed(4)
+    head = af.ActionFormerHead(af.HeadConfig(dim=32, num_heads=2), in_dim=16, num_classes=3)
+    head.eval()
+    x = torch.randn(1, 512, 16)
+    valid = torch.ones(1, 512, dtype=torch.bool)
+    valid[0, 400:] = False
+    with torch.no_grad():
+        banded = head(x, valid)
+        monkeypatch.setattr(af, "MASKED_MAX_STEPS", 10**9)
+        masked = head(x, valid)
+    keep = banded.valid[..., None]
+    for a, b in ((banded.cls_logits, masked.cls_logits), (banded.offsets, masked.offsets)):
+        assert torch.allclose(a * keep, b * keep, atol=1e-4)
