@@ -27,6 +27,7 @@ from engine.timeline import StreamTimeline
 from engine.tracker import Tracker, TrackEvent
 from engine.wire.events import ActionEvent, StreamStatus
 from engine.wire.publisher import Publisher
+from models.fastback import split_cache, stack_caches
 from stream.buffer import FrameBuffer
 from stream.frames import Frame
 from stream.reader import ReaderState, StatusEvent, StreamReader
@@ -239,14 +240,24 @@ class Detector:
                     last = None  # every state change starts or ends a connection
             st.last_image = last
         features = self._encode(frames, previous) if frames else None
-        k = 0
+        # Round r takes every stream's r-th item: its frames go through one temporal step
+        # together, then its statuses; each stream's items stay in their order.
+        k, order = 0, []
         for st, items in taken:
+            seq = []
             for item in items:
-                if isinstance(item, Frame):
-                    self._on_frame(st, item, features[k : k + 1])
-                    k += 1
-                else:
-                    self._run_heads()  # a status ends or starts a timeline: heads first
+                seq.append((item, k if isinstance(item, Frame) else None))
+                k += isinstance(item, Frame)
+            order.append((st, seq))
+        for r in range(max(len(seq) for _, seq in order)):
+            now = [(st, *seq[r]) for st, seq in order if r < len(seq)]
+            batch = [(st, item, i) for st, item, i in now if i is not None]
+            for j in range(0, len(batch), self.max_batch):
+                self._on_frames(batch[j : j + self.max_batch], features)
+            statuses = [(st, item) for st, item, i in now if i is None]
+            if statuses:
+                self._run_heads()  # a status ends or starts a timeline: heads first
+                for st, item in statuses:
                     self._on_status(st, item)
         self._run_heads()
         if self.clips is not None:  # every event up to each stream's newest frame is out
@@ -270,19 +281,27 @@ class Detector:
         self.metrics.batch_size.observe(len(frames))
         return torch.cat(outs) if len(outs) > 1 else outs[0]
 
-    def _on_frame(self, st: _StreamState, frame: Frame, feature: torch.Tensor) -> None:
-        if st.cache is None:
-            st.cache = self.backend.init_cache(1)
-            st.timeline.start()
+    def _on_frames(
+        self, batch: list[tuple[_StreamState, Frame, int]], features: torch.Tensor
+    ) -> None:
+        """One new frame for each of several streams (each stream at most once): one
+        temporal-step call over their stacked caches, then each stream's window and head."""
+        for st, _frame, _i in batch:
+            if st.cache is None:
+                st.cache = self.backend.init_cache(1)
+                st.timeline.start()
         t0 = time.perf_counter()
-        y, st.cache = self.backend.temporal_step(feature, st.cache)
+        x = features[[i for _, _, i in batch]]
+        y, cache = self.backend.temporal_step(x, stack_caches([st.cache for st, _, _ in batch]))
+        caches = split_cache(cache) if len(batch) > 1 else [cache]
         self.metrics.stage_seconds.labels("temporal").observe(time.perf_counter() - t0)
-        self.metrics.frames_processed.labels(st.spec.stream_id).inc()
-        if self.on_frame is not None:
-            self.on_frame(st.spec.stream_id, frame.pts_s)
-
-        if st.timeline.push(frame, y):
-            self._queue_head(st)
+        for b, (st, frame, _i) in enumerate(batch):
+            st.cache = caches[b]
+            self.metrics.frames_processed.labels(st.spec.stream_id).inc()
+            if self.on_frame is not None:
+                self.on_frame(st.spec.stream_id, frame.pts_s)
+            if st.timeline.push(frame, y[b : b + 1]):
+                self._queue_head(st)
 
     def _queue_head(self, st: _StreamState) -> None:
         """Queues a head run on the stream's current window; the runs queued in one step go

@@ -145,6 +145,25 @@ class FastBackCache(NamedTuple):
     count: torch.Tensor
 
 
+def stack_caches(caches: list[FastBackCache]) -> FastBackCache:
+    """Several streams' caches as one, in order (the stream axis is 1, `count`'s is 0), so
+    one `step` call advances them all; each stream keeps its own count."""
+    if len(caches) == 1:
+        return caches[0]
+    return FastBackCache(
+        *(torch.cat([c[i] for c in caches], dim=1) for i in range(4)),
+        torch.cat([c.count for c in caches]),
+    )
+
+
+def split_cache(cache: FastBackCache) -> list[FastBackCache]:
+    """`stack_caches` undone: one cache per stream."""
+    return [
+        FastBackCache(*(t[:, b : b + 1] for t in cache[:4]), cache.count[b : b + 1])
+        for b in range(cache.count.shape[0])
+    ]
+
+
 class BTTransformer(nn.Module):
     """Pre-norm block: x + Attn(LN(x)), then + MLP(LN(x))."""
 

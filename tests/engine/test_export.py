@@ -188,3 +188,28 @@ def test_fully_masked_attention_rows_stay_finite(dtype):
         feats = model.temporal(x, torch.zeros(1, 6, dtype=torch.bool))
         assert feats.isfinite().all()
     assert np.isfinite(out.cls_logits.float().numpy()).all()
+
+
+def test_one_temporal_step_over_stacked_streams_equals_a_step_per_stream(exported):
+    """The detector advances every stream with a new frame in one call (`stack_caches`);
+    streams at different counts (one still warming up) give what a call each gives."""
+    from models.fastback import split_cache, stack_caches
+
+    config, model, _, out = exported
+    torch.manual_seed(5)
+    for backend in (TorchBackend(model), OnnxRuntimeBackend(out, config)):
+        dim = config.feature_dim
+        caches = []
+        for warm in (0, 3, 11):  # frames each stream has seen already
+            cache = backend.init_cache(1)
+            for _ in range(warm):
+                _, cache = backend.temporal_step(torch.randn(1, dim), cache)
+            caches.append(cache)
+        x = torch.randn(3, dim)
+        y, stacked = backend.temporal_step(x, stack_caches(caches))
+        for b, (cache, got) in enumerate(zip(caches, split_cache(stacked), strict=True)):
+            want_y, want = backend.temporal_step(x[b : b + 1], cache)
+            assert torch.allclose(y[b : b + 1], want_y, atol=1e-5)
+            for a, w in zip(got[:4], want[:4], strict=True):
+                assert torch.allclose(a, w, atol=1e-5)
+            assert got.count.tolist() == want.count.tolist()
