@@ -227,28 +227,26 @@ class Detector:
             return False
         quota = max(1, self.max_batch // len(active))
         taken = [(st, st.buffer.get_many(quota)) for st in active]
+        # Each stream's items in order, a frame with its index into the batch to encode.
         frames: list[Frame] = []
         previous: list[np.ndarray] = []
+        order: list[tuple[_StreamState, list[tuple[Frame | StatusEvent, int | None]]]] = []
         for st, items in taken:
-            last = st.last_image
+            last, seq = st.last_image, []
             for item in items:
                 if isinstance(item, Frame):
+                    seq.append((item, len(frames)))
                     frames.append(item)
                     previous.append(item.image if last is None else last)
                     last = item.image
                 else:
+                    seq.append((item, None))
                     last = None  # every state change starts or ends a connection
             st.last_image = last
+            order.append((st, seq))
         features = self._encode(frames, previous) if frames else None
         # Round r takes every stream's r-th item: its frames go through one temporal step
         # together, then its statuses; each stream's items stay in their order.
-        k, order = 0, []
-        for st, items in taken:
-            seq = []
-            for item in items:
-                seq.append((item, k if isinstance(item, Frame) else None))
-                k += isinstance(item, Frame)
-            order.append((st, seq))
         for r in range(max(len(seq) for _, seq in order)):
             now = [(st, *seq[r]) for st, seq in order if r < len(seq)]
             batch = [(st, item, i) for st, item, i in now if i is not None]

@@ -203,7 +203,7 @@ def banded_attention(
     scores = torch.stack(
         [(q * kp[..., j : j + T]).sum(2) for j in range(width)], dim=-1
     ) / math.sqrt(D)  # (B, H, T, width)
-    allowed = torch.stack([vm[:, j : j + T] for j in range(width)], dim=-1)[:, None]
+    allowed = vm.unfold(1, width, 1)[:, None]  # (B, 1, T, width): key t - radius + j valid
     weights = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min).softmax(-1)
     out = weights[..., 0].unsqueeze(2) * vp[..., 0:T]
     for j in range(1, width):
