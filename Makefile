@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 .PHONY: run test lint test-server-deps test-data demo-model csi-model hapt-model event-quality clean
 
 # A GPU host with TensorRT: README, "TensorRT on a GPU host" (other EXTRAS and PIP_EXTRA).
-EXTRAS ?= dev,onnx,backbones,signals
+EXTRAS ?= dev,onnx,openvino,backbones,signals
 PIP_EXTRA ?=
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)

@@ -35,7 +35,8 @@ RULES: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {
         frozenset({"torch"}),
     ),
     "engine.backends": (
-        ("engine.backends", "engine.checkpoint", "engine.loader", "engine.versions", "models"),
+        ("engine.backends", "engine.checkpoint", "engine.cpu", "engine.loader", "engine.versions")
+        + ("models",),
         frozenset(),
     ),
     "engine": (("engine", "stream", "models"), frozenset()),

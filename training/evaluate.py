@@ -20,6 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from engine.backends.base import Backend
+from engine.backends.compile import load_engine
+from engine.backends.manifest import EngineError, weights_sha256
 from engine.backends.torch_backend import TorchBackend
 from engine.build import build_detector
 from engine.config import AppConfig
@@ -194,19 +197,41 @@ def evaluate_offline(
     return detection_map(dets, ground_truth(videos, classes))
 
 
+def replay_backend(model: ActionModel, config: AppConfig) -> Backend:
+    """What the replay runs the model on: eager PyTorch fp32, or the compiled engine
+    directory `engine.engine_dir` (`--set engine.engine_dir=DIR`: the events of a backend
+    and precision), which must hold the same weights."""
+    if not config.engine.engine_dir:
+        return TorchBackend(model, config.engine.device)
+    backend, manifest = load_engine(
+        config.engine.engine_dir, device=config.engine.device, threads=config.engine.threads
+    )
+    if manifest.weights_sha256 != weights_sha256(model.state_dict()):
+        raise EngineError(
+            f"{config.engine.engine_dir}: compiled from other weights than the checkpoint "
+            "evaluated; compile this checkpoint into it"
+        )
+    return backend
+
+
 def replay(
-    model: ActionModel, video_path: str, config: AppConfig, *, segmenter=None
+    model: ActionModel,
+    video_path: str,
+    config: AppConfig,
+    *,
+    segmenter=None,
+    backend: Backend | None = None,
 ) -> list[ActionEvent]:
     """Runs one video file (stream id "v") through the real detector, as fast as it goes
     (no metrics port, no evidence clips); returns its action events in emission order.
-    `segmenter`: instead of the model's head."""
+    `segmenter`: instead of the model's head; `backend`: default `replay_backend`."""
     app = dataclasses.replace(
         config,
         stream=dataclasses.replace(config.stream, realtime=False),
         metrics=dataclasses.replace(config.metrics, port=None),
         clips=dataclasses.replace(config.clips, enabled=False),  # measuring cuts no clips
     )
-    backend = TorchBackend(model, app.engine.device)
+    backend = backend or replay_backend(model, app)
     sink = MemoryPublisher()  # in-process: the replay needs no sockets
     detector: Detector = build_detector(
         [parse_source(video_path, stream_id="v")],
@@ -297,8 +322,9 @@ def evaluate_streaming(
     """Replays every video through the detector; the event table of what it published.
     `progress(i, n)` is called after each video."""
     actions = {}
+    backend = replay_backend(model, config)
     for i, v in enumerate(videos, 1):
-        events = replay(model, paths[v.video_id], config)
+        events = replay(model, paths[v.video_id], config, backend=backend)
         actions[v.video_id] = reported_actions(events, v.video_id)
         if progress is not None:
             progress(i, len(videos))

@@ -94,6 +94,45 @@ class ModelFacts:
         self.frame_tensor = samples_to_tensor if config.input is not None else frames_to_tensor
 
 
+class ArrayGraphs(ModelFacts):
+    """A backend whose graphs take and return numpy arrays (ONNX Runtime, OpenVINO): the
+    subclass gives `_run(graph, *arrays)`; inputs go in as `self.np_dtype`, outputs come back
+    as float32 torch tensors, the cache stays on the CPU in float32."""
+
+    np_dtype: type = np.float32
+
+    def _run(self, name: str, *arrays: np.ndarray) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def _float(self, t: torch.Tensor) -> np.ndarray:
+        return t.detach().cpu().numpy().astype(self.np_dtype, copy=False)
+
+    def encode_frames(self, images: np.ndarray, previous: np.ndarray) -> torch.Tensor:
+        cpu = torch.device("cpu")
+        frames = [images, previous] if self.motion else [images]
+        args = [self._float(self.frame_tensor(f, cpu, torch.float32)) for f in frames]
+        (features,) = self._run("backbone", *args)
+        return _tensor(features)
+
+    def init_cache(self, batch_size: int) -> FastBackCache:
+        return empty_cache(self.model_config, batch_size, torch.float32)
+
+    def temporal_step(
+        self, x: torch.Tensor, cache: FastBackCache
+    ) -> tuple[torch.Tensor, FastBackCache]:
+        arrays = [self._float(x), *(self._float(t) for t in cache[:4]), cache.count.numpy()]
+        y, *new = self._run("temporal_step", *arrays)
+        return _tensor(y), FastBackCache(*(_tensor(a) for a in new[:4]), torch.from_numpy(new[4]))
+
+    def head(self, window: torch.Tensor, valid: torch.Tensor):
+        outs = self._run("head", self._float(window), valid.numpy())
+        return wrap_head(self.model_config, tuple(_tensor(a) for a in outs), valid)
+
+
+def _tensor(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(a.astype(np.float32, copy=False))
+
+
 class TorchGraphs(ModelFacts):
     """A backend whose graphs are torch callables on `self.device` in `self.dtype` (the torch
     and TensorRT backends): the temporal step and the head run the same way for both."""

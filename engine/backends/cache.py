@@ -13,8 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from engine.backends.base import Backend, BackendError
+from engine.backends.cache_dir import cache_base
 from engine.backends.choice import check_precision, choose_backend, default_precision
-from engine.backends.compile import cache_base, compile_engine, load_engine
+from engine.backends.compile import compile_engine, load_engine
 from engine.backends.manifest import (
     MANIFEST,
     EngineError,
@@ -46,7 +47,12 @@ def prepare_backend(
     they are; the others compile once into the engine cache and load from there."""
     name = choose_backend(backend, device)
     precision = default_precision(name) if precision == "auto" else precision
-    check_precision(precision, device)
+    check_precision(precision, device, name)
+    if precision == "int8":
+        raise BackendError(
+            "precision int8 runs from a calibrated engine directory: actstream compile "
+            "CHECKPOINT --precision int8 --out DIR, then actstream run --engine DIR"
+        )
     if name == "torch":
         return TorchBackend(
             model,

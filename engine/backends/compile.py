@@ -15,9 +15,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from engine.backends.base import Backend, BackendError
+from engine.backends.cache_dir import cache_base
 from engine.backends.choice import backend_problem, check_precision, library_versions
 from engine.backends.graphs import GRAPHS, ONNX_OPSET, export_onnx
 from engine.backends.manifest import (
@@ -31,8 +33,11 @@ from engine.backends.manifest import (
     write_manifest,
 )
 from engine.backends.onnxruntime_backend import OnnxRuntimeBackend
+from engine.backends.openvino_backend import OpenVinoBackend
+from engine.backends.quantize import quantize_backbone
 from engine.backends.tensorrt_backend import TensorRTBackend, build_tensorrt
 from engine.backends.torch_backend import TorchBackend
+from engine.backends.verify import check_accuracy, compare_backends, max_relative_error
 from engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from engine.loader import config_to_dict
 from engine.versions import installed_version
@@ -40,16 +45,7 @@ from models.action_model import ActionModel, ModelConfig
 
 logger = logging.getLogger(__name__)
 
-CACHE_ENV = "ACTSTREAM_CACHE_DIR"
 EXPORTS_KEPT = 8  # exported graph sets the export cache keeps (the least recently used go)
-
-
-def cache_base() -> Path:
-    """`$ACTSTREAM_CACHE_DIR`, else `$XDG_CACHE_HOME/actstream` (`~/.cache/actstream`)."""
-    base = os.environ.get(CACHE_ENV) or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "actstream"
-    )
-    return Path(base)
 
 
 def compile_engine(
@@ -63,18 +59,29 @@ def compile_engine(
     device: str = "cpu",
     standalone_engine: bool = False,
     step: int = 0,
+    calibration: tuple[np.ndarray, np.ndarray] | None = None,
+    verify: bool = False,
 ) -> Manifest:
     """Writes an engine directory for `backend`: artifacts first, then `manifest.json`, all in
     a temporary sibling directory renamed into place, so a failed compile leaves nothing
-    half-written behind."""
+    half-written behind. `calibration`: frames and their previous frames (uint8, the
+    model's size), needed at int8 (`engine.backends.quantize`). `verify`: load the result,
+    compare it with eager fp32 PyTorch on random inputs (`verify.compare_backends`), record
+    the differences in the manifest's notes and refuse one beyond the precision's bound
+    (`verify.AccuracyError`) before anything replaces `out_dir`."""
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
     problem = backend_problem(backend, device)
     if problem:
         raise BackendError(f"backend {backend} is unavailable: {problem}")
-    check_precision(precision, device)
+    check_precision(precision, device, backend)
     if standalone_engine and backend != "tensorrt":
         raise BackendError("--standalone-engine applies to the tensorrt backend only")
+    if precision == "int8" and calibration is None:
+        raise BackendError(
+            "precision int8 needs calibration frames: actstream compile CHECKPOINT --precision "
+            "int8 [--calibration VIDEOS] --out DIR, then run --engine DIR"
+        )
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not (out / MANIFEST).is_file():
         raise BackendError(f"{out}: exists and is not an engine directory; choose another --out")
@@ -84,19 +91,22 @@ def compile_engine(
     try:
         started = time.perf_counter()
         model = model.eval()
+        notes: dict = {}
         if backend == "torch":
             dtype = torch.float16 if precision == "fp16" else None
             save_checkpoint(tmp / "model.pt", model, config, step=step, weights_dtype=dtype)
             files = ["model.pt"]
-        elif backend == "onnxruntime":
+        elif backend in ("onnxruntime", "openvino"):
             dtype = torch.float16 if precision == "fp16" else torch.float32
             files = onnx_graphs(
                 copy.deepcopy(model).to(device, dtype),
                 config,
                 tmp,
-                precision=precision,
+                precision="fp16" if precision == "fp16" else "fp32",
                 max_batch=max_batch,
             )
+            if precision == "int8":
+                notes |= quantize_backbone(tmp / "backbone.onnx", config, *calibration)
         else:
             files = build_tensorrt(
                 copy.deepcopy(model),
@@ -118,9 +128,23 @@ def compile_engine(
             notes={
                 "device": _device_name(device),
                 "compile_seconds": round(time.perf_counter() - started, 2),
+                **notes,
             },
         )
         write_manifest(tmp, manifest)
+        if verify:
+            reference = TorchBackend(copy.deepcopy(model), device)
+            compiled, _ = load_engine(tmp, device=device)
+            batch = min(4, max_batch)
+            diffs = compare_backends(reference, compiled, config, batch=batch)
+            relative = max_relative_error(reference, compiled, config, batch=batch)
+            del compiled
+            manifest.notes["max_abs_difference"] = {k: float(f"{v:.3g}") for k, v in diffs.items()}
+            manifest.notes["max_relative_error"] = {
+                k: float(f"{v:.3g}") for k, v in relative.items()
+            }
+            check_accuracy(precision, relative)
+            write_manifest(tmp, manifest)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
@@ -265,6 +289,10 @@ def load_engine(
         backend = OnnxRuntimeBackend(
             d, manifest.model, precision=manifest.precision, device=device, threads=threads
         )
+    elif manifest.backend == "openvino":
+        backend = OpenVinoBackend(
+            d, manifest.model, precision=manifest.precision, device=device, threads=threads
+        )
     else:
         backend = TensorRTBackend(
             d,
@@ -280,7 +308,7 @@ def _check_versions(engine_dir: Path, manifest: Manifest) -> None:
     """TensorRT engines only run with the TensorRT they were built with; other backends
     warn when a library's version changed since compile."""
     now = library_versions(manifest.backend)
-    for lib in ("tensorrt", "torch_tensorrt", "onnxruntime", "torch"):
+    for lib in ("tensorrt", "torch_tensorrt", "onnxruntime", "openvino", "torch"):
         then = manifest.versions.get(lib)
         if then is None or now.get(lib) == then:
             continue

@@ -106,7 +106,8 @@ class TensorSpec:
 
 
 def graph_io(config: ModelConfig, precision: str) -> dict[str, dict[str, list[TensorSpec]]]:
-    """Every graph's inputs and outputs for a model config and precision ("fp32" | "fp16")."""
+    """Every graph's inputs and outputs for a model config and precision: float16 tensors at
+    fp16, float32 at every other precision (bf16 and int8 compute inside the graphs)."""
     f = "float16" if precision == "fp16" else "float32"
     t = config.temporal
     if config.input is not None:

@@ -2,9 +2,10 @@
 shapes, with which libraries — and the checks that refuse a directory that does not match.
 
 An engine directory holds `manifest.json` plus the backend's artifacts:
-torch: `model.pt` (a checkpoint); onnxruntime: `backbone.onnx`, `temporal_step.onnx`,
-`head.onnx`; tensorrt: `backbone.ep`, `temporal_step.ep`, `head.ep` (torch-tensorrt
-ExportedPrograms) and optionally `backbone.engine` (a serialized TensorRT engine).
+torch: `model.pt` (a checkpoint); onnxruntime and openvino: `backbone.onnx`,
+`temporal_step.onnx`, `head.onnx` (at int8 the backbone graph is the quantised one);
+tensorrt: `backbone.ep`, `temporal_step.ep`, `head.ep` (torch-tensorrt ExportedPrograms)
+and optionally `backbone.engine` (a serialized TensorRT engine).
 """
 
 from __future__ import annotations
@@ -19,13 +20,12 @@ from typing import Any
 import torch
 
 from engine.backends.graphs import graph_io
+from engine.backends.names import BACKENDS, PRECISIONS
 from engine.loader import ConfigError, config_to_dict, from_dict
 from models.action_model import ModelConfig
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
-BACKENDS = ("tensorrt", "onnxruntime", "torch")
-PRECISIONS = ("fp32", "fp16")
 
 
 class EngineError(ValueError):

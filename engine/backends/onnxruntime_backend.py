@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.backends.base import BackendError, ModelFacts, empty_cache
-from engine.backends.graphs import GRAPHS, graph_io, wrap_head
+from engine.backends.base import ArrayGraphs, BackendError
+from engine.backends.graphs import GRAPHS, graph_io
 from models.action_model import ModelConfig
-from models.fastback import FastBackCache
 
 
 def available_cores() -> int:
@@ -34,7 +33,7 @@ def default_threads(providers: list) -> int:
 ORT_INSTALL = "pip install 'actstream[onnx]' (onnx, onnxruntime, onnxscript)"
 
 
-class OnnxRuntimeBackend(ModelFacts):
+class OnnxRuntimeBackend(ArrayGraphs):
     """ONNX Runtime sessions over an engine directory's `*.onnx` graphs (CPU, or CUDA with
     onnxruntime-gpu)."""
 
@@ -95,37 +94,6 @@ class OnnxRuntimeBackend(ModelFacts):
     def _run(self, name: str, *arrays: np.ndarray) -> list[np.ndarray]:
         feed = dict(zip(self.input_names[name], arrays, strict=True))
         return self.sessions[name].run(None, feed)
-
-    def _float(self, t: torch.Tensor) -> np.ndarray:
-        return t.detach().cpu().numpy().astype(self.np_dtype, copy=False)
-
-    def encode_frames(self, images: np.ndarray, previous: np.ndarray) -> torch.Tensor:
-        cpu = torch.device("cpu")
-        frames = [images, previous] if self.motion else [images]
-        args = [self._float(self.frame_tensor(f, cpu, torch.float32)) for f in frames]
-        (features,) = self._run("backbone", *args)
-        return torch.from_numpy(features.astype(np.float32, copy=False))
-
-    def init_cache(self, batch_size: int) -> FastBackCache:
-        return empty_cache(self.model_config, batch_size, torch.float32)
-
-    def temporal_step(
-        self, x: torch.Tensor, cache: FastBackCache
-    ) -> tuple[torch.Tensor, FastBackCache]:
-        arrays = [self._float(x), *(self._float(t) for t in cache[:4]), cache.count.numpy()]
-        y, *new = self._run("temporal_step", *arrays)
-        return torch.from_numpy(y.astype(np.float32, copy=False)), FastBackCache(
-            *(torch.from_numpy(a.astype(np.float32, copy=False)) for a in new[:4]),
-            torch.from_numpy(new[4]),
-        )
-
-    def head(self, window: torch.Tensor, valid: torch.Tensor):
-        outs = self._run("head", self._float(window), valid.numpy())
-        return wrap_head(
-            self.model_config,
-            tuple(torch.from_numpy(a.astype(np.float32, copy=False)) for a in outs),
-            valid,
-        )
 
 
 _ORT_TYPES = {"float32": "tensor(float)", "float16": "tensor(float16)"}

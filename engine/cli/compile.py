@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from engine.backends.names import BACKENDS, PRECISIONS
 from engine.cli.common import EXIT_INTERRUPTED, fail, say
 
 
@@ -19,15 +20,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     comp.add_argument(
         "--backend",
         default="auto",
-        choices=["auto", "tensorrt", "onnxruntime", "torch"],
+        choices=["auto", *BACKENDS],
         help="target backend (default auto: the best that runs on --device here)",
     )
     comp.add_argument(
         "--precision",
         default="auto",
-        choices=["auto", "fp32", "fp16"],
-        help="fp16 (needs CUDA; the model is cast to half before compiling) or fp32 "
-        "(default auto: fp16 for tensorrt, else fp32)",
+        choices=["auto", *PRECISIONS],
+        help="fp32; fp16 (needs CUDA; the model is cast to half before compiling); bf16 (CPU "
+        "with AVX512-BF16 or AMX: torch, openvino); int8 (CPU with VNNI or AMX: the backbone "
+        "quantised, onnxruntime, openvino); auto (default: on a GPU fp16 for tensorrt; on the "
+        "CPU with --backend auto, every backend x precision measured here, the fastest within "
+        "its accuracy bound kept)",
+    )
+    comp.add_argument(
+        "--calibration",
+        metavar="VIDEOS",
+        help="int8: a video file or folder of videos to calibrate on (default: the "
+        "checkpoint's training videos, where they are on disk)",
     )
     comp.add_argument(
         "--max-batch",
@@ -56,39 +66,68 @@ def compile_command(args: argparse.Namespace) -> int:
     from engine.backbones import BackboneError
     from engine.backends.base import BackendError
     from engine.backends.choice import choose_backend, default_precision
-    from engine.backends.compile import compile_engine, load_engine
+    from engine.backends.compile import compile_engine
     from engine.backends.manifest import EngineError
-    from engine.backends.torch_backend import TorchBackend
-    from engine.backends.verify import compare_backends
-    from engine.checkpoint import CheckpointError, load_checkpoint
+    from engine.backends.measure import compile_auto
+    from engine.calibration import calibration_frames, calibration_videos
+    from engine.checkpoint import CheckpointError, load_checkpoint, read_payload
 
     if args.max_batch < 1:
         return fail(f"--max-batch must be >= 1, got {args.max_batch}")
     device = args.device or ("cuda" if args.backend == "tensorrt" else "cpu")
+    measured = args.backend == "auto" and args.precision == "auto" and device == "cpu"
     try:
-        backend = choose_backend(args.backend, device)
-        precision = default_precision(backend) if args.precision == "auto" else args.precision
-        model, config, step = load_checkpoint(args.checkpoint, "cpu")
-        say(
-            f"compiling {args.checkpoint} for {backend} {precision} "
-            f"(max batch {args.max_batch}, device {device}) into {args.out}"
-        )
-        manifest = compile_engine(
-            model,
-            config,
-            args.out,
-            backend=backend,
-            precision=precision,
-            max_batch=args.max_batch,
-            device=device,
-            standalone_engine=args.standalone_engine,
-            step=step,
-        )
-        if not args.no_verify:
-            compiled, _ = load_engine(args.out, device=device)
-            reference = TorchBackend(load_checkpoint(args.checkpoint, "cpu")[0], device)
-            diffs = compare_backends(reference, compiled, config, batch=min(4, args.max_batch))
-            say("max |compiled - eager| " + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
+        payload = read_payload(args.checkpoint, "cpu")
+        model, config, step = load_checkpoint(args.checkpoint, "cpu", payload)
+        calibration = None
+        if args.precision == "int8" or (measured and config.input is None):
+            try:
+                videos = calibration_videos(args.calibration, payload.get("trained_on"))
+                calibration = calibration_frames(config, videos)
+            except BackendError as exc:
+                if not measured:
+                    raise
+                say(f"int8 not measured: {exc}")
+        if measured:
+            say(
+                f"compiling {args.checkpoint} for every CPU backend and precision that runs "
+                f"here, measuring each (max batch {args.max_batch}) into {args.out}"
+            )
+            manifest = compile_auto(
+                model,
+                config,
+                args.out,
+                max_batch=args.max_batch,
+                calibration=calibration,
+                step=step,
+                say=say,
+            )
+            say(f"chose {manifest.notes['auto']['chosen']}: {manifest.notes['auto']['why']}")
+        else:
+            backend = choose_backend(args.backend, device)
+            precision = default_precision(backend) if args.precision == "auto" else args.precision
+            say(
+                f"compiling {args.checkpoint} for {backend} {precision} "
+                f"(max batch {args.max_batch}, device {device}) into {args.out}"
+            )
+            manifest = compile_engine(
+                model,
+                config,
+                args.out,
+                backend=backend,
+                precision=precision,
+                max_batch=args.max_batch,
+                device=device,
+                standalone_engine=args.standalone_engine,
+                step=step,
+                calibration=calibration,
+                verify=not args.no_verify,
+            )
+        for key, what in (("max_abs_difference", "|compiled - eager|"),
+                          ("max_relative_error", "relative")):  # fmt: skip
+            if key in manifest.notes:
+                values = manifest.notes[key].items()
+                say(f"max {what} " + ", ".join(f"{k} {v:.2e}" for k, v in values))
     except (CheckpointError, EngineError, BackendError, BackboneError) as exc:
         return fail(str(exc))
     except KeyboardInterrupt:

@@ -10,6 +10,7 @@ import sys
 import threading
 import uuid
 
+from engine.backends.names import BACKENDS, PRECISIONS
 from engine.cli.common import add_overrides, fail, logger, say
 
 
@@ -49,14 +50,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     run.add_argument(
         "--backend",
-        choices=["auto", "tensorrt", "onnxruntime", "torch"],
+        choices=["auto", *BACKENDS],
         help="backend for --weights (default auto: tensorrt on a GPU if installed, else torch; "
-        "onnxruntime on the CPU if installed, else torch)",
+        "onnxruntime on the CPU if installed, else torch; openvino by name)",
     )
     run.add_argument(
         "--precision",
-        choices=["auto", "fp32", "fp16"],
-        help="model precision (default auto: fp16 for tensorrt, else fp32; fp16 needs CUDA)",
+        choices=["auto", *PRECISIONS],
+        help="model precision (default auto: fp16 for tensorrt, else fp32; fp16 needs CUDA; "
+        "bf16 on the CPU with torch or openvino; int8 only from a compiled --engine)",
     )
     run.add_argument("--device", help="torch device: cpu (default), cuda, cuda:1")
     run.add_argument(

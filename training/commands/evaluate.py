@@ -180,6 +180,8 @@ def eval_command(args: argparse.Namespace) -> int:
         return fail(str(exc))
     if payload.get("task") == "clips":
         return clip_eval_command(args, payload)
+    from engine.backends.base import BackendError
+    from engine.backends.manifest import EngineError
     from models.heads import head_family
     from training.evaluate import (
         evaluate_offline,
@@ -251,9 +253,12 @@ def eval_command(args: argparse.Namespace) -> int:
         what = "recordings" if signals else "videos"
         bar = Progress(len(videos), every=1, label=what)
         print(f"replaying {len(videos)} {what} through the detector ...", file=sys.stderr)
-        streaming = evaluate_streaming(
-            model, videos, paths, classes, app, progress=lambda i, n: bar.update(i)
-        )
+        try:
+            streaming = evaluate_streaming(
+                model, videos, paths, classes, app, progress=lambda i, n: bar.update(i)
+            )
+        except (EngineError, BackendError) as exc:  # engine.engine_dir that does not fit
+            return fail(str(exc))
         ratio = streaming.map_result.average_map / max(offline.average_map, 1e-9)
         results.update(
             events=streaming.events,
