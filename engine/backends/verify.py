@@ -39,12 +39,17 @@ def backend_outputs(
     batch: int = 4,
     steps: int | None = None,
     seed: int = 0,
+    frames: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Every graph's outputs on inputs drawn from `seed`: the backbone on `batch` frames,
-    `steps` temporal steps over `batch` streams (past the lookback window, so the cache
-    wraps), and the head on `batch` windows with padded starts."""
+    """Every graph's outputs on inputs drawn from `seed`: the backbone on `batch` frames
+    (or on `frames`, real frames and their previous ones: a quantised backbone is judged on
+    what it will see, not on noise outside its calibrated ranges), `steps` temporal steps
+    over `batch` streams (past the lookback window, so the cache wraps), and the head on
+    `batch` windows with padded starts."""
     rng = np.random.default_rng(seed)
-    if config.input is not None:  # signal frames: samples around 0
+    if frames is not None:
+        images, previous = frames
+    elif config.input is not None:  # signal frames: samples around 0
         images = rng.normal(0, 1, (batch, *config.frame_shape)).astype(np.float32)
         previous = images
     else:
@@ -76,24 +81,27 @@ def backend_outputs(
     return result
 
 
+def differences(
+    reference: Backend, other: Backend, config: ModelConfig, **kw
+) -> tuple[dict[str, float], dict[str, float]]:
+    """(max |a - b|, max |a - b| / max |a|) per output of two backends on the same inputs
+    (`backend_outputs`' keywords); the relative one is scale-free, for reduced precisions."""
+    a = backend_outputs(reference, config, **kw)
+    b = backend_outputs(other, config, **kw)
+    absolute = {k: float((a[k].float() - b[k].float()).abs().max()) for k in a}
+    relative = {k: absolute[k] / max(float(a[k].float().abs().max()), 1e-12) for k in a}
+    return absolute, relative
+
+
 def compare_backends(
     reference: Backend, other: Backend, config: ModelConfig, *, batch: int = 4, seed: int = 0
 ) -> dict[str, float]:
     """Max absolute difference per output between two backends on the same inputs."""
-    a = backend_outputs(reference, config, batch=batch, seed=seed)
-    b = backend_outputs(other, config, batch=batch, seed=seed)
-    return {k: float((a[k].float() - b[k].float()).abs().max()) for k in a}
+    return differences(reference, other, config, batch=batch, seed=seed)[0]
 
 
 def max_relative_error(
     reference: Backend, other: Backend, config: ModelConfig, **kw
 ) -> dict[str, float]:
     """Max |a - b| / max |a| per output (scale-free: for fp16 against fp32)."""
-    a = backend_outputs(reference, config, **kw)
-    b = backend_outputs(other, config, **kw)
-    return {
-        k: float(
-            (a[k].float() - b[k].float()).abs().max() / a[k].float().abs().max().clamp(min=1e-12)
-        )
-        for k in a
-    }
+    return differences(reference, other, config, **kw)[1]

@@ -10,6 +10,7 @@ from benchmarks import (
     backends,
     capacity,
     components,
+    cpu_precisions,
     end_to_end,
     pipeline_efficiency,
     quick,
@@ -45,6 +46,19 @@ def test_backends(tmp_path):
         assert set(timings) == {"backbone_b1", "backbone_b2", "temporal_step_b1", "head_b1"}
         for stats in timings.values():
             check_stats(stats)
+
+
+def test_cpu_precisions(tmp_path):
+    args = ["--backbones", "builtin", "--seconds", "0.05", "--out", str(tmp_path)]
+    assert cpu_precisions.main(args) == 0
+    rows = load(tmp_path / "cpu_precisions.json")["rows"]
+    timed = {(r["backend"], r["precision"]): r for r in rows if "frames_per_s" in r}
+    assert timed[("onnxruntime", "fp32")]["vs_onnxruntime_fp32"] == 1.0
+    assert {("torch", "fp32"), ("openvino", "fp32")} <= set(timed)
+    for r in timed.values():
+        assert r["frames_per_s"] > 0 and 0 < r["fraction_of_peak"] and r["gflop_per_frame"] > 0
+        assert r["max_relative_error"] <= 0.1
+    assert all("skipped" in r for r in rows if "frames_per_s" not in r)
 
 
 def test_components(tmp_path):

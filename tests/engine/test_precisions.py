@@ -128,7 +128,7 @@ def test_precision_round_trip_through_an_engine_directory(tmp_path, backend, pre
         assert "QuantizeLinear" in ops["backbone"] and "DequantizeLinear" in ops["backbone"]
         assert "QuantizeLinear" not in ops["temporal_step"] | ops["head"]
         assert manifest.notes["int8_graphs"] == ["backbone"]
-        assert manifest.notes["calibration_frames"] == 16
+        assert manifest.notes["calibration_frames"] == 8  # every other frame; the rest check it
 
 
 def test_int8_needs_calibration_frames(tmp_path):
