@@ -38,7 +38,10 @@ class StreamTimeline:
         self.window_frames, self.feature_dim = window_frames, feature_dim
         self.delay_frames, self.head_stride = delay_frames, head_stride
         self.frame_period_s = frame_period_s
-        self.window = torch.zeros(window_frames, feature_dim)  # (T, C), oldest first
+        # A ring of 2T rows holding each output twice (rows i and i + T): the last T outputs
+        # are always one contiguous slice, so a frame costs two row writes, not a T x C copy.
+        self._ring = torch.zeros(2 * window_frames, feature_dim)
+        self._slot = 0  # the row the next output goes to (mod T)
         self.filled = 0
         self.pending: deque[Frame] = deque()
         self.newest: Frame | None = None
@@ -46,7 +49,8 @@ class StreamTimeline:
 
     def start(self) -> None:
         """A new connection: an empty window and no frames."""
-        self.window = torch.zeros(self.window_frames, self.feature_dim)
+        self._ring.zero_()
+        self._slot = 0
         self.filled = 0
         self.pending.clear()
         self.newest = None
@@ -65,11 +69,18 @@ class StreamTimeline:
         if len(self.pending) <= self.delay_frames:
             return False  # the encoder has not seen enough future frames for the oldest one
         self.newest = self.pending.popleft()
-        # replaced, never modified, per frame: a queued head run keeps its snapshot
-        self.window = torch.cat([self.window[1:], y.reshape(1, -1)])
+        i = self._slot
+        self._ring[i] = self._ring[i + self.window_frames] = y.reshape(-1)
+        self._slot = (i + 1) % self.window_frames
         self.filled = min(self.filled + 1, self.window_frames)
         self.since_head += 1
         return self.since_head >= self.head_stride
+
+    @property
+    def window(self) -> torch.Tensor:
+        """(T, C) the last T outputs, oldest first: a view of the ring, valid until the next
+        `push` (`head_input` hands out a copy)."""
+        return self._ring[self._slot : self._slot + self.window_frames]
 
     @property
     def end_s(self) -> float:
@@ -87,5 +98,6 @@ class StreamTimeline:
         T = self.window_frames
         valid = torch.arange(T) >= T - self.filled
         start_s = self.end_s - T * self.frame_period_s
-        window = Window(self.stream_id, self.window, valid, start_s, self.frame_period_s)
+        # a copy: a queued head run keeps its snapshot while later frames are pushed
+        window = Window(self.stream_id, self.window.clone(), valid, start_s, self.frame_period_s)
         return window, self.pending[-1] if self.pending else self.newest

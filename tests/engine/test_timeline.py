@@ -75,3 +75,29 @@ def test_end_then_start_is_a_new_timeline():
     assert tl.newest is None and tl.since_head == 0 and tl.head_input() is None
     tl.start()
     assert tl.filled == 0 and not tl.pending and tl.window.abs().sum() == 0
+
+
+def test_ring_window_equals_the_shifted_window_and_head_runs_keep_their_snapshot():
+    """The ring holds exactly what shifting a (T, C) window by one row per frame gives, over
+    several wraps and a reconnection; a head input taken earlier is not changed by the
+    frames pushed after it."""
+    T, C = 5, 3
+    tl = StreamTimeline(stream_id="s", window_frames=T, feature_dim=C, delay_frames=1,
+                        head_stride=2, frame_period_s=0.1)  # fmt: skip
+    gen = torch.Generator().manual_seed(3)
+    for connection in range(2):
+        tl.start()
+        reference = torch.zeros(T, C)
+        snapshots = []
+        for i in range(3 * T + 2):
+            y = torch.randn(1, C, generator=gen)
+            due = tl.push(frame(i), y)
+            if i >= 1:  # with delay 1 the first output comes with the second frame
+                reference = torch.cat([reference[1:], y])
+            assert torch.equal(tl.window, reference), (connection, i)
+            if due:
+                window, _ = tl.head_input()
+                snapshots.append((window.features, reference.clone()))
+        assert len(snapshots) >= 7
+        for features, then in snapshots:
+            assert torch.equal(features, then)
