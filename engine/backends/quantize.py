@@ -29,22 +29,27 @@ logger = logging.getLogger(__name__)
 CALIBRATION_BATCH = 8  # calibration frames per quantiser run
 
 
-# Left in float: normalisations, and the nonlinearities whose int8 tables lose the most.
-FLOAT_OPS = frozenset(
-    {"BatchNormalization", "InstanceNormalization", "LayerNormalization"}
-    | {"EmbedLayerNormalization", "Softmax", "Sigmoid"}
-)
+# What is quantised. In a CNN, the matrix products and the operators between them
+# (residual additions, activations, pooling), so that int8 tensors flow from one convolution
+# to the next without a float round trip (measured with OpenVINO on a ResNet-18-class
+# backbone: 2.8x ONNX Runtime fp32 with the products alone, 3.1-3.4x so). In a graph with
+# attention (a Softmax: a ViT), the products only: quantising its residual additions too
+# cost it speed (OpenVINO DINOv2-small 2.6x -> 2.0x) and pushed its difference to 0.09-0.10,
+# at the int8 bound.
+CNN_OPS = (
+    "Conv", "MatMul", "Gemm", "Add", "Relu", "Clip", "MaxPool", "AveragePool",
+    "GlobalAveragePool", "Flatten", "Concat",
+)  # fmt: skip
+ATTENTION_OPS = ("Conv", "MatMul", "Gemm")
 
 
-def quantized_op_types() -> list[str]:
-    """Every operator ONNX Runtime quantises but `FLOAT_OPS`: the matrix products and, so
-    that int8 tensors flow between them without a float round trip, the additions,
-    activations, pooling and reshapes around them (measured with OpenVINO against ONNX
-    Runtime fp32 in one run each: a ResNet-18-class backbone 2.8x with the matrix products
-    alone, 3.1x so; the bundled CNN 1.49x and 1.56x)."""
-    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+def quantized_ops(path: Path) -> list[str]:
+    """The operator types to quantise in the graph at `path` (`CNN_OPS` or `ATTENTION_OPS`)."""
+    import onnx
 
-    return sorted((set(QDQRegistry) | set(QLinearOpsRegistry)) - FLOAT_OPS)
+    graph = onnx.load(str(path), load_external_data=False).graph
+    attention = any(node.op_type == "Softmax" for node in graph.node)
+    return list(ATTENTION_OPS if attention else CNN_OPS)
 
 
 def quantize_backbone(
@@ -96,6 +101,7 @@ def quantize_backbone(
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(path), str(prepared))
+        ops = quantized_ops(prepared)
         quantize_static(
             str(prepared),
             str(path),
@@ -105,7 +111,11 @@ def quantize_backbone(
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
-            op_types_to_quantize=quantized_op_types(),
+            op_types_to_quantize=ops,
         )
     logger.info("quantised %s to int8 on %d calibration frames", path.name, len(images))
-    return {"int8_graphs": ["backbone"], "calibration_frames": int(len(images))}
+    return {
+        "int8_graphs": ["backbone"],
+        "int8_ops": ops,
+        "calibration_frames": int(len(images)),
+    }
