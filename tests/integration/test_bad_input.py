@@ -112,7 +112,7 @@ def test_unsupported_codec_is_a_one_line_start_up_error(tmp_path):
         ("model: [unclosed\n", "invalid YAML at line"),
         ("tracker:\n  onset_threshold: 1.5\n", "onset_threshold must be in [0, 1]"),
         ("stream:\n  buffer_frames: -3\n", "buffer_frames must be positive"),
-        ("engine:\n  backend: openvino\n", "engine.backend: expected one of"),
+        ("engine:\n  backend: coreml\n", "engine.backend: expected one of"),
         ("- just\n- a list\n", "expected a mapping at the top level"),
     ],
 )
