@@ -8,7 +8,7 @@ values): a ResNet-18-class and a ResNet-50-class CNN and a DINOv2-small ViT (pat
 (int8 calibrated on rendered synthetic scenes), checked against eager fp32, and its backbone
 timed at one batch with every core.
 
-Peak (FLOP/s) = cores x clock x FLOP per cycle per core for the ISA the precision uses,
+Peak (FLOP/s) = cores used x clock x FLOP per cycle per core for the ISA the precision uses,
 assuming two 512-bit FMA ports: fp32 AVX-512 64 (AVX2 32); bf16 AVX512-BF16 128, AMX-BF16
 1024; int8 VNNI 256 (AVX-VNNI 128), AMX-INT8 2048 (integer ops counted as FLOPs). The clock is
 /proc/cpuinfo's `cpu MHz`. Model FLOPs are torch's FLOP counter on the backbone at batch 1
@@ -101,7 +101,7 @@ def backbone_flops(model, config: ModelConfig) -> float:
     return float(counter.get_total_flops())
 
 
-def peak_flops(precision: str, features: dict[str, bool]) -> tuple[float, str]:
+def peak_flops(precision: str, features: dict[str, bool], cores: int) -> tuple[float, str]:
     """FLOP/s of this CPU's cores for the precision's best unit here, and the unit's name."""
     per_cycle, unit = (64, "AVX-512") if features["avx512"] else (32, "AVX2")
     if precision == "bf16":
@@ -116,7 +116,7 @@ def peak_flops(precision: str, features: dict[str, bool]) -> tuple[float, str]:
             per_cycle, unit = 256, "AVX512-VNNI"
         elif features["avx_vnni"]:
             per_cycle, unit = 128, "AVX-VNNI"
-    return available_cores() * cpu_ghz() * 1e9 * per_cycle, unit
+    return cores * cpu_ghz() * 1e9 * per_cycle, unit
 
 
 def cpu_ghz() -> float:
@@ -154,12 +154,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backbones", nargs="+", default=list(BACKBONES), choices=BACKBONES)
     parser.add_argument("--batch", type=int, default=8, help="backbone batch (default 8)")
     parser.add_argument("--seconds", type=float, default=3.0, help="timing per candidate")
+    parser.add_argument(
+        "--threads", type=int, default=0,
+        help="model threads (default 0: every core; the detector leaves one to the readers)",
+    )  # fmt: skip
     parser.add_argument("--out", default=str(RESULTS), help="results folder (default results/)")
     parser.add_argument("--name", default="cpu_precisions", help="result file name")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     features = usable_features()
-    cores = available_cores()
+    cores = args.threads or available_cores()
     torch.set_num_threads(cores)
     base = load_checkpoint(DEMO, "cpu")[1]
     rows = []
@@ -198,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                     backend, _ = load_engine(where, threads=cores)
                     fps = backbone_fps(backend, images, args.seconds)
                     del backend
-                    peak, unit = peak_flops(precision, features)
+                    peak, unit = peak_flops(precision, features, cores)
                     if backend_name == "onnxruntime" and precision == "fp32":
                         reference_fps = fps
                     row |= {
