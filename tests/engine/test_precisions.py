@@ -227,3 +227,27 @@ def test_openvino_gives_the_same_events_as_onnxruntime_fp32(tmp_path):
         if a.end_s is not None:
             assert abs(a.end_s - b.end_s) <= 0.1 + 1e-6
         assert abs(a.score - b.score) <= 1e-2
+
+
+def test_compile_command_calibrates_int8_on_the_videos_given(tmp_path):
+    needs_units("int8")
+    model, config = small()
+    path = tmp_path / "small.pt"
+    save_checkpoint(path, model, config, step=1)  # records no training videos
+    scene = SyntheticScene(seed=5, width=64, height=64, num_actors=1, duration_s=4.0)
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    write_video(videos / "a.mp4", scene, duration_s=4.0, fps=10)
+    out = tmp_path / "engine"
+    args = ["compile", str(path), "--backend", "onnxruntime", "--precision", "int8"]
+    missing = run_cli(*args, "--out", str(out), timeout=120)
+    assert missing.returncode != 0 and not out.exists()
+    assert "precision int8 needs frames to calibrate on: give --calibration" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    bad = run_cli(*args, "--calibration", str(tmp_path / "none"), "--out", str(out), timeout=120)
+    assert bad.returncode != 0 and "no such video file or folder (--calibration)" in bad.stderr
+    result = run_cli(*args, "--calibration", str(videos), "--out", str(out), timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert "max relative backbone" in result.stderr
+    manifest = read_manifest(out)
+    assert manifest.precision == "int8" and manifest.notes["calibration_frames"] == 20
