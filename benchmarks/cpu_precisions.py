@@ -34,12 +34,12 @@ import torch
 
 from benchmarks.common import RESULTS, figure, save
 from engine.backbones import build_action_model
+from engine.backends.base import BackendError
 from engine.backends.choice import BACKEND_PRECISIONS, backend_problem, check_precision
 from engine.backends.compile import compile_engine, load_engine
 from engine.backends.graphs import graph_module
 from engine.backends.measure import CPU_BACKENDS
 from engine.backends.onnxruntime_backend import available_cores
-from engine.backends.verify import AccuracyError
 from engine.checkpoint import load_checkpoint
 from engine.cpu import usable_features
 from models.action_model import ModelConfig
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                     try:
                         problem = backend_problem(backend_name, "cpu")
                         if problem:
-                            raise AccuracyError(problem)
+                            raise BackendError(problem)
                         check_precision(precision, "cpu", backend_name)
                         where = Path(tmp) / f"{kind}-{backend_name}-{precision}"
                         manifest = compile_engine(

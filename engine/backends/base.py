@@ -100,9 +100,7 @@ class ArrayGraphs(ModelFacts):
     as float32 torch tensors, the cache stays on the CPU in float32."""
 
     np_dtype: type = np.float32
-
-    def _run(self, name: str, *arrays: np.ndarray) -> list[np.ndarray]:
-        raise NotImplementedError
+    _run: Callable[..., list[np.ndarray]]  # (graph name, *input arrays) -> output arrays
 
     def _float(self, t: torch.Tensor) -> np.ndarray:
         return t.detach().cpu().numpy().astype(self.np_dtype, copy=False)

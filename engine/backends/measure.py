@@ -18,7 +18,7 @@ import torch
 
 from engine.backends.base import Backend, BackendError
 from engine.backends.choice import BACKEND_PRECISIONS, backend_problem, check_precision
-from engine.backends.manifest import Manifest, write_manifest
+from engine.backends.manifest import Manifest, read_manifest, write_manifest
 from engine.backends.verify import ACCURACY_BOUNDS, AccuracyError
 from engine.cpu import usable_features
 from models.action_model import ActionModel, ModelConfig
@@ -167,7 +167,7 @@ def compile_auto(
                 f"is less than {PREFER_WITHIN:.0%} faster, so the higher precision is kept"
             )
         chosen = Path(tmp) / f"{best['backend']}-{best['precision']}"
-        manifest = load_engine(chosen)[1]
+        manifest = read_manifest(chosen)  # what compile wrote; no need to load it again
         manifest.notes["auto"] = {
             "chosen": f"{best['backend']} {best['precision']}",
             "why": why,
