@@ -65,6 +65,7 @@ def build_detector(
     endpoint: str | None = None,
     publisher: Publisher | None = None,
     on_frame: Callable[[str, float], None] | None = None,
+    on_decision: Callable[[str, float], None] | None = None,
     previews: Previews | None = None,
 ) -> Detector:
     """Builds every part from the config and wires the detector: per stream a buffer (drop
@@ -72,7 +73,8 @@ def build_detector(
     with `run_id`); a ZeroMQ publisher (not yet started: `detector.publisher.start()` binds
     it) unless `publisher` is given; the model's head as segmenter unless one is given;
     with `clips.enabled`, a packet ring per PyAV stream and the clip writer.
-    `on_frame(stream_id, t_s)`: called for every frame the model processes; `previews`: where
+    `on_frame(stream_id, t_s)`: called for every frame the model processes; `on_decision(stream_id,
+    latency_s)` after every head run's decision; `previews`: where
     the readers leave frames for the live view while someone watches."""
     metrics = metrics or Metrics()
     if publisher is None:
@@ -148,6 +150,7 @@ def build_detector(
         metrics=metrics,
         ready=ready,
         on_frame=on_frame,
+        on_decision=on_decision,
         clips=clips,
     )
 

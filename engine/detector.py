@@ -84,6 +84,9 @@ class Detector:
         publisher: a started publisher (`Publisher`, or `MemoryPublisher`); closed by `close()`.
         metrics: the `Metrics` every stage reports to (its endpoint is closed by `close()`).
         ready: set by the buffers when an item arrives (the loop waits on it when idle).
+        on_frame: `(stream_id, t_s)` for every frame the model processes.
+        on_decision: `(stream_id, latency_s)` after every head run's decision: wall time now
+            − the decode wall time of the run's newest frame (the benchmarks' latency).
         clips: cuts each action's evidence clip (None: no clips); started by `start()`,
             closed by `close()` before the publisher.
     """
@@ -99,13 +102,14 @@ class Detector:
         metrics: Metrics,
         ready: threading.Event | None = None,
         on_frame: Callable[[str, float], None] | None = None,
+        on_decision: Callable[[str, float], None] | None = None,
         clips: ClipWriter | None = None,
     ) -> None:
         if not streams:
             raise StartupError("no sources: give at least one SOURCE")
         self.backend, self.segmenter, self.config = backend, segmenter, config
         self.publisher, self.metrics = publisher, metrics
-        self.on_frame = on_frame
+        self.on_frame, self.on_decision = on_frame, on_decision
         self.clips = clips
         model = config.model
         self.period_s = 1.0 / model.fps
@@ -328,6 +332,10 @@ class Detector:
                 detections, window_start_s=window.start_s, window_end_s=window.end_s
             )
             self._emit(st, events, decision)
+            latency = time.time() - decision.decoded_wall_s
+            self.metrics.frame_to_decision_seconds.labels(st.spec.stream_id).observe(latency)
+            if self.on_decision is not None:
+                self.on_decision(st.spec.stream_id, latency)
         self.metrics.stage_seconds.labels("head").observe(t1 - t0)
         self.metrics.stage_seconds.labels("track").observe(time.perf_counter() - t1)
 

@@ -118,6 +118,14 @@ class Metrics:
             buckets=LATENCY_BUCKETS_S,
             registry=r,
         )
+        self.frame_to_decision_seconds = Histogram(
+            "actstream_frame_to_decision_latency_seconds",
+            "From the decode of a head run's newest frame to the end of its decision (head and "
+            "tracker): the latency every event of that run has before publication, events or not.",
+            ["stream"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
         self.events = Counter(
             "actstream_events_published",
             "Action events published.",
@@ -192,6 +200,7 @@ class Metrics:
         self.stream_up.labels(stream).set(0)
         self.buffer_frames.labels(stream).set_function(buffer_depth)
         self.frame_to_event_seconds.labels(stream)
+        self.frame_to_decision_seconds.labels(stream)
 
     def serve(self, host: str, port: int) -> int:
         """Starts the /metrics HTTP endpoint; returns the bound port."""

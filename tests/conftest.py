@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import select
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -15,12 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import rtsp
 from tests.media import scene_frames, write_h264_mp4
 
 ROOT = Path(__file__).resolve().parents[1]
 CMD = [sys.executable, "-m", "training.cli"]  # what the `actstream` command runs
-RTSP_SERVER = Path(__file__).with_name("rtsp_server.py")
-SYSTEM_PYTHON = "/usr/bin/python3"
 
 # Every bound on a wait in the suite is multiplied by this (a loaded or slow machine:
 # ACTSTREAM_TEST_TIME_SCALE=3). Waits are on conditions; a bound only says when to give up.
@@ -116,35 +113,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class RtspServer:
-    """gst-rtsp-server in a subprocess of the system Python; stopped by `stop()`."""
+class RtspServer(rtsp.RtspServer):
+    """The shared RTSP server with its start-up wait scaled (`scaled`)."""
 
-    def __init__(self, *args: str, port: int = 0, ready_timeout_s: float = 20.0) -> None:
-        self.proc = subprocess.Popen(
-            [SYSTEM_PYTHON, str(RTSP_SERVER), "--port", str(port), *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        ready, _, _ = select.select([self.proc.stdout], [], [], scaled(ready_timeout_s))
-        line = self.proc.stdout.readline() if ready else ""
-        if not line.startswith("READY "):
-            self.stop()
-            raise RuntimeError(f"RTSP server did not start: {line!r}")
-        self.url = line.split()[1]
-        self.port = int(self.url.split(":")[2].split("/")[0])
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGCONT)
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stdout:
-            self.proc.stdout.close()
+    def __init__(self, *args: str, ready_timeout_s: float = 20.0, **kw) -> None:
+        super().__init__(*args, ready_timeout_s=scaled(ready_timeout_s), **kw)
 
 
 @pytest.fixture

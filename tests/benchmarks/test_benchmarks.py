@@ -12,7 +12,9 @@ from benchmarks import (
     components,
     cpu_precisions,
     end_to_end,
+    phases,
     pipeline_efficiency,
+    profiles,
     quick,
     step_vs_recompute,
     store_and_clips,
@@ -59,6 +61,44 @@ def test_cpu_precisions(tmp_path):
         assert r["frames_per_s"] > 0 and 0 < r["fraction_of_peak"] and r["gflop_per_frame"] > 0
         assert r["max_relative_error"] <= 0.1
     assert all("skipped" in r for r in rows if "frames_per_s" not in r)
+
+
+def test_profiles_substream_through_rtsp_and_synthetic(tmp_path):
+    args = ["--profiles", "synthetic", "substream", "--backbones", "builtin", "--streams", "2",
+            "--phase-s", "1.5", "--duration-s", "2", "--warmup-s", "0.5", "--max-streams", "2",
+            "--out", str(tmp_path)]  # fmt: skip
+    assert profiles.main(args) == 0
+    rows = load(tmp_path / "profiles.json")["rows"]
+    assert [(r["profile"], r["backbone"], r["engine"]) for r in rows] == [
+        ("synthetic", "builtin", "onnxruntime:fp32"),
+        ("substream", "builtin", "onnxruntime:fp32"),
+    ]
+    for r in rows:
+        for key in ("decode_only_fps", "model_only_fps", "end_to_end_fps", "efficiency"):
+            assert math.isfinite(r[key]) and r[key] > 0, (key, r)
+        assert {"decode", "inference", "model_pool"} <= set(r["end_to_end_cores"])
+        assert 0 <= r["capacity_streams"] <= 2
+        for trial in r["capacity_trials"].values():
+            assert trial["frames_processed"] > 0 and trial["seconds"] > 0
+    camera = rows[1]
+    assert camera["video"]["bitrate_kbit_s"] > 300  # the noise makes the encoder spend bits
+    assert all("rtsp_server" in t["cores"] for t in camera["capacity_trials"].values())
+    if camera["capacity_streams"]:
+        check_stats(camera["half_capacity"]["frame_to_decision_ms"])
+
+
+@pytest.mark.parametrize("limit", [0, 1, 7, 13, 40, 64])
+def test_capacity_search_finds_the_largest_count_held(limit):
+    tried = []
+
+    def live(n):
+        tried.append(n)
+        return {"held": n <= limit, "frames_processed": 1, "frames_expected": 1,
+                "frames_dropped": 0}  # fmt: skip
+
+    found, trials = phases.capacity(live, estimate=10, max_streams=64)
+    assert found == limit and set(trials) == set(tried) and len(tried) == len(set(tried))
+    assert len(tried) <= 12
 
 
 def test_components(tmp_path):
