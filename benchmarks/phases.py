@@ -108,16 +108,18 @@ def model_only(frames: list[list], backend, model_config, seconds: float) -> flo
 
 
 def end_to_end(sources, backend, model_config, seconds: float) -> dict:
-    """The detector on finite sources, unpaced, for at most `seconds`."""
+    """The detector on finite sources, unpaced, for at most `seconds` (its threads' CPU is
+    sampled while they run)."""
     detector, specs = make_detector(sources, backend, model_config, fast=True)
-    cpu = StageCpu()
+    cpu, stop = StageCpu(), threading.Event()
     detector.start()
-    before, t = cpu.sample(), time.perf_counter()
-    stop = threading.Event()
-    run_in_thread(detector, stop, seconds).join()
-    elapsed = time.perf_counter() - t
-    after = cpu.sample()
+    t, before = time.perf_counter(), cpu.sample()
+    thread = run_in_thread(detector, stop)
+    thread.join(seconds)
+    after, elapsed = cpu.sample(), time.perf_counter() - t
     done = counter(detector.metrics, "actstream_frames_processed_total", specs)
+    stop.set()
+    thread.join()
     detector.close(publish=False)
     return {"fps": done / elapsed, "cores": StageCpu.cores(before, after, elapsed)}
 

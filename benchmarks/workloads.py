@@ -131,19 +131,20 @@ class StageCpu:
 
     STAGES = ("decode", "inference", "model_pool", "other")
 
-    def sample(self) -> dict[str, float]:
+    def sample(self) -> dict[int, tuple[str, float]]:
+        """Each live thread's stage and CPU seconds so far, by thread id."""
         names = {t.native_id: t.name for t in threading.enumerate()}
-        out = dict.fromkeys(self.STAGES, 0.0)
+        out: dict[int, tuple[str, float]] = {}
         try:
             tids = os.listdir("/proc/self/task")
         except OSError:
             return out
-        for tid in tids:
+        for tid in map(int, tids):
             try:
                 seconds = _task_seconds(Path(f"/proc/self/task/{tid}/stat"))
             except (OSError, IndexError, ValueError):
                 continue  # the thread ended
-            name = names.get(int(tid))
+            name = names.get(tid)
             if name is None:
                 stage = "model_pool"
             elif name.startswith("reader-"):
@@ -152,10 +153,14 @@ class StageCpu:
                 stage = "inference"
             else:
                 stage = "other"
-            out[stage] += seconds
+            out[tid] = (stage, seconds)
         return out
 
-    @staticmethod
-    def cores(before: dict[str, float], after: dict[str, float], wall_s: float) -> dict:
-        """Cores each stage kept busy between two samples."""
-        return {k: round((after[k] - before[k]) / wall_s, 3) for k in before}
+    @classmethod
+    def cores(cls, before: dict, after: dict, wall_s: float) -> dict[str, float]:
+        """Cores each stage kept busy between two samples (threads alive at the second; one
+        started in between counts from zero)."""
+        busy = dict.fromkeys(cls.STAGES, 0.0)
+        for tid, (stage, seconds) in after.items():
+            busy[stage] += seconds - before.get(tid, (stage, 0.0))[1]
+        return {k: round(v / wall_s, 3) for k, v in busy.items()}
