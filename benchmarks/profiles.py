@@ -13,14 +13,15 @@ engine (backend:precision, compiled and checked as `actstream compile` does):
 * end to end: the detector on the files with its reader threads, unpaced (`--fast`);
   efficiency = end to end / min(decode-only, model-only);
 * capacity: the most live streams held in real time through the RTSP server (or live
-  `synthetic://` streams): every frame of the model's rate processed and none dropped for
-  `--duration-s` (a minute by default). The search starts at 0.9 x end-to-end / 10 fps and
-  steps by one stream; a trial stops at its first dropped frame;
+  `synthetic://` streams): every frame of the model's rate processed, none dropped and no
+  reconnect for `--duration-s` (a minute by default), after `--warmup-s`. The search starts
+  at 0.9 x end-to-end / 10 fps, brackets by steps that double, then bisects; a trial stops
+  at its first dropped frame;
 * latency at half capacity: frame-to-decision latency (decode of a head run's newest frame
-  -> the end of its decision; every event of that run is published right after) p50 / p99,
-  and the frame-to-event latency of the events published (random-weight backbones publish
-  few);
-* CPU: cores kept busy by the readers, the inference thread, the runtime's worker pool and
+  -> the end of its decision; every event of that run is published right after, so it is
+  the frame-to-event latency whether or not random weights publish events) p50 / p99;
+* CPU: cores kept busy by the readers, the inference thread, the threads Python does not
+  name (the runtime's worker pool and FFmpeg's decoding threads: `native`) and
   the RTSP server process, in the end-to-end and the capacity runs.
 
     python -m benchmarks.profiles [--profiles synthetic substream fullhd]

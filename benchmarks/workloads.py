@@ -125,11 +125,12 @@ def process_cpu_s(pid: int) -> float:
 class StageCpu:
     """CPU seconds per pipeline stage of this process, by thread: `reader-*` threads decode
     (or render), the `inference` thread runs the detector loop, threads Python does not know
-    (the inference runtime's worker pool, ZeroMQ's I/O) count as `model_pool`, the rest as
+    (the inference runtime's worker pool, FFmpeg's decoding threads, ZeroMQ's I/O: they carry
+    no Python name to tell them apart) count as `native`, the rest as
     `other` (publisher, the benchmark's own). Linux only (`/proc/self/task`); elsewhere
     every stage reads 0."""
 
-    STAGES = ("decode", "inference", "model_pool", "other")
+    STAGES = ("decode", "inference", "native", "other")
 
     def sample(self) -> dict[int, tuple[str, float]]:
         """Each live thread's stage and CPU seconds so far, by thread id."""
@@ -146,7 +147,7 @@ class StageCpu:
                 continue  # the thread ended
             name = names.get(tid)
             if name is None:
-                stage = "model_pool"
+                stage = "native"
             elif name.startswith("reader-"):
                 stage = "decode"
             elif name == "inference":

@@ -76,7 +76,7 @@ def test_profiles_substream_through_rtsp_and_synthetic(tmp_path):
     for r in rows:
         for key in ("decode_only_fps", "model_only_fps", "end_to_end_fps", "efficiency"):
             assert math.isfinite(r[key]) and r[key] > 0, (key, r)
-        assert {"decode", "inference", "model_pool"} <= set(r["end_to_end_cores"])
+        assert {"decode", "inference", "native"} <= set(r["end_to_end_cores"])
         assert 0 <= r["capacity_streams"] <= 2
         for trial in r["capacity_trials"].values():
             assert trial["frames_processed"] > 0 and trial["seconds"] > 0
