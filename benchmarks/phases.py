@@ -48,7 +48,6 @@ def make_detector(
     *,
     fast: bool,
     buffer_frames: int = 32,
-    metrics=None,
     on_decision=None,
 ):
     config = load_config(
@@ -66,7 +65,7 @@ def make_detector(
         config,
         backend,
         run_id="prof",
-        metrics=metrics or Metrics(),
+        metrics=Metrics(),
         endpoint="tcp://127.0.0.1:*",
         on_decision=on_decision,
     )
@@ -74,15 +73,15 @@ def make_detector(
     return detector, specs
 
 
-def counter(metrics: Metrics, name: str, specs, **labels) -> float:
+def counter(metrics: Metrics, name: str, specs) -> float:
+    """A per-stream counter summed over `specs`."""
     get = metrics.registry.get_sample_value
-    return sum(get(name, {"stream": s.stream_id, **labels}) or 0.0 for s in specs)
+    return sum(get(name, {"stream": s.stream_id}) or 0.0 for s in specs)
 
 
-def run_in_thread(detector, stop: threading.Event, duration_s: float | None = None):
-    thread = threading.Thread(
-        target=detector.run, args=(stop,), kwargs={"duration_s": duration_s}, name="inference"
-    )
+def run_in_thread(detector, stop: threading.Event) -> threading.Thread:
+    """The detector's loop on a thread named `inference` (how `StageCpu` finds it)."""
+    thread = threading.Thread(target=detector.run, args=(stop,), name="inference")
     thread.start()
     return thread
 
