@@ -116,6 +116,7 @@ def run(
     weights: str,
     fps: float = 10.0,
     threads: int = 0,
+    readers: str = "thread",
     on_sent=None,
     previews=None,
     serve=None,
@@ -124,10 +125,16 @@ def run(
     gets every message sent (the event store, in `benchmarks.store_and_clips`); `previews`
     go to the readers and `serve(detector, metrics)`, called once the publisher is bound,
     starts what watches the run and returns its close (the web view, in
-    `benchmarks.web_clients`)."""
+    `benchmarks.web_clients`); `readers`: `stream.readers` (thread or process)."""
     # Clips are measured on their own (benchmarks.store_and_clips).
     config = load_config(
-        None, ["publisher.heartbeat_s=0.5", "metrics.port=null", "clips.enabled=false"]
+        None,
+        [
+            "publisher.heartbeat_s=0.5",
+            "metrics.port=null",
+            "clips.enabled=false",
+            f"stream.readers={readers}",
+        ],
     )
     model, model_config, _ = load_checkpoint(weights)
     config = dataclasses.replace(config, model=dataclasses.replace(model_config, fps=fps))
@@ -165,13 +172,14 @@ def run(
     started = time.monotonic()
     detector.run(threading.Event(), duration_s=duration_s)
     elapsed = time.monotonic() - started
-    processed = sum(
+    per_stream = [
         metrics.registry.get_sample_value(
             "actstream_frames_processed_total", {"stream": s.stream_id}
         )
         or 0
         for s in specs
-    )
+    ]
+    processed = sum(per_stream)
     dropped = sum(st.buffer.dropped for st in detector.streams.values())
     stages = {}
     for stage in ("preprocess", "backbone", "temporal", "head", "track"):
@@ -209,6 +217,9 @@ def run(
         "frames_processed": int(processed),
         "frames_expected": int(streams * fps * elapsed),
         "frames_dropped": int(dropped),
+        "readers": readers,
+        # the least-served stream's frames as a share of an equal split of what was processed
+        "min_fair_share": round(min(per_stream) * streams / processed, 3) if processed else 0.0,
         "stages": stages,
         "events": len(events),
         "shutdown_offsets": shutdown_offsets,
@@ -248,6 +259,7 @@ def run_with(args: argparse.Namespace, streams: int, on_sent=None, **hooks) -> d
         weights=args.weights,
         fps=args.fps,
         threads=args.threads,
+        readers=args.readers,
         on_sent=on_sent,
         **hooks,
     )
@@ -264,6 +276,9 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads", type=int, default=0, help="ONNX Runtime threads (0: cores - 1)"
     )
+    parser.add_argument(
+        "--readers", default="thread", choices=["thread", "process"], help="stream.readers"
+    )
     parser.add_argument("--out", default=str(RESULTS), help="results folder (default results/)")
 
 
@@ -278,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{r['streams']} streams at {r['fps']:g} fps for {r['duration_s']} s on {r['backend']}")
     print(
         f"frames processed {r['frames_processed']} / expected {r['frames_expected']}, "
-        f"dropped {r['frames_dropped']}"
+        f"dropped {r['frames_dropped']}; least-served stream {r['min_fair_share']:.2f} of an "
+        f"equal share (readers: {r['readers']})"
     )
     for stage, st in r["stages"].items():
         print(
@@ -302,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
             f"onset delay s:     p50 {o['p50']:.2f}  p90 {o['p90']:.2f}  "
             f"({o['n']} of {r['true_onsets']} true onsets matched)"
         )
-    path = save(f"end_to_end_{args.streams}streams", result, args.out)
+    name = f"end_to_end_{args.streams}streams" + ("_process" if args.readers == "process" else "")
+    path = save(name, result, args.out)
     with figure(path.with_suffix(".png")) as (_, ax):
         if f2e:
             ax.hist(np.asarray(f2e) * 1e3, bins=40)

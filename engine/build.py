@@ -23,6 +23,7 @@ from stream.frames import Frame
 from stream.packets import PacketRing
 from stream.preview import Previews
 from stream.reader import StreamReader
+from stream.reader_process import ReaderProcess, runs_in_process
 from stream.settings import ReaderOptions
 from stream.signals import SignalFraming
 from stream.sources import SourceError, SourceKind, SourceSpec
@@ -113,19 +114,27 @@ def build_detector(
             ready=ready,
             is_frame=lambda item: isinstance(item, Frame),
         )
-        reader = StreamReader(
-            spec,
-            buffer,
-            options,
+        counters = dict(
             on_decoded=_counter(metrics.frames_decoded.labels(sid)),
             on_drop=_counter(metrics.frames_dropped.labels(sid, "buffer_full")),
             on_late=_counter(metrics.frames_dropped.labels(sid, "late")),
             on_decode_error=_counter(metrics.decode_errors.labels(sid)),
-            on_gap=lambda at_s, gap_s, c=metrics.sample_gaps.labels(sid): c.inc(),
-            opener=open_sample_feed if spec.kind is SourceKind.ZMQ_SAMPLES else None,
-            packets=rings.get(sid),
-            previews=previews,
         )
+        if config.stream.readers == "process" and runs_in_process(spec):
+            reader = ReaderProcess(
+                spec, buffer, options, packets=rings.get(sid), previews=previews, **counters
+            )
+        else:
+            reader = StreamReader(
+                spec,
+                buffer,
+                options,
+                on_gap=lambda at_s, gap_s, c=metrics.sample_gaps.labels(sid): c.inc(),
+                opener=open_sample_feed if spec.kind is SourceKind.ZMQ_SAMPLES else None,
+                packets=rings.get(sid),
+                previews=previews,
+                **counters,
+            )
         tracker = Tracker(config.tracker, frame_period_s=period_s, id_prefix=f"{run_id}-{sid}-")
         streams.append(StreamParts(spec, buffer, tracker, reader))
     segmenter = segmenter or ModelSegmenter(

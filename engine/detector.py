@@ -30,7 +30,8 @@ from engine.wire.publisher import Publisher
 from models.fastback import split_cache, stack_caches
 from stream.buffer import FrameBuffer
 from stream.frames import Frame
-from stream.reader import ReaderState, StatusEvent, StreamReader
+from stream.reader import FINAL_STATES, ReaderState, StatusEvent, StreamReader
+from stream.reader_process import ReaderProcess
 from stream.sources import SourceSpec
 
 JOIN_TIMEOUT_S = 1.5  # for all readers together, at shutdown
@@ -41,7 +42,6 @@ _CONNECTION_OVER = (
     ReaderState.FAILED,
     ReaderState.STOPPED,
 )
-_FINAL = (ReaderState.ENDED, ReaderState.FAILED, ReaderState.STOPPED)
 
 
 class StartupError(RuntimeError):
@@ -57,7 +57,7 @@ class StreamParts:
     spec: SourceSpec
     buffer: FrameBuffer
     tracker: Tracker
-    reader: StreamReader | None = None
+    reader: StreamReader | ReaderProcess | None = None
 
 
 class _StreamState:
@@ -133,7 +133,7 @@ class Detector:
         self._closed = False
         self._heads: list[tuple[_StreamState, Window, Frame]] = []
 
-    def _readers(self) -> list[StreamReader]:
+    def _readers(self) -> list[StreamReader | ReaderProcess]:
         return [st.reader for st in self.streams.values() if st.reader is not None]
 
     # ---- lifecycle ------------------------------------------------------------------------------
@@ -384,7 +384,7 @@ class Detector:
             if self.clips is not None:  # the connection's clips end: their messages first
                 self.clips.settle(st.spec.stream_id)
         st.state = state.value
-        if state in _FINAL:
+        if state in FINAL_STATES:
             st.finished = True
         sid = st.spec.stream_id
         self.metrics.stream_up.labels(sid).set(1 if state is ReaderState.CONNECTED else 0)

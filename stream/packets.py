@@ -31,12 +31,15 @@ class CodecInfo:
     snapshot decoders take its extradata, after the source itself is closed.
     """
 
-    def __init__(self, stream: av.video.stream.VideoStream) -> None:
+    def __init__(
+        self, stream: av.video.stream.VideoStream, time_base: Fraction | None = None
+    ) -> None:
         ctx = stream.codec_context
         if ctx is None:  # a codec FFmpeg lacks: nothing to remux (the reader says why)
             raise ValueError("no codec context for this stream")
         self.decoder = ctx.name  # the decoder's name: "h264", "hevc", "mpeg4", ...
-        self.time_base: Fraction = stream.time_base
+        # the packets' time base (`time_base`: the source's, where `stream` is a copy of it)
+        self.time_base: Fraction = time_base or stream.time_base
         self.extradata = bytes(ctx.extradata or b"")
         self._holder = av.open(io.BytesIO(), mode="w", format="mp4")
         try:
@@ -98,9 +101,12 @@ class PacketRing:
         self._last: tuple[int, int] | None = None  # (pts, step) of the newest packet
 
     # ---- the reader's side --------------------------------------------------------------------
-    def start_connection(self, stream: av.video.stream.VideoStream) -> None:
-        """A new connection: its codec parameters; the previous connection's packets go."""
-        codec = CodecInfo(stream)
+    def start_connection(
+        self, stream: av.video.stream.VideoStream, time_base: Fraction | None = None
+    ) -> None:
+        """A new connection: its codec parameters (and the time base of its packets, where
+        `stream` is a copy in another container); the previous connection's packets go."""
+        codec = CodecInfo(stream, time_base)
         with self._lock:
             self.connection += 1
             self._last = None

@@ -81,12 +81,16 @@ class Previews:
         (a reader's: the web server only sends bytes)."""
         t0 = time.thread_time()
         data = rgb_to_jpeg(image)
-        spent = time.thread_time() - t0
+        self.store(stream_id, data, t_s, time.thread_time() - t0)
+
+    def store(self, stream_id: str, jpeg: bytes, t_s: float, cpu_s: float = 0.0) -> None:
+        """A frame already encoded (by a reader process), with the CPU its encoding took."""
+        spent = cpu_s
         with self._lock:
             self.encode_cpu_s += spent
             self._last_offer[stream_id] = time.monotonic()
             old = self._latest.get(stream_id)
-            self._latest[stream_id] = Preview((old.seq if old else 0) + 1, data, t_s, time.time())
+            self._latest[stream_id] = Preview((old.seq if old else 0) + 1, jpeg, t_s, time.time())
 
     def latest(self, stream_id: str) -> Preview | None:
         return self._latest.get(stream_id)

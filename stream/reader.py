@@ -48,7 +48,7 @@ class ReaderState(enum.Enum):
     STOPPED = "stopped"
 
 
-_FINAL = {ReaderState.ENDED, ReaderState.FAILED, ReaderState.STOPPED}
+FINAL_STATES = {ReaderState.ENDED, ReaderState.FAILED, ReaderState.STOPPED}
 ALLOWED_TRANSITIONS: dict[ReaderState, frozenset[ReaderState]] = {
     ReaderState.CONNECTING: frozenset(
         {ReaderState.CONNECTED, ReaderState.DISCONNECTED, ReaderState.FAILED, ReaderState.STOPPED}
@@ -190,10 +190,10 @@ class StreamReader:
         except Exception as exc:  # a bug: report it as a failed stream, never die silently
             logger.exception("stream %s: reader crashed", self.spec.stream_id)
             self.first_error = self.first_error or f"{self.spec.display}: reader error: {exc}"
-            if self.state not in _FINAL:
+            if self.state not in FINAL_STATES:
                 self._set_state(ReaderState.FAILED, str(exc), force=True)
         finally:
-            if self.state not in _FINAL:
+            if self.state not in FINAL_STATES:
                 self._set_state(ReaderState.STOPPED)
             self.first_open_done.set()
 

@@ -25,6 +25,12 @@ class StreamConfig:
             refusing to start.
         reader_nice: added to the reader threads' nice value (Linux; 0-19): decoding yields the
             cores to the model when both want them, and fills them when the model waits.
+        readers: "thread" decodes each stream on a thread of the detector's process; "process"
+            in a child process of its own, handing frames over through shared memory (video
+            sources; sensor streams stay on threads): decoding off the model's GIL, and a
+            decoder that crashes or hangs takes only its own process down.
+        reader_hang_s: a reader process silent this long (it beats every 0.25 s, also while a
+            source is quiet) is killed and started again, as a reconnect.
         rotate: "auto" turns frames upright as the video's display matrix says (phone
             footage); 0, 90, 180 or 270 turns every frame that many degrees clockwise instead
             (0: as decoded, ignoring the metadata).
@@ -39,10 +45,14 @@ class StreamConfig:
     reconnect_jitter: float = 0.2
     retry_first_open: bool = False
     reader_nice: int = 5
+    readers: Literal["thread", "process"] = "thread"
+    reader_hang_s: float = 5.0
     rotate: Literal["auto", 0, 90, 180, 270] = "auto"
 
     def __post_init__(self) -> None:
-        for name in ("buffer_frames", "timeout_s", "reconnect_initial_s", "reconnect_max_s"):
+        for name in (
+            "buffer_frames", "timeout_s", "reconnect_initial_s", "reconnect_max_s", "reader_hang_s"
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
             if getattr(self, name) == float("inf"):

@@ -29,10 +29,14 @@ def clip10(tmp_path_factory):
     return write_h264_mp4(path, scene_frames(40, fps=10), fps=10)
 
 
-def test_fixed_head_output_becomes_exact_onset_offset_events(clip10):
+@pytest.mark.parametrize("readers", ["thread", "process"])
+def test_fixed_head_output_becomes_exact_onset_offset_events(clip10, readers):
     # Open tolerance of 1 frame: a segment ending more than 0.1 s before the window's end has
-    # ended (with the default 2 frames, the jump below would be seen open first).
-    config = small_config("stream.realtime=false", "tracker.open_tolerance_frames=1")
+    # ended (with the default 2 frames, the jump below would be seen open first). Readers in
+    # processes give exactly the events of reader threads.
+    config = small_config(
+        "stream.realtime=false", "tracker.open_tolerance_frames=1", f"stream.readers={readers}"
+    )
     detector = make_detector(
         [f"clip={clip10}"], config, ScriptedHead({"clip": ACTIONS}), run_id="r1"
     )
