@@ -49,11 +49,13 @@ def make_detector(
     fast: bool,
     buffer_frames: int = 32,
     on_decision=None,
+    readers: str = "thread",
 ):
     config = load_config(
         None,
         [
             *OVERRIDES,
+            f"stream.readers={readers}",
             f"stream.buffer_frames={buffer_frames}",
             f"stream.realtime={'false' if fast else 'true'}",
         ],
@@ -106,10 +108,10 @@ def model_only(frames: list[list], backend, model_config, seconds: float) -> flo
     return done / elapsed
 
 
-def end_to_end(sources, backend, model_config, seconds: float) -> dict:
+def end_to_end(sources, backend, model_config, seconds: float, readers: str = "thread") -> dict:
     """The detector on finite sources, unpaced, for at most `seconds` (its threads' CPU is
     sampled while they run)."""
-    detector, specs = make_detector(sources, backend, model_config, fast=True)
+    detector, specs = make_detector(sources, backend, model_config, fast=True, readers=readers)
     cpu, stop = StageCpu(), threading.Event()
     detector.start()
     t, before = time.perf_counter(), cpu.sample()
@@ -132,6 +134,7 @@ def live_trial(
     duration_s: float,
     warmup_s: float,
     server_pid: int | None,
+    readers: str = "thread",
 ) -> dict:
     """`len(urls)` live streams for `duration_s` after `warmup_s`; stops at the first drop."""
     latencies: list[tuple[float, float]] = []
@@ -141,6 +144,7 @@ def live_trial(
         model_config,
         fast=False,
         on_decision=lambda _sid, s: latencies.append((time.monotonic(), s)),
+        readers=readers,
     )
     metrics, cpu = detector.metrics, StageCpu()
     stop = threading.Event()

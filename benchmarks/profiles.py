@@ -68,6 +68,7 @@ def one_workload(profile: Profile, kind: str, engine: str, args, tmp: Path, base
         "engine": engine,
         "backend": backend.describe(),
         "model_fps": fps,
+        "readers": args.readers,
     }
     streams = args.streams
     if profile.camera:
@@ -88,7 +89,7 @@ def one_workload(profile: Profile, kind: str, engine: str, args, tmp: Path, base
     row["decode_only_cores"] = round(decode_cpu.cores, 2)
     row["model_only_fps"] = round(model_only(decoded, backend, config, args.phase_s), 1)
     del decoded
-    e2e = end_to_end(files, backend, config, args.phase_s)
+    e2e = end_to_end(files, backend, config, args.phase_s, args.readers)
     row["end_to_end_fps"] = round(e2e["fps"], 1)
     row["end_to_end_cores"] = e2e["cores"]
     slowest = min(row["decode_only_fps"], row["model_only_fps"])
@@ -122,6 +123,7 @@ def one_workload(profile: Profile, kind: str, engine: str, args, tmp: Path, base
                 duration_s=args.duration_s,
                 warmup_s=args.warmup_s,
                 server_pid=server.proc.pid if server else None,
+                readers=args.readers,
             )
 
         estimate = int(0.9 * e2e["fps"] / fps)
@@ -170,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--warmup-s", type=float, default=5.0, help="before each live trial")
     parser.add_argument("--max-streams", type=int, default=64)
+    parser.add_argument(
+        "--readers", default="thread", choices=["thread", "process"], help="stream.readers"
+    )
     parser.add_argument(
         "--threads", type=int, default=0, help="inference threads (0: the backend's default)"
     )

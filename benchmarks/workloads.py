@@ -16,6 +16,7 @@ every 2 s. Files are cached under `~/.cache/actstream/benchmarks` (`ACTSTREAM_CA
 from __future__ import annotations
 
 import os
+import resource
 import sys
 import threading
 import time
@@ -122,15 +123,41 @@ def process_cpu_s(pid: int) -> float:
         return 0.0
 
 
+def reader_children(known: set[int]) -> list[int]:
+    """Pids of this process's reader processes (`stream.readers: process`), those in `known`
+    included while they are zombies (their command line is gone); new ones join `known`."""
+    pids = []
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return pids
+    for tid in tids:
+        try:
+            children = Path(f"/proc/self/task/{tid}/children").read_text().split()
+        except OSError:
+            continue
+        for pid in map(int, children):
+            try:
+                if pid in known or b"stream.reader_child" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    known.add(pid)
+                    pids.append(pid)
+            except OSError:
+                continue
+    return pids
+
+
 class StageCpu:
-    """CPU seconds per pipeline stage of this process, by thread: `reader-*` threads decode
-    (or render), the `inference` thread runs the detector loop, threads Python does not know
+    """CPU seconds per pipeline stage of this process, by thread: `reader-*` threads (and
+    reader processes, `stream.readers: process`) decode (or render), the `inference` thread runs the detector loop, threads Python does not know
     (the inference runtime's worker pool, FFmpeg's decoding threads, ZeroMQ's I/O: they carry
     no Python name to tell them apart) count as `native`, the rest as
     `other` (publisher, the benchmark's own). Linux only (`/proc/self/task`); elsewhere
     every stage reads 0."""
 
     STAGES = ("decode", "inference", "native", "other")
+
+    def __init__(self) -> None:
+        self._readers: set[int] = set()
 
     def sample(self) -> dict[int, tuple[str, float]]:
         """Each live thread's stage and CPU seconds so far, by thread id."""
@@ -155,13 +182,22 @@ class StageCpu:
             else:
                 stage = "other"
             out[tid] = (stage, seconds)
+        for pid in reader_children(self._readers):  # negative keys: processes, not threads
+            if (seconds := process_cpu_s(pid)) > 0:
+                out[-pid] = ("decode", seconds)
+        # children that ended and were waited for (reader processes of sources that ended)
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out[0] = ("decode", usage.ru_utime + usage.ru_stime)
         return out
 
     @classmethod
     def cores(cls, before: dict, after: dict, wall_s: float) -> dict[str, float]:
         """Cores each stage kept busy between two samples (threads alive at the second; one
-        started in between counts from zero)."""
+        started in between counts from zero; reader processes whether they ended or not)."""
         busy = dict.fromkeys(cls.STAGES, 0.0)
         for tid, (stage, seconds) in after.items():
             busy[stage] += seconds - before.get(tid, (stage, 0.0))[1]
+        for pid, (stage, seconds) in before.items():
+            if pid < 0 and pid not in after:  # a process that ended: its whole CPU is in key 0
+                busy[stage] -= seconds
         return {k: round(v / wall_s, 3) for k, v in busy.items()}

@@ -45,6 +45,7 @@ from stream.sources import SourceKind, SourceSpec
 logger = logging.getLogger(__name__)
 
 RING_SLOTS = 4  # frames in transit per stream (the buffer itself is the parent's)
+STARTUP_S = 30.0  # a child's first word may take this long (many interpreters starting at once)
 STOP_GRACE_S = 1.0  # a child asked to stop is killed after this
 PREVIEW_WAIT_S = 1.0  # a preview asked of a child and not received is asked again after this
 
@@ -201,7 +202,7 @@ class ReaderProcess:
     def _relay(self, proc: subprocess.Popen, conn: Connection) -> tuple[bool, str, bool]:
         hang_s = self.options.stream.reader_hang_s
         slots = np.ndarray((RING_SLOTS, self._slot_bytes), np.uint8, buffer=self._shm.buf)
-        last = time.monotonic()
+        last = time.monotonic() + STARTUP_S  # until its first message, it is starting
         stop_by = None
         delivered = ended = False
         try:

@@ -66,7 +66,7 @@ def test_cpu_precisions(tmp_path):
 def test_profiles_substream_through_rtsp_and_synthetic(tmp_path):
     args = ["--profiles", "synthetic", "substream", "--backbones", "builtin", "--streams", "2",
             "--phase-s", "1.5", "--duration-s", "2", "--warmup-s", "0.5", "--max-streams", "2",
-            "--out", str(tmp_path)]  # fmt: skip
+            "--readers", "process", "--out", str(tmp_path)]  # fmt: skip
     assert profiles.main(args) == 0
     rows = load(tmp_path / "profiles.json")["rows"]
     assert [(r["profile"], r["backbone"], r["engine"]) for r in rows] == [
@@ -77,6 +77,7 @@ def test_profiles_substream_through_rtsp_and_synthetic(tmp_path):
         for key in ("decode_only_fps", "model_only_fps", "end_to_end_fps", "efficiency"):
             assert math.isfinite(r[key]) and r[key] > 0, (key, r)
         assert {"decode", "inference", "native"} <= set(r["end_to_end_cores"])
+        assert r["readers"] == "process" and r["end_to_end_cores"]["decode"] > 0  # the children
         assert 0 <= r["capacity_streams"] <= 2
         for trial in r["capacity_trials"].values():
             assert trial["frames_processed"] > 0 and trial["seconds"] > 0
