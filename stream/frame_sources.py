@@ -16,6 +16,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from stream.frames import FpsSampler, Frame, stream_time_s
+from stream.hwaccel import hwaccel_for
 from stream.packets import PacketRing
 from stream.preview import scaled_size
 from stream.settings import ReaderOptions
@@ -78,7 +79,13 @@ class PyAVFrames(FrameSource):
         self.preview_scaler = VideoReformatter()  # its own: the model's stays cached
         # PyAV's own timeout guards open and every read, in addition to FFmpeg's socket one.
         timeout = (options.stream.timeout_s * 2,) * 2 if spec.live else None
-        self.container = av.open(spec.url, format=fmt, options=av_options, timeout=timeout)
+        self.container = av.open(
+            spec.url,
+            format=fmt,
+            options=av_options,
+            timeout=timeout,
+            hwaccel=hwaccel_for(options.stream.hwaccel),
+        )
         try:
             if not self.container.streams.video:
                 raise SourceError(f"{spec.display}: has no video stream; give a video source")

@@ -42,7 +42,7 @@ from stream.packets import CodecInfo
 from stream.preview import rgb_to_jpeg
 from stream.reader import StatusEvent, StreamReader
 
-BEAT_S = 0.25  # a child silent for `stream.reader_hang_s` is killed and restarted
+BEAT_S = 1.0  # a child silent for `stream.reader_hang_s` is killed and restarted
 
 
 class _Pipe:
@@ -234,15 +234,17 @@ def child_main(conn) -> None:
             previews=PreviewsToParent(pipe, producer) if previews else None,  # type: ignore
         )
         reader.start()
-        opened = False
+        opened, next_beat = False, 0.0
         while reader.is_alive() and not pipe.closed:
             if not opened and reader.first_open_done.is_set():
                 opened = True
                 pipe.send("opened", reader.first_error)
-            if stop.wait(BEAT_S):
+            if time.monotonic() >= next_beat:
+                pipe.send("beat", counted=True)
+                next_beat = time.monotonic() + BEAT_S
+            if stop.wait(BEAT_S if opened else 0.05):  # the first open is told at once
                 reader.stop()
                 break
-            pipe.send("beat", counted=True)
         reader.join(2.0)
         if not opened and not pipe.closed:
             pipe.send("opened", reader.first_error)

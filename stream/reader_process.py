@@ -90,6 +90,7 @@ class ReaderProcess:
         self.reconnects = 0
         self.restarts = 0  # children killed or dead and started again
         self.pid: int | None = None  # the current child's
+        self._proc: subprocess.Popen | None = None
         self._slot_bytes = options.width * options.height * 3
         self._shm: shared_memory.SharedMemory | None = None
         self._preview_asked = 0.0
@@ -104,7 +105,10 @@ class ReaderProcess:
         self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()  # the supervisor passes it on to the child (SIGTERM)
+        self._stop.set()
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()  # the child's reader stops and says so; its supervisor relays it
 
     def join(self, timeout_s: float | None = None) -> None:
         if self._thread.ident is not None:
@@ -184,7 +188,7 @@ class ReaderProcess:
             )
             theirs.close()
             conn = Connection(ours.detach())
-        self.pid = proc.pid
+        self.pid, self._proc = proc.pid, proc
         try:
             conn.send((
                 self.spec, options, self._shm.name, RING_SLOTS, self._slot_bytes,
@@ -213,7 +217,7 @@ class ReaderProcess:
                     stop_by = now + STOP_GRACE_S
                 if stop_by is not None and now > stop_by:
                     return True, "stopped", delivered
-                if not conn.poll(0.1):
+                if not conn.poll(0.5):  # (few wake-ups: the model's thread wants the GIL)
                     if time.monotonic() - last > hang_s:
                         proc.kill()
                         return False, f"hung (silent for {hang_s:g} s); killed", delivered

@@ -29,8 +29,11 @@ class StreamConfig:
             in a child process of its own, handing frames over through shared memory (video
             sources; sensor streams stay on threads): decoding off the model's GIL, and a
             decoder that crashes or hangs takes only its own process down.
-        reader_hang_s: a reader process silent this long (it beats every 0.25 s, also while a
+        reader_hang_s: a reader process silent this long (it beats every second, also while a
             source is quiet) is killed and started again, as a reconnect.
+        hwaccel: "none" decodes in software; "cuda" (NVDEC) or "vaapi" decodes on that device,
+            "auto" on the first of them that works here; a device that does not work means
+            software decoding, the reason logged once (`stream.hwaccel`).
         rotate: "auto" turns frames upright as the video's display matrix says (phone
             footage); 0, 90, 180 or 270 turns every frame that many degrees clockwise instead
             (0: as decoded, ignoring the metadata).
@@ -47,6 +50,7 @@ class StreamConfig:
     reader_nice: int = 5
     readers: Literal["thread", "process"] = "thread"
     reader_hang_s: float = 5.0
+    hwaccel: Literal["none", "auto", "cuda", "vaapi"] = "none"
     rotate: Literal["auto", 0, 90, 180, 270] = "auto"
 
     def __post_init__(self) -> None:
@@ -57,6 +61,11 @@ class StreamConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
             if getattr(self, name) == float("inf"):
                 raise ValueError(f"{name} must be finite, got .inf")
+        if self.reader_hang_s < 2:
+            raise ValueError(
+                f"reader_hang_s must be at least 2 (reader processes beat every second), "
+                f"got {self.reader_hang_s}"
+            )
         if not 0 <= self.reader_nice <= 19:
             raise ValueError(f"reader_nice must be in [0, 19], got {self.reader_nice}")
         if not 0 <= self.reconnect_jitter < 1:
