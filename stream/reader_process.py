@@ -44,7 +44,7 @@ from stream.sources import SourceKind, SourceSpec
 
 logger = logging.getLogger(__name__)
 
-RING_SLOTS = 4  # frames in transit per stream (the buffer itself is the parent's)
+RING_SLOTS = 8  # frames in transit per stream (the buffer itself is the parent's)
 STARTUP_S = 30.0  # a child's first word may take this long (many interpreters starting at once)
 STOP_GRACE_S = 1.0  # a child asked to stop is killed after this
 PREVIEW_WAIT_S = 1.0  # a preview asked of a child and not received is asked again after this
@@ -256,6 +256,9 @@ class ReaderProcess:
         decoded, dropped, late, errors = counts
         self.frames_decoded += decoded
         self.frames_late += late
+        # frames the child could not hand over (its ring full: this side stalled) are the
+        # buffer's drops, as a thread reader's would be
+        self.buffer.dropped += dropped
         for callback, n in zip(self._counters, counts):
             if n and callback is not None:
                 callback(n)
