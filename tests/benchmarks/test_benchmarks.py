@@ -16,6 +16,7 @@ from benchmarks import (
     pipeline_efficiency,
     profiles,
     quick,
+    reader_cost,
     step_vs_recompute,
     store_and_clips,
 )
@@ -185,3 +186,14 @@ def test_quick_subset_prints_the_table(tmp_path, capsys):
     table = capsys.readouterr().out
     for row in ("backbone_b16", "step vs recompute (512 window)", "frame-to-event ms, 2 streams"):
         assert row in table
+
+
+def test_reader_cost_measures_threads_and_processes_in_one_run(tmp_path):
+    args = ["--streams", "2", "--seconds", "1.5", "--video-s", "6", "--out", str(tmp_path)]
+    assert reader_cost.main(args) == 0
+    result = load(tmp_path / "reader_cost.json")
+    assert [r["readers"] for r in result["rows"]] == ["thread", "process"]
+    for r in result["rows"]:
+        assert r["frames_per_s"] > 0 and math.isfinite(r["cpu_ms_per_frame"])
+        assert r["cores"]["decode"] > 0, r  # the reader processes' CPU is seen too
+    assert math.isfinite(result["ratio"]) and result["ratio"] > 0
