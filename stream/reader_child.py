@@ -28,7 +28,9 @@ from __future__ import annotations
 import io
 import logging
 import mmap
+import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -188,6 +190,22 @@ class PreviewsToParent:
         self._pipe.send("preview", data, t_s, time.thread_time() - t0)
 
 
+def _hang_up(conn) -> None:
+    """Ends the connection so that the parent reads everything sent: our side is shut for
+    writing (the parent sees the end after the last message), and what the parent still sends
+    (freed slots) is read until it closes, or a second passes. Closing a Unix socket with unread
+    data would reset it, and the parent could lose our last messages."""
+    try:
+        with socket.socket(fileno=os.dup(conn.fileno())) as sock:
+            sock.shutdown(socket.SHUT_WR)
+        while conn.poll(1.0):
+            conn.recv()
+    except (EOFError, OSError):
+        pass
+    finally:
+        conn.close()
+
+
 class _LogToParent(logging.Handler):
     """The child's log lines go to the parent's logging, which decides what is shown."""
 
@@ -251,7 +269,7 @@ def child_main(conn) -> None:
     except BufferClosed:
         pass
     finally:
-        conn.close()
+        _hang_up(conn)
         ring = producer = None  # the views on the shared memory go before it closes
         try:
             shm.close()

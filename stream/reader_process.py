@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import random
 import signal
 import socket
@@ -28,6 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from fractions import Fraction
+from pathlib import Path
 from multiprocessing import shared_memory
 from multiprocessing.connection import Connection
 
@@ -48,6 +50,15 @@ RING_SLOTS = 8  # frames in transit per stream (the buffer itself is the parent'
 STARTUP_S = 30.0  # a child's first word may take this long (many interpreters starting at once)
 STOP_GRACE_S = 1.0  # a child asked to stop is killed after this
 PREVIEW_WAIT_S = 1.0  # a preview asked of a child and not received is asked again after this
+
+
+# The child imports this very package (`-P`: not whatever `stream` the working directory holds).
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
+
+
+def _child_env() -> dict[str, str]:
+    path = os.pathsep.join(filter(None, [_PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path}
 
 
 def runs_in_process(spec: SourceSpec) -> bool:
@@ -182,9 +193,10 @@ class ReaderProcess:
         with ours, theirs:
             # A fresh interpreter that imports only the reader (no torch, no threads of ours).
             proc = subprocess.Popen(
-                [sys.executable, "-m", "stream.reader_child", str(theirs.fileno())],
+                [sys.executable, "-P", "-m", "stream.reader_child", str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
+                env=_child_env(),
             )
             theirs.close()
             conn = Connection(ours.detach())
@@ -237,6 +249,7 @@ class ReaderProcess:
                     self._other(message)
         finally:
             del slots  # the view goes before the shared memory can close
+        conn.close()  # the child, reading until we hang up, may exit now
         done, reason = self._relay_end(proc, ended=ended)
         return done, reason, delivered
 
@@ -267,7 +280,10 @@ class ReaderProcess:
         _, slot, shape, pts_s, wall_s, clock_s, counts = message
         size = int(np.prod(shape))
         image = slots[slot, :size].reshape(shape).copy()
-        conn.send(("free", slot))
+        try:
+            conn.send(("free", slot))
+        except OSError:  # the child is gone (the frame is ours already); its end follows
+            pass
         self._count(counts)
         sid = self.spec.stream_id
         frame = Frame(sid, self.frames_delivered, pts_s, wall_s, image, clock_s)
@@ -278,7 +294,10 @@ class ReaderProcess:
         if self.previews is not None and time.monotonic() - self._preview_asked > PREVIEW_WAIT_S:
             if width := self.previews.due(sid):
                 self._preview_asked = time.monotonic()
-                conn.send(("preview", width))
+                try:
+                    conn.send(("preview", width))
+                except OSError:
+                    pass
 
     def _status(self, message) -> bool:
         _, value, wall_s, detail, counts = message
