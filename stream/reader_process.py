@@ -286,6 +286,9 @@ class ReaderProcess:
             pass
         self._count(counts)
         sid = self.spec.stream_id
+        # A first frame is a first open done (as a thread reader says it): set here, before a
+        # full buffer can hold back the child's own word behind its frames.
+        self.first_open_done.set()
         frame = Frame(sid, self.frames_delivered, pts_s, wall_s, image, clock_s)
         dropped = self.buffer.put(frame)
         self.frames_delivered += 1
