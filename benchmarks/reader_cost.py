@@ -56,7 +56,9 @@ def measure(kind: str, url: str, streams: int, seconds: float, size: int) -> dic
     busy = sum(cores.values())
     # reader processes apart from this process's threads (negative keys and 0: processes)
     children = StageCpu.cores(
-        {k: v for k, v in before.items() if k <= 0}, {k: v for k, v in after.items() if k <= 0}, wall
+        {k: v for k, v in before.items() if k <= 0},
+        {k: v for k, v in after.items() if k <= 0},
+        wall,
     )["decode"]
     return {
         "readers": kind,

@@ -138,7 +138,10 @@ def reader_children(known: set[int]) -> list[int]:
             continue
         for pid in map(int, children):
             try:
-                if pid in known or b"stream.reader_child" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                if (
+                    pid in known
+                    or b"stream.reader_child" in Path(f"/proc/{pid}/cmdline").read_bytes()
+                ):
                     known.add(pid)
                     pids.append(pid)
             except OSError:
@@ -148,11 +151,11 @@ def reader_children(known: set[int]) -> list[int]:
 
 class StageCpu:
     """CPU seconds per pipeline stage of this process, by thread: `reader-*` threads (and
-    reader processes, `stream.readers: process`) decode (or render), the `inference` thread runs the detector loop, threads Python does not know
-    (the inference runtime's worker pool, FFmpeg's decoding threads, ZeroMQ's I/O: they carry
-    no Python name to tell them apart) count as `native`, the rest as
-    `other` (publisher, the benchmark's own). Linux only (`/proc/self/task`); elsewhere
-    every stage reads 0."""
+    reader processes, `stream.readers: process`) decode (or render), the `inference` thread
+    runs the detector loop, threads Python does not know (the inference runtime's worker pool,
+    FFmpeg's decoding threads, ZeroMQ's I/O: they carry no Python name to tell them apart)
+    count as `native`, the rest as `other` (publisher, the benchmark's own). Linux only
+    (`/proc/self/task`); elsewhere every stage reads 0."""
 
     STAGES = ("decode", "inference", "native", "other")
 

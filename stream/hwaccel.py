@@ -47,7 +47,8 @@ def _probe_clip() -> bytes:
 def unavailable(device: str) -> str | None:
     """Why `device` cannot decode here (None: it can)."""
     if device not in hwdevices_available():
-        return f"this FFmpeg has no {device} support (it has: {', '.join(hwdevices_available()) or 'none'})"
+        has = ", ".join(hwdevices_available()) or "none"
+        return f"this FFmpeg has no {device} support (it has: {has})"
     try:
         with av.open(io.BytesIO(_probe_clip()), hwaccel=HWAccel(device)) as container:
             stream = container.streams.video[0]

@@ -29,15 +29,16 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from fractions import Fraction
-from pathlib import Path
 from multiprocessing import shared_memory
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 import av
 import numpy as np
 
 from stream.buffer import BufferClosed, DropPolicy, FrameBuffer
 from stream.frames import Frame
+from stream.hwaccel import chosen
 from stream.packets import PacketRing
 from stream.preview import Previews
 from stream.reader import FINAL_STATES, ReaderState, StatusEvent
@@ -139,7 +140,10 @@ class ReaderProcess:
             bad = new is ReaderState.DISCONNECTED or new is ReaderState.FAILED
             logger.log(
                 logging.WARNING if bad else logging.INFO,
-                "stream %s: %s%s", self.spec.stream_id, new.value, f" ({detail})" if detail else "",
+                "stream %s: %s%s",
+                self.spec.stream_id,
+                new.value,
+                f" ({detail})" if detail else "",
             )
         try:
             self.buffer.put(StatusEvent(self.spec.stream_id, new, wall_s or time.time(), detail))
@@ -186,9 +190,11 @@ class ReaderProcess:
     def _one_child(self, *, resumed: bool) -> tuple[bool, str, bool]:
         """Runs a child until it ends (True), or dies or hangs (False, why); and whether it
         delivered frames."""
-        options = self.options
+        # The device is chosen here, once for every child (a fallback is logged once).
+        stream = replace(self.options.stream, hwaccel=chosen(self.options.stream.hwaccel) or "none")
         if resumed:  # a restarted child reconnects, as a reader does, instead of failing
-            options = replace(options, stream=replace(options.stream, retry_first_open=True))
+            stream = replace(stream, retry_first_open=True)
+        options = replace(self.options, stream=stream)
         ours, theirs = socket.socketpair()
         with ours, theirs:
             # A fresh interpreter that imports only the reader (no torch, no threads of ours).
@@ -202,10 +208,18 @@ class ReaderProcess:
             conn = Connection(ours.detach())
         self.pid, self._proc = proc.pid, proc
         try:
-            conn.send((
-                self.spec, options, self._shm.name, RING_SLOTS, self._slot_bytes,
-                self.buffer.policy.value, self.packets is not None, self.previews is not None,
-            ))
+            conn.send(
+                (
+                    self.spec,
+                    options,
+                    self._shm.name,
+                    RING_SLOTS,
+                    self._slot_bytes,
+                    self.buffer.policy.value,
+                    self.packets is not None,
+                    self.previews is not None,
+                )
+            )
             return self._relay(proc, conn)
         except (BrokenPipeError, ConnectionError):  # it died before it could listen
             return (*self._relay_end(proc, ended=False), False)
@@ -272,7 +286,7 @@ class ReaderProcess:
         # frames the child could not hand over (its ring full: this side stalled) are the
         # buffer's drops, as a thread reader's would be
         self.buffer.dropped += dropped
-        for callback, n in zip(self._counters, counts):
+        for callback, n in zip(self._counters, counts, strict=True):
             if n and callback is not None:
                 callback(n)
 

@@ -55,7 +55,11 @@ class StreamConfig:
 
     def __post_init__(self) -> None:
         for name in (
-            "buffer_frames", "timeout_s", "reconnect_initial_s", "reconnect_max_s", "reader_hang_s"
+            "buffer_frames",
+            "timeout_s",
+            "reconnect_initial_s",
+            "reconnect_max_s",
+            "reader_hang_s",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

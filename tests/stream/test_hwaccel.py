@@ -49,7 +49,9 @@ def test_hwaccel_gives_the_frames_of_software_decoding_and_says_once_why_not(
     if device is None:
         assert "decoding in software" in lines[0] and setting in lines[0]
         assert (
-            ("cuda" in lines[0] and "vaapi" in lines[0]) if setting == "auto" else setting in lines[0]
+            ("cuda" in lines[0] and "vaapi" in lines[0])
+            if setting == "auto"
+            else setting in lines[0]
         )
         if setting != "auto":
             assert caplog.records[-1].levelno == logging.WARNING  # asked for, not given
@@ -65,3 +67,35 @@ def test_none_decodes_in_software_without_probing(fresh_choice):
 def test_nvdec_decodes_on_a_gpu_host(media_dir, fresh_choice):
     assert hwaccel.unavailable("cuda") is None
     assert hwaccel.chosen("auto") == "cuda"
+
+
+def test_reader_processes_decode_on_the_device_chosen_once_in_the_detectors_process(
+    media_dir, caplog, fresh_choice
+):
+    from stream.buffer import DropPolicy, FrameBuffer
+    from stream.frames import Frame
+    from stream.reader_process import ReaderProcess
+    from tests.conftest import scaled
+
+    path = write_h264_mp4(media_dir / "hwp.mp4", scene_frames(20, fps=10, seed=2), fps=10)
+    options = ReaderOptions(
+        width=32, height=32, fps=10.0, stream=StreamConfig(realtime=False, hwaccel="auto")
+    )
+    readers = []
+    with caplog.at_level(logging.INFO):
+        for i in range(2):
+            buf = FrameBuffer(64, DropPolicy.BLOCK, is_frame=lambda x: isinstance(x, Frame))
+            reader = ReaderProcess(parse_source(str(path), f"s{i}"), buf, options)
+            reader.start()
+            readers.append((reader, buf))
+        for reader, _ in readers:
+            reader.join(scaled(20))
+            assert not reader.is_alive() and reader.frames_delivered == 20
+    lines = [
+        r.getMessage()
+        for r in caplog.records
+        if "hwaccel" in r.getMessage() or "decoding video on" in r.getMessage()
+    ]
+    device = hwaccel.chosen("auto")
+    # one line from this process; children decoding on a working device each say so
+    assert len(lines) == (1 if device is None else 3), lines

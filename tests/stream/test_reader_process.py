@@ -57,7 +57,9 @@ def test_a_reader_process_delivers_a_file_exactly_as_a_thread_reader_does(media_
     def states(items):
         return [(i.state, i.detail) for i in items if isinstance(i, StatusEvent)]
 
-    assert states(p_items) == states(t_items) == [(ReaderState.CONNECTED, ""), (ReaderState.ENDED, "")]
+    assert (
+        states(p_items) == states(t_items) == [(ReaderState.CONNECTED, ""), (ReaderState.ENDED, "")]
+    )
     assert len(frames(p_items)) == len(frames(t_items)) == 24  # 2.4 s sampled to 10 fps
     for a, b in zip(frames(t_items), frames(p_items), strict=True):
         assert (a.index, a.pts_s, a.stream_id) == (b.index, b.pts_s, b.stream_id)
@@ -153,7 +155,9 @@ def test_a_killed_or_frozen_reader_process_restarts_as_a_reconnect_and_the_other
             ReaderState.CONNECTING,
             ReaderState.CONNECTED,
         ]
-        detail = next(i.detail for i in victim.items if getattr(i, "state", None) is ReaderState.DISCONNECTED)
+        detail = next(
+            i.detail for i in victim.items if getattr(i, "state", None) is ReaderState.DISCONNECTED
+        )
         assert ("died (SIGKILL)" if how == "SIGKILL" else "hung (silent for 2 s); killed") in detail
         assert victim.reader.pid != first_pid and victim.reader.restarts == 1
         # the other stream kept flowing, never interrupted; the restarted one flows again,
