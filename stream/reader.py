@@ -74,6 +74,34 @@ class StatusEvent:
     detail: str = ""
 
 
+def put_state(
+    buffer,
+    stream_id: str,
+    new: ReaderState,
+    detail: str = "",
+    *,
+    start_up_error: str | None = None,
+    wall_s: float | None = None,
+    log: bool = True,
+) -> None:
+    """Logs a reader's state change and puts it into its buffer, in order with the frames (a
+    closed buffer takes nothing). A source that cannot be opened at start-up is reported once,
+    by its start-up error (`start_up_error`): its failure is logged as information only."""
+    if log:
+        bad = new is ReaderState.DISCONNECTED or (new is ReaderState.FAILED and not start_up_error)
+        logger.log(
+            logging.WARNING if bad else logging.INFO,
+            "stream %s: %s%s",
+            stream_id,
+            new.value,
+            f" ({detail})" if detail else "",
+        )
+    try:
+        buffer.put(StatusEvent(stream_id, new, wall_s or time.time(), detail))
+    except BufferClosed:
+        pass
+
+
 class StreamReader:
     """Reads one source on its own thread into a `FrameBuffer` of `Frame | StatusEvent`.
 
@@ -155,23 +183,7 @@ class StreamReader:
         if not force and new not in ALLOWED_TRANSITIONS[self.state]:
             raise AssertionError(f"reader {self.spec.stream_id}: {self.state} -> {new}")
         self.state = new
-        # A source that cannot be opened at start-up is reported once, by the start-up error.
-        bad = new is ReaderState.DISCONNECTED or (
-            new is ReaderState.FAILED and not self.first_error
-        )
-        suffix = f" ({detail})" if detail else ""
-        logger.log(
-            logging.WARNING if bad else logging.INFO,
-            "stream %s: %s%s",
-            self.spec.stream_id,
-            new.value,
-            suffix,
-        )
-        event = StatusEvent(self.spec.stream_id, new, time.time(), detail)
-        try:
-            self.buffer.put(event)
-        except BufferClosed:
-            pass
+        put_state(self.buffer, self.spec.stream_id, new, detail, start_up_error=self.first_error)
 
     def _run(self) -> None:
         if self.options.stream.reader_nice:

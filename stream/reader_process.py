@@ -41,7 +41,7 @@ from stream.frames import Frame
 from stream.hwaccel import chosen
 from stream.packets import PacketRing
 from stream.preview import Previews
-from stream.reader import FINAL_STATES, ReaderState, StatusEvent
+from stream.reader import FINAL_STATES, ReaderState, put_state
 from stream.settings import ReaderOptions
 from stream.sources import SourceKind, SourceSpec
 
@@ -101,8 +101,7 @@ class ReaderProcess:
         self.frames_decoded = self.frames_delivered = self.frames_late = 0
         self.reconnects = 0
         self.restarts = 0  # children killed or dead and started again
-        self.pid: int | None = None  # the current child's
-        self._proc: subprocess.Popen | None = None
+        self._proc: subprocess.Popen | None = None  # the current child
         self._slot_bytes = options.width * options.height * 3
         self._shm: shared_memory.SharedMemory | None = None
         self._preview_asked = 0.0
@@ -122,6 +121,11 @@ class ReaderProcess:
         if proc is not None and proc.poll() is None:
             proc.terminate()  # the child's reader stops and says so; its supervisor relays it
 
+    @property
+    def pid(self) -> int | None:
+        """The current child's process id (None before the first starts)."""
+        return self._proc.pid if self._proc is not None else None
+
     def join(self, timeout_s: float | None = None) -> None:
         if self._thread.ident is not None:
             self._thread.join(timeout_s)
@@ -133,22 +137,18 @@ class ReaderProcess:
     def _set_state(
         self, new: ReaderState, detail: str = "", wall_s: float | None = None, *, log: bool = True
     ) -> None:
-        """A state change into the buffer; logged as a thread reader logs it (`log`: False for
+        """A state change into the buffer, logged as a thread reader logs it (`log`: False for
         the child's own, which its log lines carry)."""
         self.state = new
-        if log:
-            bad = new is ReaderState.DISCONNECTED or new is ReaderState.FAILED
-            logger.log(
-                logging.WARNING if bad else logging.INFO,
-                "stream %s: %s%s",
-                self.spec.stream_id,
-                new.value,
-                f" ({detail})" if detail else "",
-            )
-        try:
-            self.buffer.put(StatusEvent(self.spec.stream_id, new, wall_s or time.time(), detail))
-        except BufferClosed:
-            pass
+        put_state(
+            self.buffer,
+            self.spec.stream_id,
+            new,
+            detail,
+            start_up_error=self.first_error,
+            wall_s=wall_s,
+            log=log,
+        )
 
     def _run(self) -> None:
         attempt = 0
@@ -206,7 +206,7 @@ class ReaderProcess:
             )
             theirs.close()
             conn = Connection(ours.detach())
-        self.pid, self._proc = proc.pid, proc
+        self._proc = proc
         try:
             conn.send(
                 (
@@ -302,7 +302,8 @@ class ReaderProcess:
         sid = self.spec.stream_id
         # A first frame is a first open done (as a thread reader says it): set here, before a
         # full buffer can hold back the child's own word behind its frames.
-        self.first_open_done.set()
+        if not self.first_open_done.is_set():
+            self.first_open_done.set()
         frame = Frame(sid, self.frames_delivered, pts_s, wall_s, image, clock_s)
         dropped = self.buffer.put(frame)
         self.frames_delivered += 1
