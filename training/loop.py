@@ -234,11 +234,13 @@ def fit(
         if dist_info.main and ((step + 1) % o.eval_every == 0 or last):
             metrics = task.evaluate(deployable().eval())
             history.append({"step": step + 1, **metrics})
-            logger.info(
-                "step %d: validation %s",
-                step + 1,
-                ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()),
+            line = f"step {step + 1}: validation " + ", ".join(
+                f"{k} {v:.3f}" for k, v in metrics.items()
             )
+            if bar is not None:
+                bar.note(line)  # the user sees how training goes, whatever --log-level says
+            else:
+                logger.info(line)
             task.net.train()
         if (step + 1) % o.checkpoint_every == 0 or last:
             save(step + 1)

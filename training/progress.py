@@ -41,3 +41,8 @@ class Progress:
         else:
             self.stream.write(line + "\n")
         self.stream.flush()
+
+    def note(self, message: str) -> None:
+        """A line of its own between bar updates (a validation result), kept on a terminal."""
+        self.stream.write(("\r" + " " * 100 + "\r" if self.tty else "") + message + "\n")
+        self.stream.flush()

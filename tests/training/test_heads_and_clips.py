@@ -179,6 +179,7 @@ def test_clip_recognition_synth_train_eval_commands(tmp_path):
         timeout=scaled(300),
     )
     assert result.returncode == 0, result.stderr
+    assert "step 30: validation top1 " in result.stderr  # shown at the default log level
     model, config, step = load_clip_checkpoint(run / "last.pt")
     assert step == 30 and config.max_frames == 12
     # the same loop as detection: --resume continues from train_state.pt
