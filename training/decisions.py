@@ -247,20 +247,25 @@ def tune(
     return choose(list(tables.items()), f1_tie)
 
 
+ONSET_TIE_S = 0.05  # median onsets closer than this are the same (head runs are 0.2 s apart)
+
+
 def choose(scored: list[tuple[TrackerConfig, dict]], f1_tie: float = 0.0) -> list:
     """`scored` ordered best first: by `_rank`, except that every config whose F1 is within
-    `f1_tie` of the best one's counts as tied with it, and the tied configs come first, by
-    earlier median onset, then higher F1, then fewer events per true action. An F1
-    difference smaller than the measurement's own spread (about one standard error,
-    sqrt(F1 (1 - F1) / true actions): 0.011 at F1 0.86 on 900 actions) says nothing, while
-    every onset is a delay a subscriber waits."""
+    `f1_tie` of the best one's counts as tied with it, and the tied configs come first: those
+    whose median onset is within `ONSET_TIE_S` of the earliest, by `_rank`, then the other
+    tied ones by onset. An F1 difference smaller than the measurement's own spread (about one
+    standard error, sqrt(F1 (1 - F1) / true actions): 0.011 at F1 0.86 on 900 actions) says
+    nothing, while every onset is a delay a subscriber waits."""
     ranked = sorted(scored, key=lambda ct: _rank(ct[1]))
     if not ranked or f1_tie <= 0:
         return ranked
     floor = _f1(ranked[0][1]) - f1_tie - 1e-9
-    tied = [ct for ct in ranked if _f1(ct[1]) >= floor]
-    tied.sort(key=lambda ct: (_delay(ct[1]), -_f1(ct[1]), ct[1]["events_per_true_action"]))
-    return tied + [ct for ct in ranked if _f1(ct[1]) < floor]
+    tied = [ct for ct in ranked if _f1(ct[1]) >= floor]  # still in `_rank` order
+    soon = min(_delay(t) for _, t in tied) + ONSET_TIE_S
+    later = sorted((ct for ct in tied if _delay(ct[1]) > soon), key=lambda ct: _delay(ct[1]))
+    early = [ct for ct in tied if _delay(ct[1]) <= soon]
+    return early + later + [ct for ct in ranked if _f1(ct[1]) < floor]
 
 
 def _f1(table: dict) -> float:

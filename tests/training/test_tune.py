@@ -122,15 +122,16 @@ def _table(f1: float, onset_s: float, per_action: float = 1.0) -> dict:
 
 
 def test_configs_within_the_f1_tie_are_chosen_by_their_onsets():
-    a, b, c, d = (TrackerConfig(confirm_runs=n) for n in (1, 2, 3, 4))
+    a, b, c, d, e = (TrackerConfig(confirm_runs=n) for n in (1, 2, 3, 4, 5))
     scored = [
-        (a, _table(0.850, 0.40)),  # tied with the best, earliest onsets: chosen
+        (a, _table(0.850, 0.40)),  # tied with the best, among the earliest onsets
         (b, _table(0.863, 0.80)),  # the best F1
         (c, _table(0.839, 0.30)),  # earliest of all, but outside the tie
-        (d, _table(0.856, 0.40, per_action=1.1)),  # as early as a: higher F1 wins
+        (d, _table(0.856, 0.43)),  # as early as a (within 0.05 s), higher F1: chosen
+        (e, _table(0.857, 0.60)),  # tied, later onsets
     ]
-    assert [x for x, _ in choose(scored, 0.015)] == [d, a, b, c]
-    assert [x for x, _ in choose(scored, 0.0)] == [b, d, a, c]  # exact F1 only
-    assert [x for x, _ in choose(scored, 0.008)] == [d, b, a, c]
+    assert [x for x, _ in choose(scored, 0.015)] == [d, a, e, b, c]
+    assert [x for x, _ in choose(scored, 0.0)] == [b, e, d, a, c]  # exact F1 only
+    assert [x for x, _ in choose(scored, 0.0065)] == [e, b, d, a, c]  # d falls out
     nothing = _table(0.860, float("nan"))  # no match: its onset ranks last among the tied
     assert choose([(a, nothing), (b, _table(0.858, 0.9))], 0.01)[0][0] == b
