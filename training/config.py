@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -29,6 +30,9 @@ class DataConfig:
         feature_stride, num_frames: frames between two features and frames per feature
             (features only; feature i covers time (i * stride + num_frames / 2) / fps).
         cache_dir: where decoded frames and cached features are kept (None: no cache).
+        val_annotations: validate on `val_subset` of this other annotation file instead, its
+            videos beside it (e.g. a validation set of other scenes that `actstream tune`
+            uses too); None: `annotations` holds both subsets.
     """
 
     kind: Literal["videos", "features", "signals"] = "videos"
@@ -40,10 +44,22 @@ class DataConfig:
     feature_stride: int = 1
     num_frames: int = 1
     cache_dir: str | None = "runs/cache"
+    val_annotations: str | None = None
 
     def __post_init__(self) -> None:
         if self.file_ext is None:
             object.__setattr__(self, "file_ext", ".mp4" if self.kind == "videos" else ".npy")
+
+    def validation(self) -> DataConfig:
+        """Where the validation videos are: this config, or `val_annotations` and its folder."""
+        if self.val_annotations is None:
+            return self
+        return dataclasses.replace(
+            self,
+            annotations=self.val_annotations,
+            root=str(Path(self.val_annotations).parent),
+            val_annotations=None,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)

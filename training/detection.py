@@ -106,7 +106,7 @@ class DetectionTask:
         what = "recordings" if config.data.kind == "signals" else "videos"
         (train_videos, self.classes), (self.val_videos, _) = (
             load_videos(
-                config.data,
+                data,
                 subset,
                 fps=m.fps,
                 image_size=m.backbone.image_size,
@@ -115,7 +115,10 @@ class DetectionTask:
                 framing=signal_framing(m),
                 feature_dim=m.feature_dim,
             )
-            for subset in (config.data.train_subset, config.data.val_subset)
+            for data, subset in (
+                (config.data, config.data.train_subset),
+                (config.data.validation(), config.data.val_subset),
+            )
         )
         if fresh and m.input is not None and m.input.normalise:
             mean, std = signal_statistics(train_videos, m.input.hop_samples)

@@ -256,6 +256,55 @@ def test_thumos_features_train_with_the_cached_features_mode(tmp_path):
     )
 
 
+def test_validation_videos_can_come_from_another_annotation_file(tmp_path):
+    rng = np.random.default_rng(2)
+
+    def write(folder: Path, subset: str, n: int) -> Path:
+        folder.mkdir()
+        db = {}
+        for i in range(n):
+            x = rng.normal(size=(120, 24)).astype(np.float32)
+            x[30:60, :8] += 3.0
+            np.save(folder / f"{folder.name}{i}.npy", x)
+            db[f"{folder.name}{i}"] = {
+                "subset": subset,
+                "duration": 16.0,
+                "fps": 30.0,
+                "annotations": [{"segment": [4.27, 8.27], "label": "A", "label_id": 0}],
+            }
+        (folder / "annotations.json").write_text(json.dumps({"database": db}))
+        return folder / "annotations.json"
+
+    train_json = write(tmp_path / "scenes", "train", 2)  # no validation subset in it
+    val_json = write(tmp_path / "val", "validation", 1)
+    overrides = [
+        *TINY,
+        f"out_dir={tmp_path / 'run'}",
+        "data.kind=features",
+        f"data.annotations={train_json}",
+        f"data.root={train_json.parent}",
+        "data.feature_stride=4",
+        "data.num_frames=16",
+        "optim.mode=cached_features",
+        "model.classes=[A]",
+        "model.backbone.feature_dim=24",
+        "optim.steps=10",
+        "optim.batch_size=2",
+        "optim.eval_every=10",
+        "optim.warmup_steps=2",
+    ]
+    without = load_train_config(ROOT / "configs" / "train_synthetic.yaml", overrides)
+    with pytest.raises(ValueError, match="no videos in subset 'validation'"):
+        train(without, progress=False)
+    config = load_train_config(
+        ROOT / "configs" / "train_synthetic.yaml", [*overrides, f"data.val_annotations={val_json}"]
+    )
+    assert config.data.validation().root == str(val_json.parent)
+    path = train(config, progress=False)
+    history = json.loads(torch.load(path.parent / "train_state.pt", weights_only=True)["history"])
+    assert [h["step"] for h in history if "map" in h] == [10]  # validated on val/
+
+
 KILLER = """
 import sys, torch
 from engine.checkpoint import atomic_save, save_checkpoint
