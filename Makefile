@@ -24,7 +24,10 @@ demo-model: $(STAMP)
 	$(VENV)/bin/actstream synth data/synthetic --videos 300 --seed 0
 	$(VENV)/bin/actstream --log-level info train configs/train_synthetic.yaml
 	$(VENV)/bin/actstream --log-level info train configs/train_synthetic_head.yaml
-	mkdir -p configs/weights && cp runs/stage2/last.pt configs/weights/demo.pt
+	$(VENV)/bin/actstream synth data/scenes --videos 1260 --seed 0 --split train
+	$(VENV)/bin/actstream synth data/val --videos 50 --seed 11 --split validation
+	$(VENV)/bin/actstream --log-level info train configs/train_synthetic_scenes.yaml
+	mkdir -p configs/weights && cp runs/stage3/last.pt configs/weights/demo.pt
 	$(VENV)/bin/actstream eval configs/weights/demo.pt data/synthetic --no-streaming --out runs/eval_demo
 
 # The bundled signal model (configs/weights/csi.pt; README "Signal streams"): synthetic WiFi

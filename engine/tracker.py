@@ -70,7 +70,7 @@ class TrackerConfig:
     """
 
     onset_threshold: float = 0.5
-    keep_threshold: float = 0.175
+    keep_threshold: float = 0.25
     confirm_runs: int = 2
     confirm_score: float | None = None
     offset_confirm_runs: int = 2
