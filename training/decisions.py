@@ -260,15 +260,16 @@ def choose(scored: list[tuple[TrackerConfig, dict]], f1_tie: float = 0.0) -> lis
     ranked = sorted(scored, key=lambda ct: _rank(ct[1]))
     if not ranked or f1_tie <= 0:
         return ranked
-    floor = _f1(ranked[0][1]) - f1_tie - 1e-9
-    tied = [ct for ct in ranked if _f1(ct[1]) >= floor]  # still in `_rank` order
+    floor = event_f1(ranked[0][1]) - f1_tie - 1e-9
+    tied = [ct for ct in ranked if event_f1(ct[1]) >= floor]  # still in `_rank` order
     soon = min(_delay(t) for _, t in tied) + ONSET_TIE_S
     later = sorted((ct for ct in tied if _delay(ct[1]) > soon), key=lambda ct: _delay(ct[1]))
     early = [ct for ct in tied if _delay(ct[1]) <= soon]
-    return early + later + [ct for ct in ranked if _f1(ct[1]) < floor]
+    return early + later + [ct for ct in ranked if event_f1(ct[1]) < floor]
 
 
-def _f1(table: dict) -> float:
+def event_f1(table: dict) -> float:
+    """Event F1 at tIoU 0.5 of an event table: what the search maximises."""
     return table["by_tiou"]["0.5"]["f1"]
 
 
@@ -278,7 +279,7 @@ def _delay(table: dict) -> float:
 
 
 def _rank(table: dict) -> tuple:
-    return (-_f1(table), table["events_per_true_action"], _delay(table))
+    return (-event_f1(table), table["events_per_true_action"], _delay(table))
 
 
 def config_changes(config: TrackerConfig, base: TrackerConfig | None = None) -> dict:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 import time
 
+WIDTH = 100  # a terminal line is redrawn padded to this many characters
+
 
 def format_duration(seconds: float) -> str:
     seconds = int(max(0, seconds))
@@ -35,7 +37,7 @@ class Progress:
         pct = 100 * step / self.total
         line = f"{self.label} {step}/{self.total} [{pct:3.0f}%] {parts} ETA {format_duration(eta)}"
         if self.tty:
-            self.stream.write("\r" + line.ljust(100))
+            self.stream.write("\r" + line.ljust(WIDTH))
             if step == self.total:
                 self.stream.write("\n")
         else:
@@ -44,5 +46,5 @@ class Progress:
 
     def note(self, message: str) -> None:
         """A line of its own between bar updates (a validation result), kept on a terminal."""
-        self.stream.write(("\r" + " " * 100 + "\r" if self.tty else "") + message + "\n")
+        self.stream.write(("\r" + " " * WIDTH + "\r" if self.tty else "") + message + "\n")
         self.stream.flush()

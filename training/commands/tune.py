@@ -28,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "tracker is pure: same events as a replay with that config) by event F1 at tIoU 0.5 "
         "(ties: fewer events per true action, then earlier onsets), one parameter at a time "
         "until a pass over the grid changes nothing; then, among the configs within "
-        "--f1-tie of the best F1, the one with the earliest onsets is chosen. Prints the "
+        "--f1-tie of the best F1, the best of those with the earliest onsets is chosen. Prints the "
         "chosen config's event table and writes OUT/tracker.yaml (a tracker section to "
         "paste into a detector config), OUT/tune.json (every config with its table) and "
         "OUT/recordings.json (the head runs, for --reuse).",
@@ -46,9 +46,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=0.01,
         metavar="D",
-        help="configs whose F1 is within D of the best are tied, and the one with the "
-        "earliest median onset among them is chosen (default 0.01, about one standard "
-        "error of F1 on ~900 true actions; 0: the best F1 whatever its onsets)",
+        help="configs whose F1 is within D of the best are tied; of those whose median "
+        "onset is within 0.05 s of the earliest tied one, the best F1 is chosen (default "
+        "0.01, about one standard error of F1 on ~900 true actions; 0: the best F1 whatever "
+        "its onsets)",
     )
     tune.add_argument(
         "--reuse",
@@ -64,6 +65,7 @@ def tune_command(args: argparse.Namespace) -> int:
     from training.decisions import (
         GRID,
         config_changes,
+        event_f1,
         load_recordings,
         record,
         recording_key,
@@ -144,16 +146,16 @@ def tune_command(args: argparse.Namespace) -> int:
         )
     )
     print("\n".join(event_table(table)))
-    top = max(scored, key=lambda ct: ct[1]["by_tiou"]["0.5"]["f1"])
+    top = max(scored, key=lambda ct: event_f1(ct[1]))
     if top[0] != best:
         print(
-            f"best F1 {top[1]['by_tiou']['0.5']['f1']:.3f} with",
+            f"best F1 {event_f1(top[1]):.3f} with",
             config_changes(top[0], app.tracker),
             f"(onsets median {top[1]['onset_delay']['median_s']:.2f} s); chosen: the earliest "
-            f"onsets within --f1-tie {args.f1_tie:g} of it",
+            f"onsets (within 0.05 s) among the configs within --f1-tie {args.f1_tie:g} of it",
         )
     print("chosen tracker (changes from the given config):", config_changes(best, app.tracker))
     for c, t in scored[1:4]:
-        print(f"  next: F1 {t['by_tiou']['0.5']['f1']:.3f}", config_changes(c, app.tracker))
+        print(f"  next: F1 {event_f1(t):.3f}", config_changes(c, app.tracker))
     print(f"tracker section: {out / 'tracker.yaml'}   all configs: {out / 'tune.json'}")
     return 0
