@@ -51,11 +51,13 @@ def test_published_chunks_become_frames_and_bad_messages_are_skipped(caplog):
     x = np.random.default_rng(0).normal(size=(200, 3)).astype(np.float32)
     items: list = []
     try:
-        # a subscriber misses what was published before it joined: probe until it hears
+        # a subscriber misses what was published before it joined: probe until a frame made
+        # of the probe arrives (a status item alone comes before the subscription is live)
         probe = np.zeros((5, 3), np.float32)
         wait_until(
             lambda: (
-                pub.send_multipart(encode_chunk(probe, 100.0, t0_s=-10.0)) or buf.get_many(1000)
+                pub.send_multipart(encode_chunk(probe, 100.0, t0_s=-10.0))
+                or any(isinstance(i, Frame) for i in buf.get_many(1000))
             ),
             "the subscriber to hear the sender",
         )
