@@ -62,10 +62,13 @@ def load_videos(
     progress: Callable[[int, int], None] | None = None,
     framing: SignalFraming | None = None,
     feature_dim: int | None = None,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[list[VideoItem], tuple[str, ...]]:
     """Loads every video of `subset` ("all": every video of the JSON) as frames (kind
     "videos"), features ("features", each of width `feature_dim` when given) or signal
-    frames ("signals", cut by `framing`); `progress(done, total)` after each. Segments of
+    frames ("signals", cut by `framing`); `progress(done, total)` after each. `transform`:
+    each video's data goes through it as soon as it is loaded and only its result is kept
+    (a frozen backbone: a video's frames never all sit in memory at once). Segments of
     labels outside `classes` are left out with a warning (none matching is an error)."""
     anns, file_classes = load_annotations(config.annotations)
     classes = classes or file_classes
@@ -92,6 +95,8 @@ def load_videos(
         else:
             data = decoded_frames(path, config.cache_dir, fps=fps, size=image_size)
             step_s, offset_s = 1.0 / fps, 0.0
+        if transform is not None:
+            data = transform(data)
         bounds, labels = _to_grid(ann, classes, offset_s, step_s)
         items.append(VideoItem(ann.video_id, data, offset_s, step_s, bounds, labels, ann))
         if progress is not None:

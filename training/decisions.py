@@ -103,14 +103,16 @@ RECORDINGS_FORMAT = 1
 
 
 def recording_key(checkpoint: str, videos: list[VideoItem], config: AppConfig, stop_below: float):
-    """What a set of recordings depends on: the checkpoint's bytes, the videos, the decoding
-    and the lowest score kept (the tracker is what gets searched, so it is not part of it)."""
+    """What a set of recordings depends on: the checkpoint's bytes, the videos, the decoding,
+    how often the head runs and the lowest score kept (the tracker is what gets searched, so
+    it is not part of it)."""
     digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
     return {
         "format": RECORDINGS_FORMAT,
         "checkpoint_sha256": digest,
         "videos": [v.video_id for v in videos],
         "decode": dataclasses.asdict(config.decode),
+        "head_stride": config.engine.head_stride,
         "stop_below": stop_below,
     }
 

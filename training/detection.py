@@ -104,6 +104,13 @@ class DetectionTask:
         m, loss = config.model, config.loss
         self.from_features = config.optim.mode == "cached_features"
         what = "recordings" if config.data.kind == "signals" else "videos"
+        # Decoded frames are large (1260 one-minute videos at 64²: 9 GB): each video's frames
+        # become backbone features as soon as it is decoded. Signal recordings are small and
+        # a fresh model's normalisation needs them all first: they are cached after loading.
+        on_load = self.from_features and config.data.kind == "videos"
+        if on_load:
+            model.backbone.eval()
+            what += " (to backbone features)"
         (train_videos, self.classes), (self.val_videos, _) = (
             load_videos(
                 data,
@@ -114,6 +121,9 @@ class DetectionTask:
                 progress=_progress(f"loading {subset} {what}"),
                 framing=signal_framing(m),
                 feature_dim=m.feature_dim,
+                transform=(lambda x: backbone_features(model, x, device).cpu().numpy())
+                if on_load
+                else None,
             )
             for data, subset in (
                 (config.data, config.data.train_subset),
@@ -132,13 +142,14 @@ class DetectionTask:
                 float(std.min()),
                 float(std.max()),
             )
-        if self.from_features and config.data.kind != "features":
+        if self.from_features and config.data.kind == "signals":
             train_videos = cache_backbone_features(
                 model, train_videos, device, _progress("backbone features (train)")
             )
             self.val_videos = cache_backbone_features(
                 model, self.val_videos, device, _progress("backbone features (validation)")
             )
+        if self.from_features and config.data.kind != "features":
             for p in model.backbone.parameters():
                 p.requires_grad_(False)
         self.trained_on = {

@@ -390,6 +390,7 @@ def _free_port() -> int:
 
 def test_cached_features_give_the_same_head_output_as_frames(tiny_data):
     from training.detection import WindowModel, cache_backbone_features, context_frames
+    from training.evaluate import backbone_features
 
     config = tiny_config(tiny_data, Path("/nonexistent"))
     from models.action_model import build_model
@@ -399,6 +400,17 @@ def test_cached_features_give_the_same_head_output_as_frames(tiny_data):
         config.data, "train", fps=10.0, image_size=32, classes=config.model.classes
     )
     cached = cache_backbone_features(model, videos, "cpu")
+    as_loaded, _ = load_videos(  # what training keeps: each video's features as it loads
+        config.data,
+        "train",
+        fps=10.0,
+        image_size=32,
+        classes=config.model.classes,
+        transform=lambda x: backbone_features(model, x, "cpu").numpy(),
+    )
+    for one, other in zip(as_loaded, cached, strict=True):
+        np.testing.assert_array_equal(one.data, other.data)
+        assert one.data.shape == (len(other.data), config.model.backbone.feature_dim)
 
     def sample(items):
         return WindowSampler(

@@ -64,6 +64,9 @@ def test_replaying_recorded_head_runs_gives_the_detectors_own_events(tmp_path):
     other_decoding = dataclasses.replace(app, decode=dataclasses.replace(app.decode, nms_sigma=0.9))
     stale, why = load_recordings(saved, recording_key(str(BUNDLED), [video], other_decoding, 0.05))
     assert stale is None and "made for another decode" in why
+    every_frame = dataclasses.replace(app, engine=dataclasses.replace(app.engine, head_stride=1))
+    stale, why = load_recordings(saved, recording_key(str(BUNDLED), [video], every_frame, 0.05))
+    assert stale is None and "made for another head_stride" in why
     other = TrackerConfig(onset_threshold=0.3, keep_threshold=0.3, confirm_runs=1)
     replayed = reported_actions(
         replay(model, path, dataclasses.replace(app, tracker=other)), video.video_id
