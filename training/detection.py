@@ -68,17 +68,21 @@ def _progress(label: str):
     return update
 
 
+def frozen_features(model: ActionModel, device: str):
+    """The backbone in eval mode as a function: one video's frames → its (T, C_f) features."""
+    model.backbone.eval()
+    return lambda data: backbone_features(model, data, device).cpu().numpy()
+
+
 def cache_backbone_features(
     model: ActionModel, videos: list[VideoItem], device: str, progress=None
 ) -> list[VideoItem]:
     """Runs the (frozen) backbone once over every video: frames become features;
     `progress(done, total)` after each."""
-    model.backbone.eval()
+    features = frozen_features(model, device)
     out = []
     for v in videos:
-        out.append(
-            dataclasses.replace(v, data=backbone_features(model, v.data, device).cpu().numpy())
-        )
+        out.append(dataclasses.replace(v, data=features(v.data)))
         if progress is not None:
             progress(len(out), len(videos))
     return out
@@ -107,9 +111,12 @@ class DetectionTask:
         # Decoded frames are large (1260 one-minute videos at 64²: 9 GB): each video's frames
         # become backbone features as soon as it is decoded. Signal recordings are small and
         # a fresh model's normalisation needs them all first: they are cached after loading.
-        on_load = self.from_features and config.data.kind == "videos"
+        on_load = (
+            frozen_features(model, device)
+            if (self.from_features and config.data.kind == "videos")
+            else None
+        )
         if on_load:
-            model.backbone.eval()
             what += " (to backbone features)"
         (train_videos, self.classes), (self.val_videos, _) = (
             load_videos(
@@ -121,9 +128,7 @@ class DetectionTask:
                 progress=_progress(f"loading {subset} {what}"),
                 framing=signal_framing(m),
                 feature_dim=m.feature_dim,
-                transform=(lambda x: backbone_features(model, x, device).cpu().numpy())
-                if on_load
-                else None,
+                transform=on_load,
             )
             for data, subset in (
                 (config.data, config.data.train_subset),
