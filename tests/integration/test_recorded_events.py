@@ -1,5 +1,6 @@
 """Behaviour pinned: the bundled model on a generated video gives exactly the event list
-recorded in tests/data/recorded_events.json (every field but wall-clock times), so a change
+recorded in tests/data/recorded_events.json (every field but wall-clock times; floats to
+their 6th decimal's rounding), so a change
 that means to move code only is shown to change nothing.
 
 The floats depend on the encoder and numerics: av and numpy are pinned in constraints.txt.
@@ -47,11 +48,20 @@ def events_on_generated_video(tmp_dir: Path) -> list[dict]:
     return [{k: v for k, v in e.body().items() if k not in WALL_CLOCK} for e in events]
 
 
-def test_bundled_model_gives_the_recorded_events_bit_for_bit(tmp_path):
+def test_bundled_model_gives_the_recorded_events(tmp_path):
     recorded = json.loads(RECORDED.read_text())
     events = events_on_generated_video(tmp_path)
     assert len(events) > 4, "the recorded video should give several actions"
-    assert events == recorded
+    # Every field exact but a float's last recorded digit: CPUs with other vector units
+    # (AVX-512 FP16, AMX) round a score differently in the 6th decimal (0.586832 / 0.586833).
+    assert len(events) == len(recorded)
+    for got, want in zip(events, recorded, strict=True):
+        assert got.keys() == want.keys(), (got, want)
+        for k, v in want.items():
+            if isinstance(v, float):
+                assert abs(got[k] - v) <= 2e-6, (k, got, want)
+            else:
+                assert got[k] == v, (k, got, want)
 
 
 if __name__ == "__main__":
