@@ -217,23 +217,46 @@ def tune(
     f1_tie: float = 0.0,
     progress=None,
 ) -> list[tuple[TrackerConfig, dict]]:
-    """Search: every combination of the `JOINT` parameters (they trade off against each
+    """`search` with each config's event table from replaying it over `recordings`."""
+    done = [0]
+
+    def table(config: TrackerConfig) -> dict:
+        actions = {r.video_id: simulate(r, config) for r in recordings}
+        done[0] += 1
+        if progress is not None:
+            progress(done[0])
+        return streaming_events(actions, videos, classes, with_map=False)
+
+    return search(table, base, grid, passes=passes, f1_tie=f1_tie)
+
+
+def search(
+    table_of,
+    base: TrackerConfig,
+    grid: dict[str, tuple] = GRID,
+    *,
+    passes: int = 3,
+    f1_tie: float = 0.0,
+) -> list[tuple[TrackerConfig, dict]]:
+    """The search: every combination of the `JOINT` parameters (they trade off against each
     other), then from the best a coordinate search: each parameter in turn takes the grid
     value that scores best with the others held, until a pass changes nothing (at most
-    `passes`).
-    Score: event F1 at tIoU 0.5, then fewer events per true action, then the smaller median
-    onset delay. Returns every config tried with its event table, best first; the first is
-    the choice (`choose`: with `f1_tie` > 0, the earliest onsets among the configs whose F1
-    is within `f1_tie` of the best)."""
+    `passes`). Score: event F1 at tIoU 0.5, then fewer events per true action, then the
+    smaller median onset delay. With `f1_tie` > 0 a second coordinate search goes from the
+    choice towards earlier onsets: each parameter takes the value with the earliest median
+    onset among those whose F1 stays within `f1_tie` of the best (the first search only
+    looks near the best F1, and may never score the early configs tied with it).
+    `table_of(config)`: its event table. Returns every config tried with its event table,
+    best first; the first is the choice (`choose`)."""
     tables: dict[TrackerConfig, dict] = {}
 
-    def score(config: TrackerConfig) -> tuple:
+    def table(config: TrackerConfig) -> dict:
         if config not in tables:
-            actions = {r.video_id: simulate(r, config) for r in recordings}
-            tables[config] = streaming_events(actions, videos, classes, with_map=False)
-            if progress is not None:
-                progress(len(tables))
-        return _rank(tables[config])
+            tables[config] = table_of(config)
+        return tables[config]
+
+    def score(config: TrackerConfig) -> tuple:
+        return _rank(table(config))
 
     joint = [k for k in JOINT if k in grid]
     starts = [base]
@@ -246,6 +269,20 @@ def tune(
             best = min((with_value(best, name, v) for v in values), key=score)
         if best == before:
             break
+    if f1_tie > 0:
+        floor = event_f1(table(best)) - f1_tie - 1e-9
+
+        def early(config: TrackerConfig) -> tuple:
+            t = table(config)
+            return (event_f1(t) < floor, _delay(t), _rank(t))
+
+        soonest = choose(list(tables.items()), f1_tie)[0][0]
+        for _ in range(passes):
+            before = soonest
+            for name, values in grid.items():
+                soonest = min((with_value(soonest, name, v) for v in values), key=early)
+            if soonest == before:
+                break
     return choose(list(tables.items()), f1_tie)
 
 

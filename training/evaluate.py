@@ -149,18 +149,24 @@ def offline_segmentation(
 
 @torch.inference_mode()
 def head_latency_ms(model: ActionModel, repeats: int = 30) -> float:
-    """Median time of one head run on one window (torch eager, CPU, this process)."""
+    """Median time of one head run on one window (torch eager, CPU, one thread: with several
+    threads the number measures whatever else shares the cores as much as the head)."""
     T = model.head.config.window_frames
     window = torch.randn(1, T, model.temporal.out_dim)
     valid = torch.ones(1, T, dtype=torch.bool)
     model.eval()
-    for _ in range(3):
-        model.head(window, valid)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        model.head(window, valid)
-        times.append(time.perf_counter() - t0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in range(3):
+            model.head(window, valid)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model.head(window, valid)
+            times.append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(threads)
     return 1000 * float(np.median(times))
 
 

@@ -16,10 +16,12 @@ from training.config import DataConfig
 from training.data import load_videos
 from training.decisions import (
     choose,
+    event_f1,
     load_recordings,
     record,
     recording_key,
     save_recordings,
+    search,
     simulate,
 )
 from training.evaluate import replay, reported_actions
@@ -138,3 +140,26 @@ def test_configs_within_the_f1_tie_are_chosen_by_their_onsets():
     assert [x for x, _ in choose(scored, 0.0065)] == [e, b, d, a, c]  # d falls out
     nothing = _table(0.860, float("nan"))  # no match: its onset ranks last among the tied
     assert choose([(a, nothing), (b, _table(0.858, 0.9))], 0.01)[0][0] == b
+
+
+def test_the_search_goes_on_to_the_earliest_onsets_the_f1_tie_allows():
+    """An objective where a clear sighting confirming at once costs F1 after 3 confirming runs
+    but not after 2: the F1 search ends at 3 runs and never scores (2 runs, confirm_score
+    0.6), the earliest config within the tie; the onset search reaches it."""
+
+    def table_of(c: TrackerConfig) -> dict:
+        runs, clear = c.confirm_runs, c.confirm_score == 0.6
+        f1 = {1: 0.850, 2: 0.885, 3: 0.890}[runs] - (
+            ({2: 0.004, 3: 0.020}.get(runs, 0)) if clear else 0
+        )
+        onset = 0.3 + 0.05 * runs if clear else 0.1 + 0.2 * runs
+        return _table(f1, onset)
+
+    grid = {"confirm_runs": (1, 2, 3), "confirm_score": (None, 0.6)}
+    plain = TrackerConfig(confirm_runs=2)
+    first = search(table_of, plain, grid, f1_tie=0.0)
+    assert first[0][0] == dataclasses.replace(plain, confirm_runs=3)  # the best F1
+    assert dataclasses.replace(plain, confirm_score=0.6) not in dict(first)
+    chosen, table = search(table_of, plain, grid, f1_tie=0.01)[0]
+    assert chosen == dataclasses.replace(plain, confirm_score=0.6)
+    assert abs(event_f1(table) - 0.881) < 1e-9

@@ -233,7 +233,9 @@ def eval_command(args: argparse.Namespace) -> int:
     lines = [_map_line("offline", offline)]
     results["head"] = model_config.head.type
     results["head_ms_per_window"] = head_latency_ms(model)
-    lines.append(f"head per window: {results['head_ms_per_window']:.2f} ms (torch, 1 window)")
+    lines.append(
+        f"head per window: {results['head_ms_per_window']:.2f} ms (torch, 1 window, 1 thread)"
+    )
     if head_family(model_config.head).frame_probs is not None:  # a frame-labelling head
         results["offline_segmentation"] = offline_segmentation(
             model, videos, classes, app.decode, from_features

@@ -27,8 +27,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "its head runs, then scores every tracker config of a grid on the recording (the "
         "tracker is pure: same events as a replay with that config) by event F1 at tIoU 0.5 "
         "(ties: fewer events per true action, then earlier onsets), one parameter at a time "
-        "until a pass over the grid changes nothing; then, among the configs within "
-        "--f1-tie of the best F1, the best of those with the earliest onsets is chosen. Prints the "
+        "until a pass over the grid changes nothing; then a second such search moves towards "
+        "earlier onsets while F1 stays within --f1-tie of the best, and of the configs "
+        "within the tie, the best of those with the earliest onsets is chosen. Prints the "
         "chosen config's event table and writes OUT/tracker.yaml (a tracker section to "
         "paste into a detector config), OUT/tune.json (every config with its table) and "
         "OUT/recordings.json (the head runs, for --reuse).",
