@@ -262,13 +262,7 @@ def search(
     starts = [base]
     for name in joint:
         starts = [with_value(c, name, v) for c in starts for v in grid[name]]
-    best = min(starts, key=score)
-    for _ in range(passes):
-        before = best
-        for name, values in grid.items():
-            best = min((with_value(best, name, v) for v in values), key=score)
-        if best == before:
-            break
+    best = _descend(min(starts, key=score), score, grid, passes)
     if f1_tie > 0:
         floor = event_f1(table(best)) - f1_tie - 1e-9
 
@@ -276,14 +270,20 @@ def search(
             t = table(config)
             return (event_f1(t) < floor, _delay(t), _rank(t))
 
-        soonest = choose(list(tables.items()), f1_tie)[0][0]
-        for _ in range(passes):
-            before = soonest
-            for name, values in grid.items():
-                soonest = min((with_value(soonest, name, v) for v in values), key=early)
-            if soonest == before:
-                break
+        _descend(choose(list(tables.items()), f1_tie)[0][0], early, grid, passes)
     return choose(list(tables.items()), f1_tie)
+
+
+def _descend(config: TrackerConfig, key, grid: dict[str, tuple], passes: int) -> TrackerConfig:
+    """Coordinate search from `config`: each parameter in turn takes the grid value with the
+    smallest `key`, the others held, until a pass changes nothing (at most `passes`)."""
+    for _ in range(passes):
+        before = config
+        for name, values in grid.items():
+            config = min((with_value(config, name, v) for v in values), key=key)
+        if config == before:
+            break
+    return config
 
 
 ONSET_TIE_S = 0.05  # median onsets closer than this are the same (head runs are 0.2 s apart)
